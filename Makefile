@@ -1,0 +1,35 @@
+# Lookalike: `make demo` runs the pipeline on a generated catalog; `make test` runs lint + tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: venv demo test lint bench serve clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py demo
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: venv lint
+	$(VENV)/bin/pytest
+
+bench: venv
+	$(PY) bench/run_all.py
+
+serve: venv
+	$(PY) manage.py migrate --noinput
+	$(VENV)/bin/gunicorn config.wsgi --workers 2 --bind 127.0.0.1:8000
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

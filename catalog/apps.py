@@ -1,0 +1,8 @@
+"""Catalog app: articles, catalog import and image download."""
+
+from django.apps import AppConfig
+
+
+class CatalogConfig(AppConfig):
+    name = "catalog"
+    verbose_name = "Catalog"

@@ -1,0 +1,54 @@
+"""The Article model: one catalog entry and the state of its downloaded image."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.db import models
+
+
+def article_image_path(article_id: str, extension: str) -> str:
+    """Storage path for an article's image, derived from its id, never from the URL."""
+    digest = hashlib.sha256(article_id.encode("utf-8")).hexdigest()
+    return f"images/{digest[:2]}/{digest[:32]}.{extension}"
+
+
+class Article(models.Model):
+    class DownloadStatus(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DOWNLOADED = "downloaded", "Downloaded"
+        FAILED = "failed", "Failed"
+
+    article_id = models.CharField(max_length=255, unique=True, help_text="The shop's own id.")
+    title = models.CharField(max_length=1000, blank=True)
+    category = models.CharField(max_length=255, blank=True, db_index=True)
+    image_url = models.URLField(max_length=2048)
+    image = models.FileField(max_length=255, blank=True)
+    image_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    image_width = models.PositiveIntegerField(null=True, blank=True)
+    image_height = models.PositiveIntegerField(null=True, blank=True)
+    # The URL the stored file came from: a changed image_url makes the file stale.
+    downloaded_url = models.URLField(max_length=2048, blank=True)
+    download_status = models.CharField(
+        max_length=16,
+        choices=DownloadStatus.choices,
+        default=DownloadStatus.PENDING,
+        db_index=True,
+    )
+    download_error = models.TextField(blank=True)
+    download_attempts = models.PositiveIntegerField(default=0)
+    downloaded_at = models.DateTimeField(null=True, blank=True)
+    is_active = models.BooleanField(default=True, db_index=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["article_id"]
+
+    def __str__(self) -> str:
+        return f"{self.article_id} {self.title}".strip()
+
+    @property
+    def has_image(self) -> bool:
+        return self.download_status == self.DownloadStatus.DOWNLOADED and bool(self.image)
