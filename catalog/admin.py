@@ -1,0 +1,77 @@
+"""Admin for articles: thumbnails, download status, search and filters."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.utils.html import format_html
+
+from catalog.models import Article
+
+THUMBNAIL_HTML = (
+    '<img src="{}" alt="{}" loading="lazy" '
+    'style="max-width:{}px;max-height:{}px;object-fit:contain;background:#fff">'
+)
+
+
+def thumbnail_html(article: Article, size: int = 80) -> str:
+    """An <img> for the article's downloaded image, or an em dash when there is none."""
+    if not article.image:
+        return "—"
+    return format_html(THUMBNAIL_HTML, article.image.url, article.article_id, size, size)
+
+
+@admin.register(Article)
+class ArticleAdmin(admin.ModelAdmin):
+    list_display = (
+        "thumbnail",
+        "article_id",
+        "title",
+        "category",
+        "download_status",
+        "is_active",
+        "updated_at",
+    )
+    list_display_links = ("thumbnail", "article_id")
+    list_filter = ("download_status", "is_active", "category")
+    search_fields = ("article_id", "title")
+    list_per_page = 50
+    show_full_result_count = False
+    readonly_fields = (
+        "preview",
+        "image",
+        "image_sha256",
+        "image_width",
+        "image_height",
+        "downloaded_url",
+        "download_status",
+        "download_error",
+        "download_attempts",
+        "downloaded_at",
+        "created_at",
+        "updated_at",
+    )
+    fieldsets = (
+        (None, {"fields": ("article_id", "title", "category", "image_url", "is_active")}),
+        ("Image", {"fields": ("preview", "image", "image_sha256", "image_width", "image_height")}),
+        (
+            "Download",
+            {
+                "fields": (
+                    "download_status",
+                    "download_error",
+                    "download_attempts",
+                    "downloaded_url",
+                    "downloaded_at",
+                )
+            },
+        ),
+        ("Other", {"fields": ("metadata", "created_at", "updated_at")}),
+    )
+
+    @admin.display(description="Image")
+    def thumbnail(self, article: Article) -> str:
+        return thumbnail_html(article, size=60)
+
+    @admin.display(description="Preview")
+    def preview(self, article: Article) -> str:
+        return thumbnail_html(article, size=320)

@@ -1,0 +1,50 @@
+"""manage.py import_catalog PATH: upsert articles from CSV or JSON Lines."""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from catalog.services.imports import CatalogImportError, catalog_import
+
+# Exit status when the file imported but some rows were skipped (like rsync's "partial").
+EXIT_ROWS_SKIPPED = 2
+
+
+class Command(BaseCommand):
+    help = (
+        "Import (upsert) a catalog from CSV or JSON Lines. Required columns: article_id, "
+        "image_url; optional: title, category; other columns are kept as metadata. "
+        f"Exits {EXIT_ROWS_SKIPPED} when rows were skipped, 1 when the file is unusable."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("path", help="Catalog file (.csv, .jsonl or .ndjson).")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Validate and report, write nothing."
+        )
+        parser.add_argument(
+            "--deactivate-missing",
+            action="store_true",
+            help="The file is the full catalog: deactivate active articles not in it.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            summary = catalog_import(
+                path=options["path"],
+                dry_run=options["dry_run"],
+                deactivate_missing=options["deactivate_missing"],
+            )
+        except CatalogImportError as exc:
+            raise CommandError(str(exc)) from exc
+        for skipped in summary.skipped:
+            self.stderr.write(f"line {skipped.line}: skipped: {skipped.reason}")
+        self.stdout.write(f"{options['path']}: {summary.describe()}")
+        if summary.skipped:
+            raise CommandError(
+                f"{len(summary.skipped)} row(s) skipped; the other rows were imported",
+                returncode=EXIT_ROWS_SKIPPED,
+            )

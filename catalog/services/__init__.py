@@ -1,0 +1,1 @@
+"""Catalog services: writes and side effects (import, download)."""

@@ -1,0 +1,310 @@
+"""Catalog import: an idempotent upsert of articles from CSV or JSON Lines."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
+from django.db import transaction
+from django.utils import timezone
+
+from catalog.models import Article
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("article_id", "image_url")
+KNOWN_COLUMNS = ("article_id", "image_url", "title", "category")
+CSV_EXTENSIONS = {".csv"}
+JSONL_EXTENSIONS = {".jsonl", ".ndjson", ".json"}
+CHUNK_SIZE = 2000
+MAX_ID_LENGTH = Article._meta.get_field("article_id").max_length
+MAX_URL_LENGTH = Article._meta.get_field("image_url").max_length
+
+MSG_MISSING_ID = "missing article_id"
+MSG_MISSING_URL = "missing image_url"
+MSG_BAD_URL = "invalid image_url {url!r}: only absolute http(s) URLs are accepted"
+MSG_DUPLICATE = "duplicate article_id {article_id!r} (first seen on line {first_line})"
+
+
+class CatalogImportError(Exception):
+    """The file as a whole cannot be imported (missing, unreadable, wrong format, no header)."""
+
+
+@dataclass
+class SkippedRow:
+    line: int
+    reason: str
+
+
+@dataclass
+class ImportSummary:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deactivated: int = 0
+    image_changed: int = 0
+    skipped: list[SkippedRow] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def total_rows(self) -> int:
+        return self.created + self.updated + self.unchanged + len(self.skipped)
+
+    def describe(self) -> str:
+        text = (
+            f"{self.created} new, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{len(self.skipped)} skipped"
+        )
+        if self.image_changed:
+            text += f" ({self.image_changed} with a new image URL, queued for download)"
+        if self.deactivated:
+            text += f", {self.deactivated} deactivated (not in the file)"
+        if self.dry_run:
+            text += " [dry run: nothing written]"
+        return text
+
+
+@dataclass(frozen=True)
+class _Row:
+    line: int
+    article_id: str
+    image_url: str
+    title: str
+    category: str
+    metadata: dict[str, Any]
+
+
+_url_validator = URLValidator(schemes=["http", "https"])
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return str(value).strip()
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        sample = handle.read(64 * 1024)
+        handle.seek(0)
+        try:
+            dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+        except csv.Error:
+            dialect = csv.excel
+        reader = csv.DictReader(handle, dialect=dialect)
+        header = [name.strip() for name in (reader.fieldnames or [])]
+        missing = [column for column in REQUIRED_COLUMNS if column not in header]
+        if missing:
+            raise CatalogImportError(
+                f"{path}: CSV header must contain {', '.join(REQUIRED_COLUMNS)}; "
+                f"missing {', '.join(missing)} (header: {', '.join(header) or 'empty'})"
+            )
+        reader.fieldnames = header
+        for row in reader:
+            # DictReader counts physical lines; line_num is the last line of this record.
+            yield reader.line_num, {k: v for k, v in row.items() if k is not None}
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    with path.open("r", encoding="utf-8-sig") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield line_no, f"invalid JSON: {exc.msg} at column {exc.colno}"
+                continue
+            if not isinstance(record, dict):
+                yield line_no, f"expected a JSON object, got {type(record).__name__}"
+                continue
+            yield line_no, record
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    if not path.exists():
+        raise CatalogImportError(f"{path}: no such file")
+    if not path.is_file():
+        raise CatalogImportError(f"{path}: not a file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in CSV_EXTENSIONS:
+            yield from _read_csv(path)
+        elif suffix in JSONL_EXTENSIONS:
+            yield from _read_jsonl(path)
+        else:
+            raise CatalogImportError(
+                f"{path}: unknown format {suffix or '(no extension)'!r}; "
+                "use .csv or .jsonl (JSON Lines)"
+            )
+    except UnicodeDecodeError as exc:
+        raise CatalogImportError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+
+
+def _parse(line: int, record: dict[str, Any]) -> _Row | str:
+    article_id = _text(record.get("article_id"))
+    image_url = _text(record.get("image_url"))
+    if not article_id:
+        return MSG_MISSING_ID
+    if len(article_id) > MAX_ID_LENGTH:
+        return f"article_id longer than {MAX_ID_LENGTH} characters"
+    if not image_url:
+        return MSG_MISSING_URL
+    try:
+        if len(image_url) > MAX_URL_LENGTH:
+            raise ValidationError("too long")
+        _url_validator(image_url)
+    except ValidationError:
+        return MSG_BAD_URL.format(url=image_url[:200])
+    metadata = {
+        key: value
+        for key, value in record.items()
+        if key not in KNOWN_COLUMNS and value not in (None, "")
+    }
+    return _Row(
+        line=line,
+        article_id=article_id,
+        image_url=image_url,
+        title=_text(record.get("title"))[:1000],
+        category=_text(record.get("category"))[:255],
+        metadata=metadata,
+    )
+
+
+def _apply_chunk(rows: list[_Row], summary: ImportSummary, *, dry_run: bool) -> None:
+    existing = Article.objects.in_bulk([row.article_id for row in rows], field_name="article_id")
+    now = timezone.now()
+    to_create: list[Article] = []
+    to_update: list[Article] = []
+    for row in rows:
+        article = existing.get(row.article_id)
+        if article is None:
+            to_create.append(
+                Article(
+                    article_id=row.article_id,
+                    image_url=row.image_url,
+                    title=row.title,
+                    category=row.category,
+                    metadata=row.metadata,
+                )
+            )
+            continue
+        changed = False
+        for name in ("title", "category", "metadata"):
+            if getattr(article, name) != getattr(row, name):
+                setattr(article, name, getattr(row, name))
+                changed = True
+        if not article.is_active:
+            article.is_active = True
+            changed = True
+        if article.image_url != row.image_url:
+            # The stored file stays until a new download replaces it.
+            article.image_url = row.image_url
+            article.download_status = Article.DownloadStatus.PENDING
+            article.download_error = ""
+            article.download_attempts = 0
+            summary.image_changed += 1
+            changed = True
+        if changed:
+            article.updated_at = now
+            to_update.append(article)
+        else:
+            summary.unchanged += 1
+    summary.created += len(to_create)
+    summary.updated += len(to_update)
+    if dry_run:
+        return
+    Article.objects.bulk_create(to_create, batch_size=CHUNK_SIZE)
+    Article.objects.bulk_update(
+        to_update,
+        [
+            "title",
+            "category",
+            "metadata",
+            "is_active",
+            "image_url",
+            "download_status",
+            "download_error",
+            "download_attempts",
+            "updated_at",
+        ],
+        batch_size=500,
+    )
+
+
+def catalog_import(
+    *, path: Path | str, dry_run: bool = False, deactivate_missing: bool = False
+) -> ImportSummary:
+    """Upsert the articles in ``path`` (CSV or JSON Lines); bad rows are skipped with a reason.
+
+    Re-importing the same file changes nothing. A changed ``image_url`` marks the article's
+    image for re-download. With ``deactivate_missing`` the file is the whole catalog:
+    active articles absent from it are deactivated (never deleted). The import is one
+    transaction: a crash part-way leaves the catalog as it was.
+    """
+    path = Path(path)
+    summary = ImportSummary(dry_run=dry_run)
+    first_seen: dict[str, int] = {}
+    with transaction.atomic():
+        chunk: list[_Row] = []
+        for line, record in _records(path):
+            parsed = record if isinstance(record, str) else _parse(line, record)
+            if isinstance(parsed, str):
+                summary.skipped.append(SkippedRow(line=line, reason=parsed))
+                continue
+            if parsed.article_id in first_seen:
+                summary.skipped.append(
+                    SkippedRow(
+                        line=line,
+                        reason=MSG_DUPLICATE.format(
+                            article_id=parsed.article_id,
+                            first_line=first_seen[parsed.article_id],
+                        ),
+                    )
+                )
+                continue
+            first_seen[parsed.article_id] = line
+            chunk.append(parsed)
+            if len(chunk) >= CHUNK_SIZE:
+                _apply_chunk(chunk, summary, dry_run=dry_run)
+                chunk = []
+        if chunk:
+            _apply_chunk(chunk, summary, dry_run=dry_run)
+        if deactivate_missing:
+            summary.deactivated = _deactivate_missing(set(first_seen), dry_run=dry_run)
+    for skipped in summary.skipped:
+        logger.warning("%s line %d skipped: %s", path, skipped.line, skipped.reason)
+    return summary
+
+
+def _deactivate_missing(seen: set[str], *, dry_run: bool) -> int:
+    """Deactivate active articles whose id is not in ``seen`` (chunked, no huge IN clause)."""
+    active = Article.objects.filter(is_active=True).values_list("pk", "article_id")
+    missing = [pk for pk, article_id in active.iterator(chunk_size=5000) if article_id not in seen]
+    if not dry_run:
+        now = timezone.now()
+        for start in range(0, len(missing), 1000):
+            Article.objects.filter(pk__in=missing[start : start + 1000]).update(
+                is_active=False, updated_at=now
+            )
+    return len(missing)
+
+
+def catalog_rows_as_csv(rows: list[dict[str, Any]]) -> str:
+    """Serialise rows to CSV text (used by the demo and tests to write catalogs)."""
+    columns: list[str] = list(KNOWN_COLUMNS)
+    for row in rows:
+        columns.extend(key for key in row if key not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

@@ -1,0 +1,181 @@
+"""Catalog import: CSV and JSON Lines, idempotent upsert, bad rows reported and skipped."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from catalog.management.commands.import_catalog import EXIT_ROWS_SKIPPED
+from catalog.models import Article
+from catalog.services.imports import CatalogImportError, catalog_import
+
+pytestmark = pytest.mark.django_db
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+CSV = """article_id,image_url,title,category,brand
+A1,https://cdn.example.com/a1.jpg,Red bag,bags,Acme
+A2,https://cdn.example.com/a2.jpg,Blue shoe,shoes,
+A3,http://cdn.example.com/a3.png,Lamp,,Lumo
+"""
+
+
+def test_csv_import_creates_articles_with_metadata(tmp_path):
+    summary = catalog_import(path=write(tmp_path, "c.csv", CSV))
+    assert (summary.created, summary.updated, summary.unchanged) == (3, 0, 0)
+    a1 = Article.objects.get(article_id="A1")
+    assert a1.title == "Red bag"
+    assert a1.category == "bags"
+    assert a1.metadata == {"brand": "Acme"}
+    assert a1.download_status == Article.DownloadStatus.PENDING
+    assert Article.objects.get(article_id="A2").metadata == {}
+    assert Article.objects.get(article_id="A3").category == ""
+
+
+def test_reimport_same_file_changes_nothing(tmp_path):
+    path = write(tmp_path, "c.csv", CSV)
+    catalog_import(path=path)
+    before = {a.article_id: a.updated_at for a in Article.objects.all()}
+    summary = catalog_import(path=path)
+    assert (summary.created, summary.updated, summary.unchanged) == (0, 0, 3)
+    assert {a.article_id: a.updated_at for a in Article.objects.all()} == before
+
+
+def test_changed_image_url_marks_for_redownload(tmp_path):
+    catalog_import(path=write(tmp_path, "c.csv", CSV))
+    Article.objects.filter(article_id="A1").update(
+        download_status=Article.DownloadStatus.DOWNLOADED,
+        image="images/aa/a1.jpg",
+        downloaded_url="https://cdn.example.com/a1.jpg",
+        download_attempts=1,
+    )
+    changed = CSV.replace("a1.jpg", "a1-v2.jpg")
+    summary = catalog_import(path=write(tmp_path, "c2.csv", changed))
+    assert (summary.updated, summary.unchanged, summary.image_changed) == (1, 2, 1)
+    a1 = Article.objects.get(article_id="A1")
+    assert a1.image_url == "https://cdn.example.com/a1-v2.jpg"
+    assert a1.download_status == Article.DownloadStatus.PENDING
+    assert a1.image.name == "images/aa/a1.jpg"  # kept until a new download replaces it
+
+
+def test_title_change_is_an_update_without_redownload(tmp_path):
+    catalog_import(path=write(tmp_path, "c.csv", CSV))
+    Article.objects.update(download_status=Article.DownloadStatus.DOWNLOADED)
+    summary = catalog_import(path=write(tmp_path, "c2.csv", CSV.replace("Red bag", "Red tote")))
+    assert (summary.updated, summary.image_changed) == (1, 0)
+    a1 = Article.objects.get(article_id="A1")
+    assert a1.title == "Red tote"
+    assert a1.download_status == Article.DownloadStatus.DOWNLOADED
+
+
+def test_jsonl_import_keeps_typed_metadata(tmp_path):
+    lines = [
+        {"article_id": "J1", "image_url": "https://x.example/1.jpg", "title": "One", "price": 9.5},
+        {"article_id": 2, "image_url": "https://x.example/2.jpg", "tags": ["a", "b"]},
+    ]
+    path = write(tmp_path, "c.jsonl", "\n".join(json.dumps(line) for line in lines) + "\n\n")
+    summary = catalog_import(path=path)
+    assert summary.created == 2
+    assert Article.objects.get(article_id="J1").metadata == {"price": 9.5}
+    assert Article.objects.get(article_id="2").metadata == {"tags": ["a", "b"]}
+
+
+def test_bad_rows_are_reported_with_line_numbers_and_good_rows_import(tmp_path):
+    text = (
+        "article_id,image_url,title\n"
+        "G1,https://x.example/1.jpg,good\n"  # line 2
+        ",https://x.example/2.jpg,no id\n"  # line 3
+        "B2,,no url\n"  # line 4
+        "B3,ftp://x.example/3.jpg,bad scheme\n"  # line 5
+        "B4,/relative/4.jpg,relative\n"  # line 6
+        "G1,https://x.example/1b.jpg,duplicate\n"  # line 7
+        "G2,https://x.example/5.jpg,good\n"  # line 8
+    )
+    summary = catalog_import(path=write(tmp_path, "c.csv", text))
+    assert summary.created == 2
+    reasons = {row.line: row.reason for row in summary.skipped}
+    assert set(reasons) == {3, 4, 5, 6, 7}
+    assert reasons[3] == "missing article_id"
+    assert reasons[4] == "missing image_url"
+    assert "ftp://x.example/3.jpg" in reasons[5]
+    assert "first seen on line 2" in reasons[7]
+    assert Article.objects.get(article_id="G1").image_url == "https://x.example/1.jpg"
+
+
+def test_invalid_json_line_is_skipped(tmp_path):
+    text = '{"article_id": "A", "image_url": "https://x.example/a.jpg"}\n{broken\n[1, 2]\n'
+    summary = catalog_import(path=write(tmp_path, "c.jsonl", text))
+    assert summary.created == 1
+    assert [row.line for row in summary.skipped] == [2, 3]
+    assert "invalid JSON" in summary.skipped[0].reason
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    summary = catalog_import(path=write(tmp_path, "c.csv", CSV), dry_run=True)
+    assert summary.created == 3
+    assert Article.objects.count() == 0
+
+
+def test_deactivate_missing_and_reactivate(tmp_path):
+    catalog_import(path=write(tmp_path, "c.csv", CSV))
+    only_a1 = "\n".join(CSV.splitlines()[:2]) + "\n"
+    summary = catalog_import(path=write(tmp_path, "c2.csv", only_a1), deactivate_missing=True)
+    assert summary.deactivated == 2
+    assert set(Article.objects.filter(is_active=True).values_list("article_id", flat=True)) == {
+        "A1"
+    }
+    summary = catalog_import(path=write(tmp_path, "c.csv", CSV))
+    assert summary.updated == 2
+    assert Article.objects.filter(is_active=True).count() == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("c.csv", "id,url\n1,https://x.example/a.jpg\n", "missing article_id, image_url"),
+        ("c.xml", "<catalog/>", "unknown format"),
+    ],
+)
+def test_unusable_files_raise_clear_errors(tmp_path, name, text, message):
+    with pytest.raises(CatalogImportError, match=message):
+        catalog_import(path=write(tmp_path, name, text))
+
+
+def test_missing_file_and_non_utf8(tmp_path):
+    with pytest.raises(CatalogImportError, match="no such file"):
+        catalog_import(path=tmp_path / "nope.csv")
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("article_id,image_url,title\nA,https://x.example/a.jpg,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(CatalogImportError, match="not UTF-8"):
+        catalog_import(path=path)
+
+
+def test_semicolon_csv_is_sniffed(tmp_path):
+    text = "article_id;image_url;title\nS1;https://x.example/s.jpg;Semi\n"
+    assert catalog_import(path=write(tmp_path, "c.csv", text)).created == 1
+
+
+def test_command_summary_and_exit_status(tmp_path):
+    out = StringIO()
+    call_command("import_catalog", str(write(tmp_path, "c.csv", CSV)), stdout=out)
+    assert "3 new, 0 updated, 0 unchanged, 0 skipped" in out.getvalue()
+
+    bad = CSV + ",https://x.example/none.jpg,no id\n"
+    err = StringIO()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("import_catalog", str(write(tmp_path, "b.csv", bad)), stdout=out, stderr=err)
+    assert excinfo.value.returncode == EXIT_ROWS_SKIPPED
+    assert "line 5: skipped: missing article_id" in err.getvalue()
+    assert "0 new, 0 updated, 3 unchanged, 1 skipped" in out.getvalue()
+
+    with pytest.raises(CommandError, match="no such file"):
+        call_command("import_catalog", str(tmp_path / "missing.csv"))
