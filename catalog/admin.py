@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db import models
 from django.utils.html import format_html
 
 from catalog.models import Article
@@ -35,6 +36,7 @@ class ArticleAdmin(admin.ModelAdmin):
     list_filter = ("download_status", "is_active", "category")
     search_fields = ("article_id", "title")
     list_per_page = 50
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     show_full_result_count = False
     readonly_fields = (
         "preview",
