@@ -1,0 +1,94 @@
+"""Stored embeddings (per article, model and image hash) and the record of each index build."""
+
+from __future__ import annotations
+
+import numpy as np
+from django.db import models
+
+from catalog.models import Article
+
+
+class Embedding(models.Model):
+    """One image's vector under one model; reused by every rebuild while the image is unchanged."""
+
+    article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="embeddings")
+    model = models.CharField(max_length=255, help_text="Embedder identity (name + weights).")
+    image_sha256 = models.CharField(max_length=64)
+    dimension = models.PositiveIntegerField()
+    vector = models.BinaryField(help_text="float32, L2-normalised, little-endian.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["article", "model", "image_sha256"], name="embedding_unique_key"
+            )
+        ]
+        indexes = [models.Index(fields=["model", "article"], name="embedding_model_article")]
+
+    def __str__(self) -> str:
+        return f"{self.article_id} @ {self.model}"
+
+    def as_array(self) -> np.ndarray:
+        return np.frombuffer(bytes(self.vector), dtype="<f4")
+
+
+class IndexBuild(models.Model):
+    """One run of the build (download + embed + index), from the shell, a task or the API."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        UNCHANGED = "unchanged", "Unchanged (same inputs as the current index)"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped (another build was running)"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    trigger = models.CharField(max_length=32, default="shell")
+    model = models.CharField(max_length=255)
+    index_type = models.CharField(max_length=64)
+    full = models.BooleanField(default=False)
+    download = models.BooleanField(default=False)
+    mode = models.CharField(max_length=16, blank=True, help_text="full, incremental or unchanged")
+    build_name = models.CharField(max_length=128, blank=True)
+    article_count = models.PositiveIntegerField(default=0)
+    embedded_count = models.PositiveIntegerField(default=0)
+    reused_count = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
+    added_count = models.PositiveIntegerField(default=0)
+    removed_count = models.PositiveIntegerField(default=0)
+    recall_at_10 = models.FloatField(null=True, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+    failures = models.JSONField(default=list, blank=True)
+    manifest = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            # The single-flight lock: at most one running build, enforced by the database.
+            models.UniqueConstraint(
+                fields=["status"],
+                condition=models.Q(status="running"),
+                name="indexbuild_single_running",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Build #{self.pk} ({self.status})"
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
