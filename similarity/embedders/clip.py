@@ -1,0 +1,93 @@
+"""Embedder on a sentence-transformers model that embeds images (CLIP and kin), texts too."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from similarity.embedders.base import (
+    Batch,
+    Embedder,
+    EmbedderLoadError,
+    l2_normalise,
+    load_pretrained,
+    source_identity,
+)
+from similarity.embedders.hf import processor_image_size
+
+DEFAULT_MODEL = "clip-ViT-B-32"
+ST_ORGANISATION = "sentence-transformers"
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """A SentenceTransformer by hub name or local directory, e.g. ``clip-ViT-B-32``.
+
+    Preprocessing and the forward pass are those of ``SentenceTransformer.encode`` taken
+    apart: ``model.preprocess`` runs the input module's processor (CLIPProcessor's image
+    processor for images, its tokenizer for texts) and ``model(features)`` runs the
+    modules (``get_image_features`` / ``get_text_features`` for CLIP) under inference mode.
+    """
+
+    def __init__(self, spec: str = DEFAULT_MODEL, *, device: str = "cpu") -> None:
+        self.name = spec
+        self.device = device
+        self._model, self._directory = load_pretrained(
+            spec, _loader(device), repo_ids=_repo_ids(spec)
+        )
+        self._model.eval()
+        modalities = list(self._model.modalities)
+        if not self._model.supports("image"):
+            raise EmbedderLoadError(
+                f"Embedding model {spec!r} cannot embed images (it handles {modalities}); "
+                f"use an image model such as {DEFAULT_MODEL!r}"
+            )
+        self.supports_text = bool(self._model.supports("text"))
+        self.image_size = processor_image_size(getattr(self._model[0], "processor", None))
+        blank = Image.new("RGB", (self.image_size or 32,) * 2, "white")
+        self.dimension = int(self.embed_images([blank]).shape[1])
+
+    def preprocess(self, images: Sequence[Image.Image]) -> Batch:
+        return self._model.preprocess(list(images))
+
+    def _forward(self, batch: Batch) -> np.ndarray:
+        import torch
+        from sentence_transformers.util import batch_to_device
+
+        with torch.inference_mode():
+            features = batch_to_device(dict(batch), self._model.device)
+            embeddings = self._model(features)["sentence_embedding"]
+            return embeddings.float().cpu().numpy()
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not self.supports_text:
+            return super().embed_texts(texts)
+        if isinstance(texts, str):
+            raise TypeError("embed_texts takes a sequence of strings, not one string")
+        if len(texts) == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return l2_normalise(self._forward(self._model.preprocess(list(texts))))
+
+    def identity(self) -> str:
+        return self._identity
+
+    @cached_property
+    def _identity(self) -> str:
+        return source_identity("", self.name, self._directory, _repo_ids(self.name))
+
+
+def _repo_ids(spec: str) -> list[str]:
+    # SentenceTransformer looks bare names up under the sentence-transformers organisation.
+    return [spec] if "/" in spec else [f"{ST_ORGANISATION}/{spec}", spec]
+
+
+def _loader(device: str) -> Any:
+    def load(name: str, local_files_only: bool) -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(name, device=device, local_files_only=local_files_only)
+
+    return load
