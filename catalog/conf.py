@@ -9,7 +9,7 @@ from django.conf import settings
 
 DEFAULTS: dict[str, object] = {
     "DOWNLOAD_MAX_BYTES": 20 * 1024 * 1024,
-    "DOWNLOAD_WORKERS": 16,
+    "DOWNLOAD_WORKERS": 32,
     "DOWNLOAD_RETRIES": 3,
     "DOWNLOAD_TIMEOUT": 10.0,
     "DOWNLOAD_MAX_PIXELS": 64_000_000,

@@ -32,8 +32,9 @@ class _Server(ThreadingHTTPServer):
 class LoopbackServer:
     """Serve ``routes`` (path -> Route, bytes or handler) on 127.0.0.1 in a background thread."""
 
-    def __init__(self, latency: float = 0.0) -> None:
+    def __init__(self, latency: float = 0.0, port: int = 0) -> None:
         self.latency = latency
+        self.port = port
         self.routes: dict[str, Route | Handler] = {}
         self.hits: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -93,8 +94,17 @@ class LoopbackServer:
                 self.end_headers()
                 self.wfile.write(route.body)
 
-        self._server = _Server(("127.0.0.1", 0), RequestHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        try:
+            self._server = _Server(("127.0.0.1", self.port), RequestHandler)
+        except OSError:
+            if not self.port:
+                raise
+            # The preferred port is taken: any free port will do.
+            self._server = _Server(("127.0.0.1", 0), RequestHandler)
+        # A short poll interval makes stop() (and every test using the server) fast.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 

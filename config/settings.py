@@ -148,7 +148,7 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # One namespaced dict; read through catalog.conf / similarity.conf, never directly.
 LOOKALIKE: dict[str, object] = {
     "DOWNLOAD_MAX_BYTES": int(os.environ.get("LOOKALIKE_DOWNLOAD_MAX_BYTES", 20 * 1024 * 1024)),
-    "DOWNLOAD_WORKERS": int(os.environ.get("LOOKALIKE_DOWNLOAD_WORKERS", 16)),
+    "DOWNLOAD_WORKERS": int(os.environ.get("LOOKALIKE_DOWNLOAD_WORKERS", 32)),
     "DOWNLOAD_RETRIES": int(os.environ.get("LOOKALIKE_DOWNLOAD_RETRIES", 3)),
     "DOWNLOAD_TIMEOUT": float(os.environ.get("LOOKALIKE_DOWNLOAD_TIMEOUT", 10.0)),
     "DOWNLOAD_MAX_PIXELS": int(os.environ.get("LOOKALIKE_DOWNLOAD_MAX_PIXELS", 64_000_000)),

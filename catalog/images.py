@@ -1,0 +1,108 @@
+"""Image validation shared by downloads and uploads: bytes in, format and size out."""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+# Pillow format name -> file extension. Widely supported web formats only: TIFF and BMP
+# are rare for product photos and bring large, uncompressed or many-codec attack surface.
+ALLOWED_FORMATS: dict[str, str] = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
+
+MSG_EMPTY = "empty body (0 bytes)"
+MSG_NOT_AN_IMAGE = "not an image"
+MSG_TRUNCATED = "truncated image"
+MSG_BOMB = "decompression bomb: {pixels} pixels > limit {limit}"
+MSG_FORMAT = "unsupported image format {format}; allowed: {allowed}"
+MSG_CORRUPT = "corrupt image: {error}"
+
+# EXIF orientations that rotate by 90 degrees, swapping width and height on display.
+_TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
+_PILLOW_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+class ImageValidationError(ValueError):
+    """The bytes are not an acceptable image; the message says why."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What validation learned: Pillow format, file extension and displayed size."""
+
+    format: str
+    ext: str
+    width: int
+    height: int
+
+
+def validate_image_bytes(data: bytes, *, max_pixels: int) -> ImageInfo:
+    """Check that ``data`` fully decodes as an allowed image of at most ``max_pixels``.
+
+    Every byte is decoded (JPEGs at reduced scale, which still reads the whole stream).
+    The pixel limit is checked from the header, before anything is decoded. Pillow's own
+    decompression-bomb guard (``Image.MAX_IMAGE_PIXELS``, process-wide) stays active as a
+    backstop and its error is reported the same way. Width and height are as displayed,
+    i.e. after EXIF orientation (the bytes themselves are not changed).
+    """
+    if not data:
+        raise ImageValidationError(MSG_EMPTY)
+    formats = tuple(ALLOWED_FORMATS)
+    try:
+        with Image.open(io.BytesIO(data), formats=formats) as image:
+            image_format = image.format or ""
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageValidationError(
+                    MSG_BOMB.format(pixels=width * height, limit=max_pixels)
+                )
+            image.verify()
+        # verify() leaves the image unusable; decoding every pixel needs a fresh open.
+        with Image.open(io.BytesIO(data), formats=formats) as image:
+            if image_format == "JPEG":
+                # Decode at 1/8 scale: libjpeg still reads every scan to the end (so truncation
+                # and broken streams are caught) but skips most of the IDCT work, ~2x faster.
+                image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
+            image.load()
+            orientation = image.getexif().get(0x0112)
+    except ImageValidationError:
+        raise
+    except Image.DecompressionBombError as exc:
+        match = _PILLOW_BOMB_PIXELS.search(str(exc))
+        pixels = match.group(1) if match else "too many"
+        raise ImageValidationError(MSG_BOMB.format(pixels=pixels, limit=max_pixels)) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageValidationError(_unidentified_message(data)) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports a short body as "image file is truncated" or "... not enough data".
+        text = str(exc)
+        if "truncated" in text.lower() or "not enough data" in text or isinstance(exc, EOFError):
+            raise ImageValidationError(MSG_TRUNCATED) from exc
+        raise ImageValidationError(MSG_CORRUPT.format(error=text or type(exc).__name__)) from exc
+    if image_format not in ALLOWED_FORMATS:  # pragma: no cover - Image.open(formats=) filters
+        raise ImageValidationError(
+            MSG_FORMAT.format(format=image_format, allowed=", ".join(ALLOWED_FORMATS))
+        )
+    if orientation in _TRANSPOSED_ORIENTATIONS:
+        width, height = height, width
+    return ImageInfo(
+        format=image_format, ext=ALLOWED_FORMATS[image_format], width=width, height=height
+    )
+
+
+def _unidentified_message(data: bytes) -> str:
+    """Say what the data looks like when Pillow recognises no allowed format."""
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
+        return f"{MSG_NOT_AN_IMAGE} (HTML page)"
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            detected = image.format
+    except Exception:
+        detected = None
+    if detected:
+        return MSG_FORMAT.format(format=detected, allowed=", ".join(ALLOWED_FORMATS))
+    return f"{MSG_NOT_AN_IMAGE} (unrecognised data)"
+

@@ -1,0 +1,50 @@
+"""Download the images of active articles that are pending or changed (see images_download)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from catalog.services.downloads import images_download
+
+FAILURES_SHOWN = 20
+
+
+class Command(BaseCommand):
+    help = (
+        "Download pending or changed article images concurrently; failures are recorded "
+        "on each article and listed in the summary."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--workers", type=int, help="Parallel downloads (default: settings).")
+        parser.add_argument("--retries", type=int, help="Retries on 429/5xx/connection errors.")
+        parser.add_argument("--timeout", type=float, help="Connect/read timeout in seconds.")
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument("--force", action="store_true", help="Re-download every image.")
+        mode.add_argument(
+            "--only-failed", action="store_true", help="Retry only articles that failed."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            summary = images_download(
+                workers=options["workers"],
+                retries=options["retries"],
+                timeout=options["timeout"],
+                force=options["force"],
+                only_failed=options["only_failed"],
+                progress=options["verbosity"] > 0,
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(str(summary))
+        for article_id, error in summary.failures[:FAILURES_SHOWN]:
+            self.stdout.write(f"  failed {article_id}: {error}")
+        if len(summary.failures) > FAILURES_SHOWN:
+            self.stdout.write(f"  ... and {len(summary.failures) - FAILURES_SHOWN} more")
+        if summary.not_retried:
+            self.stdout.write(
+                f"{summary.not_retried} previously failed not retried (use --only-failed)."
+            )
