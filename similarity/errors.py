@@ -1,0 +1,45 @@
+"""Errors the similarity services raise; the API and admin map them to messages and statuses."""
+
+from __future__ import annotations
+
+
+class SimilarityError(Exception):
+    """Base class; ``code`` is a stable machine-readable name."""
+
+    code = "similarity_error"
+
+
+class ArticleNotFound(SimilarityError):
+    code = "article_not_found"
+
+    def __init__(self, article_id: str) -> None:
+        super().__init__(f"unknown article {article_id!r}")
+        self.article_id = article_id
+
+
+class ArticleNotIndexed(SimilarityError):
+    code = "article_not_indexed"
+
+    def __init__(self, article_id: str, reason: str) -> None:
+        super().__init__(f"article {article_id!r} is not in the index: {reason}")
+        self.article_id = article_id
+        self.reason = reason
+
+
+class IndexNotReady(SimilarityError):
+    code = "index_not_ready"
+
+    def __init__(self, message: str = "no index has been built yet; run manage.py build_index"):
+        super().__init__(message)
+
+
+class InvalidQuery(SimilarityError):
+    code = "invalid_query"
+
+
+class BuildAlreadyRunning(SimilarityError):
+    code = "build_already_running"
+
+    def __init__(self, running_id: int | None) -> None:
+        super().__init__(f"another index build is running (#{running_id})")
+        self.running_id = running_id

@@ -1,0 +1,67 @@
+"""manage.py build_index: embed what is missing and make the index current."""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from similarity.errors import BuildAlreadyRunning
+from similarity.models import IndexBuild
+from similarity.services.builds import BuildFailed, index_build_run
+
+
+def describe_build(build: IndexBuild) -> str:
+    """One summary line for a finished build."""
+    text = (
+        f"Build #{build.pk} {build.status} ({build.mode or '-'}): {build.article_count} articles "
+        f"indexed, {build.embedded_count} embedded, {build.reused_count} reused, "
+        f"{build.failed_count} failed"
+    )
+    if build.mode == "incremental":
+        text += f", {build.added_count} added, {build.removed_count} removed"
+    if build.recall_at_10 is not None:
+        text += f", recall@10 {build.recall_at_10:.3f}"
+    total = build.timings.get("total_seconds")
+    if total is not None:
+        text += f" in {total:.1f} s"
+    return text
+
+
+class Command(BaseCommand):
+    help = "Embed new and changed images and build (or update) the similarity index."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--model", help="Embedder: clip-ViT-B-32 (default), a local "
+                            "directory, transformers:<name-or-path>, or classic.")
+        parser.add_argument("--index", dest="index_type", help="flat (exact, default), auto, "
+                            "ivf, hnsw, or a Faiss factory string such as IVF1024,Flat.")
+        parser.add_argument("--full", action="store_true",
+                            help="Rebuild the index from scratch (stored embeddings are reused).")
+        parser.add_argument("--reembed", action="store_true",
+                            help="Discard this model's stored embeddings and embed everything.")
+        parser.add_argument("--download", action="store_true",
+                            help="Download pending images first.")
+        parser.add_argument("--batch-size", type=int, help="Images per model batch.")
+        parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["batch_size"] is not None and options["batch_size"] < 1:
+            raise CommandError(f"--batch-size must be >= 1; got {options['batch_size']}")
+        try:
+            build = index_build_run(
+                model=options["model"],
+                index_type=options["index_type"],
+                full=options["full"],
+                reembed=options["reembed"],
+                download=options["download"],
+                batch_size=options["batch_size"],
+                progress=not options["no_progress"],
+                trigger="shell",
+            )
+        except (BuildFailed, BuildAlreadyRunning, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        for failure in build.failures[:20]:
+            self.stderr.write(f"skipped {failure['article_id']}: {failure['reason']}")
+        self.stdout.write(describe_build(build))

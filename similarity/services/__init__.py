@@ -1,0 +1,1 @@
+"""Similarity services: writes and side effects (embedding, index builds)."""

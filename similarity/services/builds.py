@@ -1,0 +1,232 @@
+"""Index builds: download + embed + index as one recorded, single-flight run."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from similarity.conf import similarity_settings
+from similarity.errors import BuildAlreadyRunning
+from similarity.models import IndexBuild
+from similarity.services.embeddings import embeddings_update
+from similarity.services.indexing import collect_inputs, index_update
+
+logger = logging.getLogger(__name__)
+
+MSG_NOTHING_TO_INDEX = (
+    "nothing to index: no active article has a downloaded, decodable image "
+    "(run manage.py download_images first)"
+)
+HEARTBEAT_SECONDS = 10.0
+
+
+class BuildFailed(Exception):
+    """A build could not complete; the message is for the shop's engineer."""
+
+
+def index_build_create(
+    *,
+    model: str | None = None,
+    index_type: str | None = None,
+    full: bool = False,
+    download: bool = False,
+    trigger: str = "shell",
+) -> IndexBuild:
+    """Record a queued build with its options (defaults from settings)."""
+    conf = similarity_settings()
+    return IndexBuild.objects.create(
+        model=model or conf.model,
+        index_type=index_type or conf.index_type,
+        full=full,
+        download=download,
+        trigger=trigger,
+    )
+
+
+def index_build_enqueue(
+    *,
+    model: str | None = None,
+    index_type: str | None = None,
+    full: bool = False,
+    download: bool = True,
+    trigger: str = "api",
+) -> IndexBuild:
+    """Queue a background build (django-q2) once the surrounding transaction commits."""
+    from django_q.tasks import async_task
+
+    build = index_build_create(
+        model=model, index_type=index_type, full=full, download=download, trigger=trigger
+    )
+
+    def enqueue() -> None:
+        task_id = async_task(
+            "similarity.tasks.index_build_task", build.pk, task_name=f"index-build-{build.pk}"
+        )
+        IndexBuild.objects.filter(pk=build.pk, task_id="").update(task_id=str(task_id or ""))
+
+    transaction.on_commit(enqueue)
+    return build
+
+
+def _acquire(build: IndexBuild) -> None:
+    """Move ``build`` to running, or raise BuildAlreadyRunning (the database is the lock)."""
+    now = timezone.now()
+    stale_before = now - timezone.timedelta(seconds=similarity_settings().build_stale_seconds)
+    abandoned = IndexBuild.objects.filter(
+        status=IndexBuild.Status.RUNNING, heartbeat_at__lt=stale_before
+    ).update(
+        status=IndexBuild.Status.FAILED,
+        error="abandoned: its process stopped sending heartbeats",
+        finished_at=now,
+    )
+    if abandoned:
+        logger.warning("Marked %d abandoned build(s) as failed", abandoned)
+    try:
+        with transaction.atomic():
+            IndexBuild.objects.filter(pk=build.pk).update(
+                status=IndexBuild.Status.RUNNING, started_at=now, heartbeat_at=now
+            )
+    except IntegrityError:
+        running = IndexBuild.objects.filter(status=IndexBuild.Status.RUNNING).first()
+        running_id = running.pk if running else None
+        IndexBuild.objects.filter(pk=build.pk).update(
+            status=IndexBuild.Status.SKIPPED,
+            error=f"another build was running (#{running_id})",
+            finished_at=now,
+        )
+        build.refresh_from_db()
+        raise BuildAlreadyRunning(running_id) from None
+    build.refresh_from_db()
+
+
+class _Heartbeat:
+    def __init__(self, build: IndexBuild) -> None:
+        self.build = build
+        self.last = time.monotonic()
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last >= HEARTBEAT_SECONDS:
+            IndexBuild.objects.filter(pk=self.build.pk).update(heartbeat_at=timezone.now())
+            self.last = time.monotonic()
+
+
+def index_build_run(
+    *,
+    build: IndexBuild | None = None,
+    model: str | None = None,
+    index_type: str | None = None,
+    full: bool = False,
+    download: bool = False,
+    reembed: bool = False,
+    batch_size: int | None = None,
+    trigger: str = "shell",
+    progress: bool = True,
+) -> IndexBuild:
+    """Run a build: (download,) embed what is missing, update or rebuild the index, switch.
+
+    The new index becomes current only when it is completely written; any failure leaves
+    the previous index serving and the build recorded as failed with its error. Same inputs
+    as the current index: nothing is written (status "unchanged").
+    """
+    if build is None:
+        build = index_build_create(
+            model=model, index_type=index_type, full=full, download=download, trigger=trigger
+        )
+    _acquire(build)
+    timings: dict[str, Any] = {}
+    started = time.perf_counter()
+    try:
+        _run(build, timings, reembed=reembed, batch_size=batch_size, progress=progress)
+    except BaseException as exc:
+        build.status = IndexBuild.Status.FAILED
+        build.error = str(exc) if isinstance(exc, BuildFailed) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, KeyboardInterrupt):
+            build.error = "interrupted"
+        raise
+    finally:
+        timings["total_seconds"] = round(time.perf_counter() - started, 3)
+        build.timings = timings
+        build.finished_at = timezone.now()
+        build.save()
+    return build
+
+
+def _run(
+    build: IndexBuild,
+    timings: dict[str, Any],
+    *,
+    reembed: bool,
+    batch_size: int | None,
+    progress: bool,
+) -> None:
+    from similarity.embedders import EmbedderLoadError, load_embedder
+    from similarity.index import Timeit, set_faiss_threads
+
+    conf = similarity_settings()
+    set_faiss_threads(conf.threads)
+    heartbeat = _Heartbeat(build)
+
+    if build.download:
+        from catalog.services.downloads import images_download
+
+        with Timeit("Downloading images") as timer:
+            summary = images_download(progress=progress)
+        timings["download_seconds"] = round(timer.seconds, 3)
+        logger.info("Download: %s", summary)
+
+    with Timeit(f"Loading model {build.model}") as timer:
+        try:
+            embedder = load_embedder(build.model, threads=conf.threads)
+        except EmbedderLoadError as exc:
+            raise BuildFailed(str(exc)) from exc
+    timings["load_model_seconds"] = round(timer.seconds, 3)
+
+    with Timeit("Embedding new and changed images") as timer:
+        embedded = embeddings_update(
+            embedder=embedder,
+            batch_size=batch_size or conf.batch_size,
+            decode_workers=conf.decode_workers,
+            reembed=reembed,
+            progress=progress,
+            heartbeat=heartbeat,
+        )
+    timings["embed_seconds"] = round(timer.seconds, 3)
+    timings["embed"] = embedded.timings.as_dict()
+    build.embedded_count = embedded.embedded
+    build.reused_count = embedded.reused
+    build.failed_count = len(embedded.failures)
+    build.failures = [
+        {"article_id": article_id, "reason": reason}
+        for article_id, reason in embedded.failures[:1000]
+    ]
+    heartbeat()
+
+    identity = embedder.identity()
+    with Timeit("Collecting vectors") as timer:
+        inputs = collect_inputs(identity)
+    timings["collect_seconds"] = round(timer.seconds, 3)
+    if not len(inputs.ids):
+        raise BuildFailed(MSG_NOTHING_TO_INDEX)
+    outcome = index_update(
+        inputs=inputs,
+        model=build.model,
+        identity=identity,
+        index_type=build.index_type,
+        full=build.full,
+        extra_manifest={"build_id": build.pk, "supports_text": embedder.supports_text},
+    )
+    timings.update(outcome.timings)
+    build.mode = outcome.mode
+    build.build_name = outcome.build_name
+    build.article_count = outcome.count
+    build.added_count = outcome.added
+    build.removed_count = outcome.removed
+    build.recall_at_10 = outcome.recall_at_10
+    build.manifest = outcome.manifest
+    build.status = (
+        IndexBuild.Status.UNCHANGED if outcome.mode == "unchanged" else IndexBuild.Status.SUCCEEDED
+    )

@@ -1,0 +1,100 @@
+"""Embed the images that have no stored vector yet under a model; reuse all the others."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.db.models import F, QuerySet
+from tqdm import tqdm
+
+from catalog.models import Article
+from similarity.embedders import Embedder
+from similarity.embedders.pipeline import Timings, embed_sources
+from similarity.models import Embedding
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbedSummary:
+    embedded: int = 0
+    reused: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (article_id, reason)
+    timings: Timings = field(default_factory=Timings)
+
+
+def indexable_articles() -> QuerySet[Article]:
+    """Active articles with a downloaded image: what an index build covers."""
+    return Article.objects.filter(
+        is_active=True, download_status=Article.DownloadStatus.DOWNLOADED
+    ).exclude(image="")
+
+
+def embeddings_update(
+    *,
+    embedder: Embedder,
+    batch_size: int = 32,
+    decode_workers: int = 2,
+    reembed: bool = False,
+    progress: bool = True,
+    heartbeat: Callable[[], None] | None = None,
+) -> EmbedSummary:
+    """Store an embedding for every indexable article whose (model, image hash) has none.
+
+    Safe to run in several processes at once: rows are keyed by (article, model, image
+    hash) and inserted with ignore_conflicts. Images that cannot be decoded are skipped
+    with their reason. Embeddings of replaced images are deleted afterwards.
+    """
+    identity = embedder.identity()
+    if reembed:
+        Embedding.objects.filter(model=identity).delete()
+    articles = list(
+        indexable_articles().values_list("pk", "article_id", "image", "image_sha256")
+    )
+    have = set(
+        Embedding.objects.filter(model=identity).values_list("article_id", "image_sha256")
+    )
+    todo = [row for row in articles if (row[0], row[3]) not in have]
+    summary = EmbedSummary(reused=len(articles) - len(todo))
+    by_pk = {pk: (article_id, sha) for pk, article_id, _image, sha in todo}
+    if todo:
+        from django.core.files.storage import default_storage
+
+        sources = ((pk, default_storage.path(image)) for pk, _aid, image, _sha in todo)
+        bar = tqdm(total=len(todo), desc="Embedding", unit="img", disable=not progress)
+        try:
+            for batch in embed_sources(
+                embedder,
+                sources,
+                batch_size=batch_size,
+                decode_workers=decode_workers,
+                progress=bar.update,
+                timings=summary.timings,
+            ):
+                rows = [
+                    Embedding(
+                        article_id=pk,
+                        model=identity,
+                        image_sha256=by_pk[pk][1],
+                        dimension=embedder.dimension,
+                        vector=vector.astype("<f4").tobytes(),
+                    )
+                    for pk, vector in zip(batch.keys, batch.vectors, strict=True)
+                ]
+                Embedding.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+                summary.embedded += len(rows)
+                for pk, reason in batch.failures:
+                    summary.failures.append((by_pk[pk][0], reason))
+                if heartbeat is not None:
+                    heartbeat()
+        finally:
+            bar.close()
+    stale = Embedding.objects.filter(model=identity).exclude(
+        image_sha256=F("article__image_sha256")
+    )
+    deleted, _ = stale.delete()
+    if deleted:
+        logger.info("Deleted %d embeddings of replaced images", deleted)
+    return summary

@@ -1,0 +1,193 @@
+"""The index phase of a build: full or incremental update of the Faiss index, then the switch."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from django.db.models import F
+
+from catalog.models import Article
+from similarity.conf import similarity_settings
+from similarity.index import (
+    Timeit,
+    add_vectors,
+    build_index,
+    current_build,
+    find_build_by_checksum,
+    input_checksum,
+    load_index,
+    prune_builds,
+    recall_at_k,
+    remove_ids,
+    resolve_factory,
+    set_current,
+    supports_incremental,
+    write_build,
+)
+from similarity.models import Embedding
+from similarity.store import MEMBERS_FILE, read_members
+
+logger = logging.getLogger(__name__)
+
+RECALL_K = 10
+EXACT_FACTORIES = ("IDMap2,Flat", "Flat")
+
+
+@dataclass
+class IndexInputs:
+    ids: np.ndarray  # int64 article pks, ascending
+    embedding_pks: np.ndarray  # int64, aligned with ids
+    vectors: np.ndarray  # (n, d) float32, unit rows
+
+
+@dataclass
+class IndexOutcome:
+    mode: str  # "full", "incremental", "unchanged" or "reused"
+    build_name: str
+    count: int
+    added: int = 0
+    removed: int = 0
+    recall_at_10: float | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def collect_inputs(identity: str) -> IndexInputs:
+    """The current embedding of every indexable article, in article-pk order."""
+    rows = (
+        Embedding.objects.filter(
+            model=identity,
+            article__is_active=True,
+            article__download_status=Article.DownloadStatus.DOWNLOADED,
+            image_sha256=F("article__image_sha256"),
+        )
+        .order_by("article_id")
+        .values_list("article_id", "pk", "vector")
+    )
+    ids: list[int] = []
+    embedding_pks: list[int] = []
+    blobs: list[bytes] = []
+    for article_pk, embedding_pk, blob in rows.iterator(chunk_size=2000):
+        ids.append(article_pk)
+        embedding_pks.append(embedding_pk)
+        blobs.append(bytes(blob))
+    if not blobs:
+        return IndexInputs(
+            np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 0), np.float32)
+        )
+    vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
+    return IndexInputs(
+        np.asarray(ids, dtype=np.int64),
+        np.asarray(embedding_pks, dtype=np.int64),
+        vectors.astype(np.float32, copy=True),
+    )
+
+
+def _members(inputs: IndexInputs) -> np.ndarray:
+    return np.stack([inputs.ids, inputs.embedding_pks], axis=1).astype(np.int64)
+
+
+def _incremental(current_path: Any, inputs: IndexInputs) -> tuple[Any, int, int] | None:
+    """Update the current index in place of a rebuild; None when its type cannot."""
+    index = load_index(current_path, mmap=False)
+    if not supports_incremental(index):
+        return None
+    old = read_members(current_path)
+    old_keys = {(int(a), int(b)) for a, b in old}
+    new_keys = {(int(a), int(b)) for a, b in zip(inputs.ids, inputs.embedding_pks, strict=True)}
+    gone = np.array(sorted({pk for pk, _ in old_keys - new_keys}), dtype=np.int64)
+    fresh_pks = {pk for pk, _ in new_keys - old_keys}
+    removed = remove_ids(index, gone) if gone.size else 0
+    mask = np.isin(inputs.ids, np.fromiter(fresh_pks, dtype=np.int64, count=len(fresh_pks)))
+    if mask.any():
+        add_vectors(index, inputs.vectors[mask], inputs.ids[mask])
+    return index, int(mask.sum()), removed
+
+
+def index_update(
+    *,
+    inputs: IndexInputs,
+    model: str,
+    identity: str,
+    index_type: str,
+    full: bool = False,
+    extra_manifest: dict[str, Any] | None = None,
+) -> IndexOutcome:
+    """Make the index of ``inputs`` current: reuse, update incrementally, or build anew."""
+    conf = similarity_settings()
+    root = conf.index_root
+    count, dimension = inputs.vectors.shape
+    factory = resolve_factory(index_type, count, dimension)
+    checksum = input_checksum(inputs.ids, inputs.vectors, extra=f"{identity}\0{factory}")
+    current = current_build(root)
+    timings: dict[str, float] = {}
+
+    if not full:
+        if current is not None and current.manifest.get("input_checksum") == checksum:
+            logger.info("Inputs unchanged since build %s; nothing to do", current.name)
+            return IndexOutcome("unchanged", current.name, count, manifest=current.manifest)
+        previous = find_build_by_checksum(root, checksum)
+        if previous is not None:
+            set_current(root, previous.name)
+            return IndexOutcome("reused", previous.name, count, manifest=previous.manifest)
+
+    index = None
+    mode, added, removed = "full", count, 0
+    same_kind = (
+        current is not None
+        and current.manifest.get("model_identity") == identity
+        and current.manifest.get("factory") == factory
+        and (current.path / MEMBERS_FILE).exists()
+    )
+    if not full and same_kind:
+        with Timeit("Updating the current index incrementally") as timer:
+            updated = _incremental(current.path, inputs)
+        timings["index_seconds"] = round(timer.seconds, 3)
+        if updated is not None:
+            index, added, removed = updated
+            mode = "incremental"
+    if index is None:
+        with Timeit(f"Building {factory} over {count} vectors") as timer:
+            index = build_index(
+                inputs.vectors, inputs.ids, index_type=index_type, threads=conf.threads
+            )
+        timings["index_seconds"] = round(timer.seconds, 3)
+
+    recall = None
+    if factory not in EXACT_FACTORIES:
+        with Timeit("Measuring recall@10 against exact search") as timer:
+            rng = np.random.default_rng(0)
+            sample = rng.choice(count, size=min(conf.recall_sample, count), replace=False)
+            recall = recall_at_k(
+                index, (inputs.vectors, inputs.ids), inputs.vectors[np.sort(sample)], RECALL_K
+            )
+        timings["recall_seconds"] = round(timer.seconds, 3)
+
+    manifest = {
+        "model": model,
+        "model_identity": identity,
+        "index_type": index_type,
+        "factory": factory,
+        "input_checksum": checksum,
+        "mode": mode,
+        "recall_at_10": recall,
+        **(extra_manifest or {}),
+    }
+    with Timeit("Writing the index build") as timer:
+        path = write_build(root, index, manifest, arrays={"members": _members(inputs)})
+        set_current(root, path.name)
+        prune_builds(root, keep=conf.keep_builds)
+    timings["write_seconds"] = round(timer.seconds, 3)
+    return IndexOutcome(
+        mode=mode,
+        build_name=path.name,
+        count=count,
+        added=added,
+        removed=removed,
+        recall_at_10=recall,
+        manifest={**manifest, "count": count, "dimension": dimension},
+        timings=timings,
+    )
