@@ -2,11 +2,12 @@
 
 from django.conf import settings
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 from django.views.static import serve
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/", include("similarity.api.urls")),
 ]
 
 if settings.SERVE_MEDIA:

@@ -1,0 +1,1 @@
+"""The DRF API: similar articles, index status and rebuilds, duplicates."""

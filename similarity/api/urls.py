@@ -1,0 +1,7 @@
+"""API routes (mounted under /api/)."""
+
+from django.urls import path  # noqa: F401
+
+app_name = "api"
+
+urlpatterns: list = []
