@@ -15,6 +15,7 @@ from similarity.conf import similarity_settings
 from similarity.errors import ArticleNotFound, ArticleNotIndexed, InvalidQuery
 from similarity.models import Embedding
 from similarity.store import LoadedIndex, get_store
+from similarity.threads import fork_safe_threads
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +174,9 @@ def _not_indexed_reason(article: Article) -> str:
 def _query_embedder(loaded: LoadedIndex) -> Any:
     from similarity.embedders import load_embedder
 
-    return load_embedder(loaded.manifest["model"], threads=similarity_settings().threads)
+    return load_embedder(
+        loaded.manifest["model"], threads=fork_safe_threads(similarity_settings().threads)
+    )
 
 
 def similar_to_image(

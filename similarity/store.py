@@ -15,6 +15,7 @@ from similarity.conf import similarity_settings
 from similarity.errors import IndexNotReady
 from similarity.index import current_build, load_index, set_faiss_threads
 from similarity.index.storage import CURRENT_FILE
+from similarity.threads import fork_safe_threads, mark_openmp_used
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,8 @@ class IndexStore:
 
     def _load(self) -> LoadedIndex:
         if not self._threads_set:
-            set_faiss_threads(similarity_settings().threads)
+            set_faiss_threads(fork_safe_threads(similarity_settings().threads))
+            mark_openmp_used()
             self._threads_set = True
         info = current_build(self.root)
         if info is None:

@@ -14,6 +14,7 @@ from similarity.errors import BuildAlreadyRunning
 from similarity.models import IndexBuild
 from similarity.services.embeddings import embeddings_update
 from similarity.services.indexing import collect_inputs, index_update
+from similarity.threads import fork_safe_threads, mark_openmp_used
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +168,9 @@ def _run(
     from similarity.index import Timeit, set_faiss_threads
 
     conf = similarity_settings()
-    set_faiss_threads(conf.threads)
+    threads = fork_safe_threads(conf.threads)
+    set_faiss_threads(threads)
+    mark_openmp_used()
     heartbeat = _Heartbeat(build)
 
     if build.download:
@@ -180,7 +183,7 @@ def _run(
 
     with Timeit(f"Loading model {build.model}") as timer:
         try:
-            embedder = load_embedder(build.model, threads=conf.threads)
+            embedder = load_embedder(build.model, threads=threads)
         except EmbedderLoadError as exc:
             raise BuildFailed(str(exc)) from exc
     timings["load_model_seconds"] = round(timer.seconds, 3)

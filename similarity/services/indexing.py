@@ -29,6 +29,7 @@ from similarity.index import (
 )
 from similarity.models import Embedding
 from similarity.store import MEMBERS_FILE, read_members
+from similarity.threads import fork_safe_threads
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +153,10 @@ def index_update(
     if index is None:
         with Timeit(f"Building {factory} over {count} vectors") as timer:
             index = build_index(
-                inputs.vectors, inputs.ids, index_type=index_type, threads=conf.threads
+                inputs.vectors,
+                inputs.ids,
+                index_type=index_type,
+                threads=fork_safe_threads(conf.threads),
             )
         timings["index_seconds"] = round(timer.seconds, 3)
 
