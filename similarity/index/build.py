@@ -161,8 +161,7 @@ def build_index(
     ids = check_ids(ids, len(vectors))
     count, dimension = vectors.shape
     factory = resolve_factory(index_type, count, dimension)
-    order = np.argsort(ids, kind="stable")
-    vectors, ids = vectors[order], ids[order]
+    vectors, ids = _sorted_by_id(vectors, ids)
     with faiss_threads(threads):
         index = _factory(factory, dimension)
         ivf = faiss.try_extract_index_ivf(index)
@@ -202,15 +201,13 @@ def add_vectors(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray) -> Non
     present = ids[np.isin(ids, existing)]
     if present.size:
         raise ValueError(ERR_IDS_PRESENT.format(ids=present[:10].tolist()))
-    order = np.argsort(ids, kind="stable")
-    vectors, ids = vectors[order], ids[order]
+    vectors, ids = _sorted_by_id(vectors, ids)
     flat = _flat_storage(index)
     if flat is not None and existing.size and ids.size and ids[0] < existing.max():
         stored = flat.reconstruct_n(0, flat.ntotal)
-        ids = np.concatenate([existing, ids])
-        vectors = np.concatenate([stored, vectors])
-        order = np.argsort(ids, kind="stable")
-        vectors, ids = vectors[order], ids[order]
+        vectors, ids = _sorted_by_id(
+            np.concatenate([stored, vectors]), np.concatenate([existing, ids])
+        )
         index.reset()
     if ids.size:
         index.add_with_ids(vectors, ids)
@@ -273,6 +270,13 @@ def _factory(factory: str, dimension: int) -> faiss.Index:
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[-1]
         raise ValueError(ERR_INDEX_TYPE.format(index_type=factory, reason=reason)) from None
+
+
+def _sorted_by_id(vectors: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])):
+        return vectors, ids  # already in order: skip a copy of every vector
+    order = np.argsort(ids, kind="stable")
+    return vectors[order], ids[order]
 
 
 def _training_sample(vectors: np.ndarray, lists: int, seed: int) -> np.ndarray:

@@ -225,7 +225,7 @@ def _exhaustive(
         distances, labels = index.search(queries, k, params=params)
         return [_trim(d, i) for d, i in zip(distances, labels, strict=True)]
     stored = faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
-    candidates = stored if allowed is None else np.intersect1d(allowed, stored)
+    candidates = stored if allowed is None else allowed[np.isin(allowed, stored)]
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_ids = np.empty((len(queries), 0), dtype=np.int64)
     for start in range(0, len(candidates), BRUTE_FORCE_CHUNK):
