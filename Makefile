@@ -21,7 +21,9 @@ demo: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 
+# Browser tests need Debian's chromium + chromium-driver: installed here when missing (root).
 test: venv lint
+	scripts/ensure-chromium.sh
 	$(VENV)/bin/pytest
 
 bench: venv
