@@ -156,7 +156,42 @@ LOOKALIKE: dict[str, object] = {
     "DOWNLOAD_TIMEOUT": float(os.environ.get("LOOKALIKE_DOWNLOAD_TIMEOUT", 10.0)),
     "DOWNLOAD_MAX_PIXELS": int(os.environ.get("LOOKALIKE_DOWNLOAD_MAX_PIXELS", 64_000_000)),
     "MODEL": os.environ.get("LOOKALIKE_MODEL", "clip-ViT-B-32"),
+    "INDEX_TYPE": os.environ.get("LOOKALIKE_INDEX_TYPE", "flat"),
+    "BATCH_SIZE": int(os.environ.get("LOOKALIKE_BATCH_SIZE", 32)),
+    "THREADS": int(os.environ.get("LOOKALIKE_THREADS", 0)),
+    # API (similarity.conf holds the defaults and validates them).
+    "API_AUTH": os.environ.get("LOOKALIKE_API_AUTH", "open"),
+    "UPLOAD_MAX_BYTES": int(os.environ.get("LOOKALIKE_UPLOAD_MAX_BYTES", 10 * 1024 * 1024)),
+    "UPLOAD_MAX_PIXELS": int(os.environ.get("LOOKALIKE_UPLOAD_MAX_PIXELS", 40_000_000)),
+    "UPLOAD_THROTTLE": os.environ.get("LOOKALIKE_UPLOAD_THROTTLE", "60/min"),
 }
+
+# The API: read access follows LOOKALIKE["API_AUTH"] (open or token), rebuilds are staff-only.
+REST_FRAMEWORK: dict[str, object] = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["similarity.api.permissions.ReadAccess"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "similarity.api.errors.api_exception_handler",
+}
+SPECTACULAR_SETTINGS: dict[str, object] = {
+    "TITLE": "Lookalike API",
+    "DESCRIPTION": "Visually similar catalog articles, by article, uploaded photo or text.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI assets from the drf-spectacular-sidecar package: no CDN needed.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+INSTALLED_APPS += ["drf_spectacular_sidecar"]  # static files only
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 Q_CLUSTER: dict[str, object] = {

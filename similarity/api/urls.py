@@ -1,7 +1,30 @@
 """API routes (mounted under /api/)."""
 
-from django.urls import path  # noqa: F401
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from similarity.api.articles import ArticleDetailApi, ArticleListApi
+from similarity.api.duplicates import DuplicatesApi
+from similarity.api.index import IndexApi, IndexBuildDetailApi, IndexRebuildApi
+from similarity.api.search import ArticleSimilarApi, SimilarSearchApi
 
 app_name = "api"
 
-urlpatterns: list = []
+# Article ids may hold any character, "/" included (<path:>); the similar route comes first
+# so ".../similar/" is never read as part of an id.
+urlpatterns = [
+    path("articles/", ArticleListApi.as_view(), name="article-list"),
+    path(
+        "articles/<path:article_id>/similar/",
+        ArticleSimilarApi.as_view(),
+        name="article-similar",
+    ),
+    path("articles/<path:article_id>/", ArticleDetailApi.as_view(), name="article-detail"),
+    path("similar/", SimilarSearchApi.as_view(), name="similar"),
+    path("index/", IndexApi.as_view(), name="index"),
+    path("index/rebuild/", IndexRebuildApi.as_view(), name="index-rebuild"),
+    path("index/builds/<int:build_id>/", IndexBuildDetailApi.as_view(), name="index-build-detail"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("duplicates/", DuplicatesApi.as_view(), name="duplicates"),
+]

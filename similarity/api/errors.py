@@ -1,0 +1,81 @@
+"""Every API error as JSON {"error": {"code", "message"[, "fields"]}} with the right status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+from similarity.errors import (
+    ArticleNotFound,
+    ArticleNotIndexed,
+    BuildAlreadyRunning,
+    IndexNotReady,
+    InvalidQuery,
+    SimilarityError,
+)
+
+STATUS_BY_ERROR: dict[type[SimilarityError], int] = {
+    ArticleNotFound: status.HTTP_404_NOT_FOUND,
+    ArticleNotIndexed: status.HTTP_409_CONFLICT,
+    BuildAlreadyRunning: status.HTTP_409_CONFLICT,
+    IndexNotReady: status.HTTP_503_SERVICE_UNAVAILABLE,
+    InvalidQuery: status.HTTP_400_BAD_REQUEST,
+}
+
+
+class UploadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "upload_too_large"
+    default_detail = "upload too large"
+
+
+class InvalidImage(exceptions.APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "invalid_image"
+    default_detail = "not a usable image"
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The one error shape of the API."""
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF EXCEPTION_HANDLER: similarity errors and DRF errors in the same JSON shape."""
+    if isinstance(exc, SimilarityError):
+        extra: dict[str, Any] = {}
+        if isinstance(exc, ArticleNotIndexed):
+            extra = {"article_id": exc.article_id, "reason": exc.reason}
+        elif isinstance(exc, ArticleNotFound):
+            extra = {"article_id": exc.article_id}
+        code = STATUS_BY_ERROR.get(type(exc), status.HTTP_400_BAD_REQUEST)
+        return Response(error_body(exc.code, str(exc), **extra), status=code)
+
+    response = exception_handler(exc, context)
+    if response is None:
+        return None  # a bug: Django's 500 handling applies
+    if isinstance(exc, exceptions.ValidationError):
+        fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        message = "; ".join(
+            f"{name}: {' '.join(str(m) for m in _flatten(messages))}"
+            if name != "non_field_errors"
+            else " ".join(str(m) for m in _flatten(messages))
+            for name, messages in fields.items()
+        )
+        response.data = error_body("invalid_input", message, fields=fields)
+    else:
+        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+        code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
+        response.data = error_body(str(code), str(detail))
+    return response
+
+
+def _flatten(messages: Any) -> list[Any]:
+    if isinstance(messages, list | tuple):
+        return [m for item in messages for m in _flatten(item)]
+    if isinstance(messages, dict):
+        return [m for item in messages.values() for m in _flatten(item)]
+    return [messages]

@@ -1,0 +1,147 @@
+"""Index endpoints: the serving build and its latest build record; staff-only rebuilds."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from rest_framework import serializers, status
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from similarity.errors import IndexNotReady
+from similarity.models import IndexBuild
+from similarity.services.builds import index_build_enqueue
+from similarity.store import get_store
+
+
+class IndexBuildSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = IndexBuild
+        fields = [
+            "id",
+            "url",
+            "status",
+            "trigger",
+            "model",
+            "index_type",
+            "full",
+            "download",
+            "mode",
+            "build_name",
+            "article_count",
+            "embedded_count",
+            "reused_count",
+            "failed_count",
+            "added_count",
+            "removed_count",
+            "recall_at_10",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+    def get_url(self, build: IndexBuild) -> str:
+        return self.context["request"].build_absolute_uri(build_url(build))
+
+
+@extend_schema_serializer(component_name="IndexCurrent")
+class IndexCurrentSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    model = serializers.CharField()
+    count = serializers.IntegerField()
+    dimension = serializers.IntegerField()
+    built_at = serializers.DateTimeField(allow_null=True)
+    index_type = serializers.CharField()
+    factory = serializers.CharField()
+    supports_text = serializers.BooleanField()
+    recall_at_10 = serializers.FloatField(allow_null=True)
+
+
+def build_url(build: IndexBuild) -> str:
+    return reverse("api:index-build-detail", args=[build.pk])
+
+
+class IndexApi(APIView):
+    """GET /api/index/ — the build being served (null when none) and the latest build record."""
+
+    @extend_schema_serializer(component_name="IndexState")
+    class OutputSerializer(serializers.Serializer):
+        current = IndexCurrentSerializer(allow_null=True)
+        latest_build = IndexBuildSerializer(allow_null=True)
+
+    @extend_schema(responses=OutputSerializer)
+    def get(self, request: Request) -> Response:
+        try:
+            loaded = get_store().get()
+        except IndexNotReady:
+            current = None
+        else:
+            manifest = loaded.manifest
+            build = IndexBuild.objects.filter(pk=manifest.get("build_id")).first()
+            current = {
+                "name": loaded.name,
+                "model": manifest.get("model", ""),
+                "count": int(loaded.index.ntotal),
+                "dimension": int(loaded.index.d),
+                "built_at": manifest.get("created_at") or (build.finished_at if build else None),
+                "index_type": manifest.get("index_type", ""),
+                "factory": manifest.get("factory", ""),
+                "supports_text": bool(manifest.get("supports_text", False)),
+                "recall_at_10": manifest.get("recall_at_10"),
+            }
+        latest = IndexBuild.objects.first()
+        context = {"request": request}
+        return Response(
+            {
+                "current": IndexCurrentSerializer(current).data if current else None,
+                "latest_build": IndexBuildSerializer(latest, context=context).data
+                if latest
+                else None,
+            }
+        )
+
+
+class IndexRebuildApi(APIView):
+    """POST /api/index/rebuild/ (staff) — queue a background build; 202 with its status URL."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema_serializer(component_name="IndexRebuildRequest")
+    class InputSerializer(serializers.Serializer):
+        full = serializers.BooleanField(required=False, default=False)
+        download = serializers.BooleanField(required=False, default=True)
+
+    @extend_schema_serializer(component_name="IndexRebuildAccepted")
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        status = serializers.CharField()
+        status_url = serializers.URLField()
+
+    @extend_schema(request=InputSerializer, responses={202: OutputSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        build = index_build_enqueue(trigger="api", **serializer.validated_data)
+        location = request.build_absolute_uri(build_url(build))
+        return Response(
+            {"id": build.pk, "status": build.status, "status_url": location},
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": location},
+        )
+
+
+class IndexBuildDetailApi(APIView):
+    """GET /api/index/builds/<id>/ (staff) — one build record: status, counts, error."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses=IndexBuildSerializer)
+    def get(self, request: Request, build_id: int) -> Response:
+        build = get_object_or_404(IndexBuild, pk=build_id)
+        return Response(IndexBuildSerializer(build, context={"request": request}).data)

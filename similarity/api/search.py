@@ -1,0 +1,176 @@
+"""Similarity search endpoints: by catalog article, by uploaded photo, by text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.files.uploadedfile import UploadedFile
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import serializers
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
+from rest_framework.views import APIView
+
+from catalog.images import ImageValidationError, validate_image_bytes
+from similarity.api.errors import InvalidImage, UploadTooLarge
+from similarity.api.permissions import UPLOAD_THROTTLE_SCOPE, UploadThrottle
+from similarity.conf import similarity_settings
+from similarity.errors import InvalidQuery
+from similarity.selectors import (
+    SearchResult,
+    similar_to_article,
+    similar_to_image,
+    similar_to_text,
+    validate_k,
+)
+
+# Room for the multipart envelope (boundaries, headers, the k and category fields) around
+# the file itself when judging a request by its Content-Length.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+MSG_TOO_LARGE = "upload of {size} bytes is larger than the limit of {limit} bytes"
+MSG_NO_QUERY = "give a text query (?text=...) or POST an image file as multipart field 'image'"
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class KField(serializers.Field):
+    """Number of results: an integer between 1 and LOOKALIKE MAX_K (default DEFAULT_K)."""
+
+    def to_internal_value(self, data: Any) -> int:
+        try:
+            return validate_k(data)
+        except InvalidQuery as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+    def to_representation(self, value: int) -> int:
+        return value
+
+
+class SimilarArticleSerializer(serializers.Serializer):
+    article_id = serializers.CharField()
+    title = serializers.CharField()
+    category = serializers.CharField()
+    image_url = serializers.URLField()
+    distance = serializers.FloatField(help_text="Cosine distance, 0 = same direction.")
+    score = serializers.FloatField(help_text="Cosine similarity, 1 - distance.")
+
+
+class SearchOutputSerializer(serializers.Serializer):
+    article_id = serializers.CharField(allow_null=True, help_text="The query article, if any.")
+    model = serializers.CharField()
+    index_build = serializers.CharField()
+    results = SimilarArticleSerializer(many=True)
+
+
+def search_response(result: SearchResult) -> Response:
+    """Serialise a search result without per-row serializer overhead (hot path)."""
+    return Response(
+        {
+            "article_id": result.article_id,
+            "model": result.model,
+            "index_build": result.index_build,
+            "results": [
+                {
+                    "article_id": row.article_id,
+                    "title": row.title,
+                    "category": row.category,
+                    "image_url": row.image_url,
+                    "distance": row.distance,
+                    "score": row.score,
+                }
+                for row in result.results
+            ],
+        }
+    )
+
+
+class ArticleSimilarApi(APIView):
+    """GET /api/articles/<article_id>/similar/ — nearest articles to a catalog article."""
+
+    class FilterSerializer(serializers.Serializer):
+        k = KField(required=False, default=None)
+        category = serializers.CharField(required=False, allow_blank=True, default=None)
+        exclude_self = serializers.BooleanField(required=False, default=False)
+
+    @extend_schema(parameters=[FilterSerializer], responses=SearchOutputSerializer)
+    def get(self, request: Request, article_id: str) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        result = similar_to_article(article_id=article_id, **filters.validated_data)
+        return search_response(result)
+
+
+class SimilarSearchApi(APIView):
+    """/api/similar/ — GET ?text=... (models with a text tower) or POST a multipart image.
+
+    One URL, two operations: each method validates its own input and calls one selector.
+    """
+
+    parser_classes = [MultiPartParser, FormParser]
+    throttle_scope = UPLOAD_THROTTLE_SCOPE
+
+    class TextFilterSerializer(serializers.Serializer):
+        text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=True)
+        k = KField(required=False, default=None)
+        category = serializers.CharField(required=False, allow_blank=True, default=None)
+
+    class ImageInputSerializer(serializers.Serializer):
+        image = serializers.FileField(required=False, allow_empty_file=True)
+        k = KField(required=False, default=None)
+        category = serializers.CharField(required=False, allow_blank=True, default=None)
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        # Uploads cost a decode and an embedding each; text queries are cheap by comparison.
+        return [UploadThrottle()] if self.request.method == "POST" else []
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        if request.method == "POST":
+            # Judge the size before anything reads the body (parsing, CSRF checks).
+            _reject_large_body(request)
+        super().initial(request, *args, **kwargs)
+
+    @extend_schema(parameters=[TextFilterSerializer], responses=SearchOutputSerializer)
+    def get(self, request: Request) -> Response:
+        filters = self.TextFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        text = filters.validated_data.pop("text", "")
+        if not text:
+            raise InvalidQuery(MSG_NO_QUERY)
+        return search_response(similar_to_text(text=text, **filters.validated_data))
+
+    @extend_schema(request=ImageInputSerializer, responses=SearchOutputSerializer)
+    def post(self, request: Request) -> Response:
+        serializer = self.ImageInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        upload: UploadedFile | None = serializer.validated_data.pop("image", None)
+        if upload is None:
+            raise InvalidQuery(MSG_NO_QUERY)
+        data = _read_upload(upload)
+        return search_response(similar_to_image(image=data, **serializer.validated_data))
+
+
+def _reject_large_body(request: Request) -> None:
+    limit = similarity_settings().upload_max_bytes
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > limit + MULTIPART_OVERHEAD_BYTES:
+        raise UploadTooLarge(MSG_TOO_LARGE.format(size=length, limit=limit))
+
+
+def _read_upload(upload: UploadedFile) -> bytes:
+    """The upload's bytes once its size and image header/pixels are checked."""
+    conf = similarity_settings()
+    if upload.size is not None and upload.size > conf.upload_max_bytes:
+        raise UploadTooLarge(MSG_TOO_LARGE.format(size=upload.size, limit=conf.upload_max_bytes))
+    data = upload.read(conf.upload_max_bytes + 1)
+    if len(data) > conf.upload_max_bytes:
+        raise UploadTooLarge(MSG_TOO_LARGE.format(size=len(data), limit=conf.upload_max_bytes))
+    try:
+        validate_image_bytes(data, max_pixels=conf.upload_max_pixels)
+    except ImageValidationError as exc:
+        raise InvalidImage(f"image: {exc}") from exc
+    return data

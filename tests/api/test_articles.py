@@ -1,0 +1,68 @@
+"""Article list and detail endpoints."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from catalog.models import Article
+
+pytestmark = pytest.mark.django_db
+
+
+def test_list_is_paginated_and_filtered(client, catalog, django_assert_max_num_queries):
+    with django_assert_max_num_queries(2):  # count + page
+        response = client.get("/api/articles/", {"limit": 5})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["count"] == 15 and len(body["results"]) == 5 and body["next"]
+    first = body["results"][0]
+    assert first["article_id"] == "S0000"
+    assert first["image"].startswith("http://testserver/media/images/")
+    assert first["url"] == "http://testserver/api/articles/S0000/"
+
+    category = catalog[0].category
+    body = client.get("/api/articles/", {"category": category}).json()
+    assert body["count"] == Article.objects.filter(category=category).count() > 0
+    assert {row["category"] for row in body["results"]} == {category}
+
+    Article.objects.create(article_id="P-1", image_url="http://127.0.0.1:9/p.jpg")
+    body = client.get("/api/articles/", {"status": "pending"}).json()
+    assert [row["article_id"] for row in body["results"]] == ["P-1"]
+
+
+def test_list_rejects_unknown_status(client, db):
+    response = client.get("/api/articles/", {"status": "lost"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input" and "status" in error["message"]
+    assert "lost" in error["message"]
+
+
+def test_detail_with_odd_ids(client, catalog):
+    for article_id in ("A-1.b_c", "with/slash", "similar"):
+        Article.objects.create(article_id=article_id, image_url="http://127.0.0.1:9/x.jpg")
+        url = reverse("api:article-detail", args=[article_id])
+        body = client.get(url).json()
+        assert body["article_id"] == article_id
+        assert body["indexed"] is False and body["image"] is None
+        assert body["similar_url"].endswith(f"/api/articles/{article_id}/similar/")
+    body = client.get("/api/articles/S0003/").json()
+    assert body["indexed"] is True and body["download_status"] == "downloaded"
+
+
+def test_detail_unknown_is_404(client, db):
+    response = client.get("/api/articles/NOPE/")
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {
+            "code": "article_not_found",
+            "message": "unknown article 'NOPE'",
+            "article_id": "NOPE",
+        }
+    }
+
+
+def test_detail_without_index_says_null(client, db):
+    Article.objects.create(article_id="X", image_url="http://127.0.0.1:9/x.jpg")
+    assert client.get("/api/articles/X/").json()["indexed"] is None
