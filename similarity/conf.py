@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 DEFAULTS: dict[str, object] = {
     "MODEL": "clip-ViT-B-32",
@@ -19,7 +20,27 @@ DEFAULTS: dict[str, object] = {
     "THREADS": 0,  # 0 = one per core
     "BUILD_STALE_SECONDS": 900,
     "RECALL_SAMPLE": 1000,
+    # API: "open" (anyone may read) or "token" (token or session login required to read).
+    "API_AUTH": "open",
+    "UPLOAD_MAX_BYTES": 10 * 1024 * 1024,
+    "UPLOAD_MAX_PIXELS": 40_000_000,
+    "UPLOAD_THROTTLE": "60/min",  # DRF rate for image uploads per user or IP; "" = unlimited
+    # Neighbours and duplicates (services/neighbors.py, services/duplicates.py).
+    "STORE_NEIGHBORS": False,  # refresh the SimilarArticle table after each build (opt-in)
+    "NEIGHBORS_K": 10,
+    "NEIGHBORS_BATCH": 1024,  # query vectors per Faiss search call
+    "DUPLICATE_THRESHOLD": None,  # cosine distance; None = the model family's default below
 }
+
+# Duplicate thresholds per model family (cosine distance, strict "<"). How each was chosen:
+# README "Catalog similarity" and docs/benchmarks.md "Neighbours and duplicates".
+DUPLICATE_THRESHOLDS: dict[str, float] = {
+    "classic": 0.05,  # measured on the labelled eval catalog (manage.py evaluate)
+    "clip": 0.05,  # not measurable offline (no weights here): conservative, documented guess
+    "transformers": 0.05,  # same: conservative until measured on the shop's own labels
+}
+
+API_AUTH_MODES = ("open", "token")
 
 
 @dataclass(frozen=True)
@@ -35,6 +56,29 @@ class SimilaritySettings:
     build_stale_seconds: int
     recall_sample: int
     index_root: Path
+    api_auth: str = "open"
+    upload_max_bytes: int = 10 * 1024 * 1024
+    upload_max_pixels: int = 40_000_000
+    upload_throttle: str = "60/min"
+    store_neighbors: bool = False
+    neighbors_k: int = 10
+    neighbors_batch: int = 1024
+    duplicate_threshold: float | None = None
+
+    def duplicate_threshold_for(self, model: str) -> float:
+        """The configured DUPLICATE_THRESHOLD, else the default of ``model``'s family."""
+        if self.duplicate_threshold is not None:
+            return self.duplicate_threshold
+        return DUPLICATE_THRESHOLDS[model_family(model)]
+
+
+def model_family(model: str) -> str:
+    """classic, transformers or clip (sentence-transformers names and paths)."""
+    if model.startswith("classic"):
+        return "classic"
+    if model.startswith("transformers:"):
+        return "transformers"
+    return "clip"
 
 
 def similarity_settings() -> SimilaritySettings:
@@ -53,4 +97,55 @@ def similarity_settings() -> SimilaritySettings:
         build_stale_seconds=int(values["BUILD_STALE_SECONDS"]),
         recall_sample=int(values["RECALL_SAMPLE"]),
         index_root=Path(settings.DATA_DIR) / "index",
+        api_auth=_api_auth(values["API_AUTH"]),
+        upload_max_bytes=int(values["UPLOAD_MAX_BYTES"]),
+        upload_max_pixels=int(values["UPLOAD_MAX_PIXELS"]),
+        upload_throttle=str(values["UPLOAD_THROTTLE"] or ""),
+        store_neighbors=bool(values["STORE_NEIGHBORS"]),
+        neighbors_k=int(values["NEIGHBORS_K"]),
+        neighbors_batch=int(values["NEIGHBORS_BATCH"]),
+        duplicate_threshold=(
+            None if values["DUPLICATE_THRESHOLD"] is None else float(values["DUPLICATE_THRESHOLD"])
+        ),
+    )
+
+
+def _api_auth(value: object) -> str:
+    mode = str(value).strip().lower()
+    if mode not in API_AUTH_MODES:
+        raise ImproperlyConfigured(
+            f"LOOKALIKE_API_AUTH must be one of {', '.join(API_AUTH_MODES)}; got {value!r}"
+        )
+    return mode
+
+
+# Embedding runtimes: their own small block, read from the same LOOKALIKE dict.
+RUNTIME_DEFAULTS: dict[str, object] = {
+    "RUNTIME": "torch",  # torch (fp32 reference), torch-bf16, onnx, onnx-int8 or auto
+    "RUNTIME_MIN_COSINE": 0.995,  # accuracy gate: mean cosine to torch fp32 on calibration
+    "RUNTIME_MIN_OVERLAP": 0.9,  # accuracy gate: top-10 neighbour overlap on calibration
+    "RUNTIME_CALIBRATION_IMAGES": 64,
+}
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    runtime: str
+    min_cosine: float
+    min_overlap: float
+    calibration_images: int
+    onnx_cache_dir: Path
+
+
+def runtime_settings() -> RuntimeSettings:
+    """Embedding-runtime settings; LOOKALIKE_RUNTIME in the environment if not in LOOKALIKE."""
+    configured = getattr(settings, "LOOKALIKE", {})
+    values = {**RUNTIME_DEFAULTS, **configured}
+    runtime = configured.get("RUNTIME") or os.environ.get("LOOKALIKE_RUNTIME") or values["RUNTIME"]
+    return RuntimeSettings(
+        runtime=str(runtime).strip().lower(),
+        min_cosine=float(values["RUNTIME_MIN_COSINE"]),
+        min_overlap=float(values["RUNTIME_MIN_OVERLAP"]),
+        calibration_images=int(values["RUNTIME_CALIBRATION_IMAGES"]),
+        onnx_cache_dir=Path(settings.DATA_DIR) / "onnx-cache",
     )

@@ -92,3 +92,66 @@ class IndexBuild(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class SimilarArticle(models.Model):
+    """A stored top-k neighbour of an article (itself excluded), refreshed after each build.
+
+    Lets storefronts read "similar items" from the database without touching Faiss.
+    """
+
+    article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="+")
+    neighbor = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="+")
+    rank = models.PositiveSmallIntegerField(help_text="1 = nearest.")
+    distance = models.FloatField(help_text="Cosine distance.")
+    build_name = models.CharField(max_length=128)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["article", "rank"], name="similararticle_unique_rank")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.article_id} #{self.rank} -> {self.neighbor_id}"
+
+
+class DuplicateDecision(models.Model):
+    """A reviewer's verdict on a pair of articles, keyed by shop ids so it survives re-imports.
+
+    ``article_a < article_b`` always (see duplicates.pair_key), one row per pair.
+    """
+
+    class Verdict(models.TextChoices):
+        NOT_DUPLICATE = "not_duplicate", "Not duplicates"
+        DUPLICATE = "duplicate", "Duplicates (one article kept)"
+
+    article_a = models.CharField(max_length=255)
+    article_b = models.CharField(max_length=255)
+    verdict = models.CharField(max_length=16, choices=Verdict.choices)
+    kept = models.CharField(max_length=255, blank=True, help_text="Shop id of the kept article.")
+    decided_by = models.CharField(max_length=150, blank=True)
+    decided_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-decided_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["article_a", "article_b"], name="duplicatedecision_pair"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(article_a__lt=models.F("article_b")),
+                name="duplicatedecision_ordered_pair",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.article_a} / {self.article_b}: {self.verdict}"
+
+
+class DuplicateGroupReview(DuplicateDecision):
+    """Proxy giving the admin its "Duplicate groups" review page (similarity.admin_duplicates)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "duplicate group"
+        verbose_name_plural = "duplicate groups"

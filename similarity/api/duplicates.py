@@ -1,0 +1,82 @@
+"""GET /api/duplicates/: duplicate groups of the current index, largest first, paginated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
+from rest_framework import serializers
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from similarity.services.duplicates import DuplicateGroup, duplicate_groups_find
+
+
+class DuplicatePagination(LimitOffsetPagination):
+    default_limit = 20
+    max_limit = 200
+
+
+class DuplicatesApi(APIView):
+    """Groups of articles whose photos are within ``threshold`` cosine distance of each other.
+
+    400 for a bad threshold, 503 when no index has been built. Pairs a reviewer marked "not
+    duplicates" are left out; fully reviewed groups are hidden.
+    """
+
+    @extend_schema_serializer(component_name="DuplicateMember")
+    class MemberSerializer(serializers.Serializer):
+        article_id = serializers.CharField()
+        title = serializers.CharField()
+        category = serializers.CharField()
+        image_url = serializers.CharField()
+        image = serializers.SerializerMethodField()
+
+        def get_image(self, member: Any) -> str | None:
+            from similarity.api.articles import media_url
+
+            return media_url(self.context["request"], member.image)
+
+    @extend_schema_serializer(component_name="DuplicatePair")
+    class PairSerializer(serializers.Serializer):
+        first = serializers.CharField()
+        second = serializers.CharField()
+        distance = serializers.FloatField()
+
+    @extend_schema_serializer(component_name="DuplicateGroup")
+    class OutputSerializer(serializers.Serializer):
+        size = serializers.SerializerMethodField()
+        max_distance = serializers.FloatField()
+        articles = serializers.SerializerMethodField()
+        pairs = serializers.SerializerMethodField()
+
+        def get_size(self, group: DuplicateGroup) -> int:
+            return len(group.members)
+
+        def get_articles(self, group: DuplicateGroup) -> list[dict[str, Any]]:
+            return DuplicatesApi.MemberSerializer(
+                group.members, many=True, context=self.context
+            ).data
+
+        def get_pairs(self, group: DuplicateGroup) -> list[dict[str, Any]]:
+            return DuplicatesApi.PairSerializer(group.pairs, many=True).data
+
+    @extend_schema(
+        parameters=[OpenApiParameter("threshold", float, description="Cosine distance; "
+                                     "default: DUPLICATE_THRESHOLD for the index's model.")],
+        responses=OutputSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        threshold = request.query_params.get("threshold")
+        report = duplicate_groups_find(threshold=None if threshold in (None, "") else threshold)
+        paginator = DuplicatePagination()
+        page = paginator.paginate_queryset(report.groups, request, view=self)
+        data = self.OutputSerializer(page, many=True, context={"request": request}).data
+        response = paginator.get_paginated_response(data)
+        response.data.update(
+            {"threshold": report.threshold, "model": report.model,
+             "index_build": report.build_name}
+        )
+        return response

@@ -1,0 +1,63 @@
+"""manage.py export_neighbors: every indexed article's k nearest other articles, CSV or JSONL."""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from similarity.conf import similarity_settings
+from similarity.errors import SimilarityError
+from similarity.services.neighbors import neighbors_export, neighbors_store, output_format
+
+
+class Command(BaseCommand):
+    help = (
+        "Write, for every indexed article, its k nearest other articles (the article itself is "
+        "left out) with cosine distances. CSV (article_id,category,rank,neighbor_id,distance) "
+        "or JSON Lines by the file extension; stdout (CSV) without --output."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--k", type=int, default=10, help="Neighbours per article (10).")
+        parser.add_argument("--category-only", action="store_true",
+                            help="Only neighbours from the article's own category.")
+        parser.add_argument("--output", help="File to write (.csv, .jsonl or .ndjson).")
+        parser.add_argument("--format", dest="fmt", choices=("csv", "jsonl"),
+                            help="Override the format implied by the extension.")
+        parser.add_argument("--batch-size", type=int, help="Query vectors per Faiss call.")
+        parser.add_argument("--store", action="store_true",
+                            help="Refresh the SimilarArticle table instead of writing a file.")
+        parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        k, output = options["k"], options["output"]
+        max_k = similarity_settings().max_k
+        if not 1 <= k <= max_k:
+            raise CommandError(f"--k must be between 1 and {max_k}; got {k}")
+        if options["batch_size"] is not None and options["batch_size"] < 1:
+            raise CommandError(f"--batch-size must be >= 1; got {options['batch_size']}")
+        if output and not Path(output).resolve().parent.is_dir():
+            raise CommandError(f"--output directory does not exist: {Path(output).parent}")
+        try:
+            output_format(output, options["fmt"])
+            if options["store"]:
+                if options["category_only"] or output:
+                    raise CommandError("--store takes neither --output nor --category-only")
+                run = neighbors_store(k=k, batch_size=options["batch_size"],
+                                      progress=not options["no_progress"])
+            else:
+                run = neighbors_export(
+                    k=k, output=output, fmt=options["fmt"],
+                    category_only=options["category_only"], batch_size=options["batch_size"],
+                    progress=not options["no_progress"], stream=self.stdout,
+                )
+        except (SimilarityError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        where = output or ("the SimilarArticle table" if options["store"] else "stdout")
+        self.stderr.write(
+            f"{run.articles} articles, {run.rows} neighbours (k={k}) from build "
+            f"{run.build_name} to {where} in {run.seconds:.1f} s ({run.per_second:.0f} articles/s)"
+        )

@@ -1,0 +1,262 @@
+"""Duplicate detection: Faiss range search -> pairs -> union-find groups; reviewer decisions."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+
+from catalog.models import Article
+from similarity.conf import similarity_settings
+from similarity.errors import InvalidQuery
+from similarity.index import range_search_batched
+from similarity.models import DuplicateDecision
+from similarity.services.neighbors import vector_batches
+from similarity.store import LoadedIndex, get_store
+
+# Above this a "duplicate" is just "similar" and the pair count grows towards N^2; use
+# export_neighbors for similar items.
+MAX_THRESHOLD = 0.5
+QUERY_CHUNK = 8192  # query vectors held in memory at a time
+MSG_BAD_THRESHOLD = "threshold must be a number in (0, {max}]; got {value!r}"
+MSG_BAD_VERDICT = "verdict must be one of {choices}; got {value!r}"
+MSG_TOO_FEW = "a decision needs at least two articles; got {count}"
+MSG_KEPT_NOT_IN_GROUP = "kept article {kept!r} is not one of the group's articles"
+
+
+def validate_threshold(value: Any) -> float:
+    """A cosine-distance threshold in (0, MAX_THRESHOLD]; InvalidQuery with the value otherwise."""
+    if value is None or isinstance(value, bool):
+        raise InvalidQuery(MSG_BAD_THRESHOLD.format(max=MAX_THRESHOLD, value=value))
+    try:
+        threshold = float(str(value).strip())
+    except ValueError:
+        raise InvalidQuery(MSG_BAD_THRESHOLD.format(max=MAX_THRESHOLD, value=value)) from None
+    if not 0 < threshold <= MAX_THRESHOLD:  # also rejects NaN
+        raise InvalidQuery(MSG_BAD_THRESHOLD.format(max=MAX_THRESHOLD, value=value))
+    return threshold
+
+
+def pair_key(first: str, second: str) -> tuple[str, str]:
+    """The stored order of a pair of shop ids."""
+    return (first, second) if first < second else (second, first)
+
+
+class UnionFind:
+    """Disjoint sets over arbitrary hashable items, path halving + union by size."""
+
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+        self.size: dict[int, int] = {}
+
+    def find(self, item: int) -> int:
+        if item not in self.parent:
+            self.parent[item] = item
+            self.size[item] = 1
+            return item
+        root = item
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[item] != root:  # path compression
+            self.parent[item], item = root, self.parent[item]
+        return root
+
+    def union(self, first: int, second: int) -> None:
+        a, b = self.find(first), self.find(second)
+        if a == b:
+            return
+        if self.size[a] < self.size[b]:
+            a, b = b, a
+        self.parent[b] = a
+        self.size[a] += self.size[b]
+
+    def groups(self) -> list[list[int]]:
+        members: dict[int, list[int]] = {}
+        for item in self.parent:
+            members.setdefault(self.find(item), []).append(item)
+        return [sorted(group) for group in members.values()]
+
+
+def connected_components(pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
+    """Groups (sorted ids) of the graph of ``pairs``, largest first, then by smallest id."""
+    sets = UnionFind()
+    for first, second in pairs:
+        sets.union(first, second)
+    return sorted(sets.groups(), key=lambda group: (-len(group), group[0]))
+
+
+def duplicate_pairs(
+    index: Any, batches: Iterable[tuple[np.ndarray, np.ndarray]], threshold: float
+) -> Iterator[tuple[int, int, float]]:
+    """(id, id, distance) for every stored pair closer than ``threshold``, each pair once.
+
+    Range search a chunk of query vectors at a time: memory is one chunk plus the pairs
+    found, never an N x N matrix.
+    """
+    for ids, vectors in batches:
+        yield from range_search_batched(index, vectors, ids, threshold)
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    pk: int
+    article_id: str
+    title: str
+    category: str
+    image: str  # storage name ("" when none)
+    image_url: str
+
+
+@dataclass(frozen=True)
+class DuplicatePair:
+    first: str  # shop ids
+    second: str
+    distance: float
+
+
+@dataclass
+class DuplicateGroup:
+    members: list[GroupMember]
+    pairs: list[DuplicatePair]
+
+    @property
+    def article_ids(self) -> list[str]:
+        return [member.article_id for member in self.members]
+
+    @property
+    def max_distance(self) -> float:
+        return max((pair.distance for pair in self.pairs), default=0.0)
+
+
+@dataclass
+class DuplicateReport:
+    build_name: str
+    model: str
+    threshold: float
+    pair_count: int
+    groups: list[DuplicateGroup] = field(default_factory=list)
+    hidden_pairs: int = 0  # pairs a reviewer decided on
+
+
+_pairs_cache: dict[tuple[str, float], list[tuple[int, int, float]]] = {}
+_pairs_lock = threading.Lock()
+
+
+def _cached_pairs(loaded: LoadedIndex, threshold: float) -> list[tuple[int, int, float]]:
+    """This build's pairs under ``threshold``; computed once per process (builds are immutable)."""
+    key = (loaded.name, threshold)
+    with _pairs_lock:
+        if key not in _pairs_cache:
+            batches = vector_batches(loaded.manifest["model_identity"], loaded.ids, QUERY_CHUNK)
+            _pairs_cache.clear()  # only the latest (build, threshold): bounded memory
+            _pairs_cache[key] = list(duplicate_pairs(loaded.index, batches, threshold))
+        return _pairs_cache[key]
+
+
+def duplicate_groups_find(
+    *, threshold: float | str | None = None, include_reviewed: bool = False
+) -> DuplicateReport:
+    """Groups of near-identical articles in the current index, largest first.
+
+    A pair a reviewer marked "not duplicates" is no edge; a group whose every pair has been
+    decided is hidden unless ``include_reviewed``. Decisions are keyed by shop ids, so they
+    hold across rebuilds and re-imports.
+    """
+    loaded = get_store().get()
+    if threshold is None:
+        threshold = similarity_settings().duplicate_threshold_for(loaded.manifest["model"])
+    threshold = validate_threshold(threshold)
+    pairs = _cached_pairs(loaded, threshold)
+    pks = {pk for a, b, _ in pairs for pk in (a, b)}
+    articles = (
+        Article.objects.filter(pk__in=pks, is_active=True)
+        .only("pk", "article_id", "title", "category", "image", "image_url")
+        .in_bulk()
+    )
+    decisions = _decisions({a.article_id for a in articles.values()})
+    edges: list[tuple[int, int, float]] = []
+    hidden = 0
+    for a, b, distance in pairs:
+        if a not in articles or b not in articles:
+            continue
+        verdict = decisions.get(pair_key(articles[a].article_id, articles[b].article_id))
+        if verdict == DuplicateDecision.Verdict.NOT_DUPLICATE:
+            hidden += 1
+            continue
+        edges.append((a, b, distance))
+    report = DuplicateReport(
+        build_name=loaded.name, model=loaded.manifest["model"], threshold=threshold,
+        pair_count=len(edges), hidden_pairs=hidden,
+    )
+    sets = UnionFind()
+    for a, b, _ in edges:
+        sets.union(a, b)
+    by_root: dict[int, list[tuple[int, int, float]]] = {}
+    for edge in edges:
+        by_root.setdefault(sets.find(edge[0]), []).append(edge)
+    for group in sorted(sets.groups(), key=lambda group: (-len(group), group[0])):
+        group_edges = by_root[sets.find(group[0])]
+        members = sorted((_member(articles[pk]) for pk in group), key=lambda m: m.article_id)
+        names = {pk: articles[pk].article_id for pk in group}
+        group_pairs = sorted(
+            (DuplicatePair(*pair_key(names[a], names[b]), round(d, 6)) for a, b, d in group_edges),
+            key=lambda pair: (pair.distance, pair.first, pair.second),
+        )
+        undecided = any(
+            pair_key(pair.first, pair.second) not in decisions for pair in group_pairs
+        )
+        if undecided or include_reviewed:
+            report.groups.append(DuplicateGroup(members=members, pairs=group_pairs))
+        else:
+            report.hidden_pairs += len(group_pairs)
+    return report
+
+
+def _member(article: Article) -> GroupMember:
+    return GroupMember(
+        pk=article.pk, article_id=article.article_id, title=article.title,
+        category=article.category, image=article.image.name or "", image_url=article.image_url,
+    )
+
+
+def _decisions(article_ids: set[str]) -> dict[tuple[str, str], str]:
+    if not article_ids:
+        return {}
+    rows = DuplicateDecision.objects.filter(article_a__in=article_ids).values_list(
+        "article_a", "article_b", "verdict"
+    )
+    return {(a, b): verdict for a, b, verdict in rows if b in article_ids}
+
+
+def duplicate_decision_record(
+    *, article_ids: list[str], verdict: str, kept: str = "", decided_by: str = ""
+) -> int:
+    """Store a reviewer's verdict on a group: one decision per pair of its articles.
+
+    ``not_duplicate``: none of them duplicates another. ``duplicate``: they are, ``kept`` is
+    the one the shop keeps. Re-deciding a pair overwrites it. Returns the number of pairs.
+    """
+    ids = sorted(set(article_ids))
+    if len(ids) < 2:
+        raise InvalidQuery(MSG_TOO_FEW.format(count=len(ids)))
+    if verdict not in DuplicateDecision.Verdict.values:
+        raise InvalidQuery(
+            MSG_BAD_VERDICT.format(choices=", ".join(DuplicateDecision.Verdict.values),
+                                   value=verdict)
+        )
+    if kept and kept not in ids:
+        raise InvalidQuery(MSG_KEPT_NOT_IN_GROUP.format(kept=kept))
+    count = 0
+    with transaction.atomic():
+        for position, first in enumerate(ids):
+            for second in ids[position + 1 :]:
+                DuplicateDecision.objects.update_or_create(
+                    article_a=first, article_b=second,
+                    defaults={"verdict": verdict, "kept": kept, "decided_by": decided_by},
+                )
+                count += 1
+    return count
