@@ -82,8 +82,9 @@ def duplicates_memory(n: int, threshold: float) -> dict:
     """Peak RSS growth of range_search_batched over n vectors (1% planted near-duplicates)."""
     vectors = clustered(n, seed=2)
     rng = np.random.default_rng(3)
-    dup = rng.choice(n, n // 100, replace=False)
-    noisy = vectors[dup[::-1]] + 0.05 / np.sqrt(D) * rng.standard_normal((len(dup), D), dtype=np.float32)
+    chosen = rng.choice(n, 2 * (n // 100), replace=False)
+    dup, source = chosen[: n // 100], chosen[n // 100 :]  # sources stay untouched
+    noisy = vectors[source] + 0.05 / np.sqrt(D) * rng.standard_normal((len(dup), D), dtype=np.float32)
     vectors[dup] = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
     ids = np.arange(n, dtype=np.int64)
     index = build_index(vectors, ids, index_type="flat")
