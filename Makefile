@@ -27,7 +27,7 @@ test: venv lint
 	$(VENV)/bin/pytest
 
 bench: venv
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(BENCHMARKS)
 
 serve: venv
 	$(PY) manage.py migrate --noinput
