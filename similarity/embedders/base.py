@@ -82,6 +82,17 @@ class Embedder(ABC):
         """(n, dimension) vectors in the image space, for text-to-image search."""
         raise TextNotSupportedError(f"the {self.name!r} embedder cannot embed text, only images")
 
+    def image_module(self) -> Any | None:
+        """A torch module from ``pixel_values`` to ``_forward``'s raw vectors (for ONNX export).
+
+        None when the model has no such module (weight-free embedders, multi-input models).
+        """
+        return None
+
+    def pixel_values(self, batch: Batch) -> Any:
+        """The pixel tensor in a preprocessed batch: the image module's only input."""
+        raise NotImplementedError(f"{type(self).__name__} has no pixel tensor to export")
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} d={self.dimension}>"
 

@@ -71,12 +71,38 @@ class SentenceTransformerEmbedder(Embedder):
             return np.zeros((0, self.dimension), dtype=np.float32)
         return l2_normalise(self._forward(self._model.preprocess(list(texts))))
 
+    def image_module(self) -> Any | None:
+        probe = self.preprocess([Image.new("RGB", (self.image_size or 32,) * 2, "white")])
+        if set(probe) - {"pixel_values", "modality"}:
+            return None  # more inputs than pixels (masks, sizes): not a single-tensor graph
+        return _image_module(self._model)
+
+    def pixel_values(self, batch: Batch) -> Any:
+        return batch["pixel_values"]
+
     def identity(self) -> str:
         return self._identity
 
     @cached_property
     def _identity(self) -> str:
         return source_identity("", self.name, self._directory, _repo_ids(self.name))
+
+
+def _image_module(model: Any) -> Any:
+    import torch
+
+    class SentenceImageModule(torch.nn.Module):
+        """The whole sentence-transformers stack (all modules) on the image modality."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            features = {"pixel_values": pixel_values, "modality": "image"}
+            return self.model(features)["sentence_embedding"].float()
+
+    return SentenceImageModule().eval()
 
 
 def _repo_ids(spec: str) -> list[str]:

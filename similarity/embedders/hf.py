@@ -50,12 +50,26 @@ class TransformersEmbedder(Embedder):
 
         with torch.inference_mode():
             pixel_values = batch.to(self.device)
-            if self._image_features:
-                output = self._model.get_image_features(pixel_values=pixel_values)
-                pooled = output if isinstance(output, torch.Tensor) else output.pooler_output
-            else:
-                pooled = pool_output(self._model(pixel_values=pixel_values), self._use_pooler)
-            return pooled.reshape(pooled.shape[0], -1).float().cpu().numpy()
+            pooled = _pooled(self._model, pixel_values, self._image_features, self._use_pooler)
+            return pooled.float().cpu().numpy()
+
+    def image_module(self) -> Any | None:
+        import torch
+
+        model, image_features, use_pooler = self._model, self._image_features, self._use_pooler
+
+        class PooledImageModule(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+                return _pooled(self.model, pixel_values, image_features, use_pooler).float()
+
+        return PooledImageModule().eval()
+
+    def pixel_values(self, batch: Batch) -> Any:
+        return batch
 
     def identity(self) -> str:
         return self._identity
@@ -63,6 +77,17 @@ class TransformersEmbedder(Embedder):
     @cached_property
     def _identity(self) -> str:
         return source_identity(SPEC_PREFIX, self._model_ref, self._directory, [self._model_ref])
+
+
+def _pooled(model: Any, pixel_values: Any, image_features: bool, use_pooler: bool) -> Any:
+    import torch
+
+    if image_features:
+        output = model.get_image_features(pixel_values=pixel_values)
+        pooled = output if isinstance(output, torch.Tensor) else output.pooler_output
+    else:
+        pooled = pool_output(model(pixel_values=pixel_values), use_pooler)
+    return pooled.reshape(pooled.shape[0], -1)
 
 
 def pool_output(output: Any, use_pooler: bool = True) -> Any:

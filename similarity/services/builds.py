@@ -126,12 +126,14 @@ def index_build_run(
     batch_size: int | None = None,
     trigger: str = "shell",
     progress: bool = True,
+    runtime: str | None = None,
 ) -> IndexBuild:
     """Run a build: (download,) embed what is missing, update or rebuild the index, switch.
 
     The new index becomes current only when it is completely written; any failure leaves
     the previous index serving and the build recorded as failed with its error. Same inputs
-    as the current index: nothing is written (status "unchanged").
+    as the current index: nothing is written (status "unchanged"). ``runtime`` (default:
+    the RUNTIME setting) is the embedding runtime; see ``select_build_runtime``.
     """
     if build is None:
         build = index_build_create(
@@ -141,7 +143,14 @@ def index_build_run(
     timings: dict[str, Any] = {}
     started = time.perf_counter()
     try:
-        _run(build, timings, reembed=reembed, batch_size=batch_size, progress=progress)
+        _run(
+            build,
+            timings,
+            reembed=reembed,
+            batch_size=batch_size,
+            progress=progress,
+            runtime=runtime,
+        )
     except BaseException as exc:
         build.status = IndexBuild.Status.FAILED
         build.error = str(exc) if isinstance(exc, BuildFailed) else f"{type(exc).__name__}: {exc}"
@@ -156,6 +165,41 @@ def index_build_run(
     return build
 
 
+def select_build_runtime(
+    embedder: Any, runtime: str | None = None, *, threads: int | None = None
+) -> tuple[Any, Any]:
+    """``embedder`` on ``runtime`` (default: the RUNTIME setting) once it passes the gate.
+
+    Calibration images are generated packshots (``catalog.sample_images``), so the gate
+    is deterministic for a model. BuildFailed when an explicit runtime is unavailable or
+    disagrees with torch fp32; ``auto`` falls back instead. The runtime does not change the
+    model identity: vectors from runtimes that passed the gate may share one index.
+    """
+    from catalog.sample_images import product_image
+    from similarity.conf import runtime_settings
+    from similarity.embedders import EmbedderLoadError
+    from similarity.embedders.runtimes import REFERENCE, select_runtime, validate_runtime
+
+    conf = runtime_settings()
+    name = validate_runtime(runtime or conf.runtime)
+    count = conf.calibration_images if name != REFERENCE else 0
+    calibration = [product_image(seed, size=256) for seed in range(count)]
+    try:
+        chosen, choice = select_runtime(
+            embedder,
+            name,
+            calibration=calibration,
+            cache_dir=conf.onnx_cache_dir,
+            threads=threads,
+            min_cosine=conf.min_cosine,
+            min_overlap=conf.min_overlap,
+        )
+    except EmbedderLoadError as exc:
+        raise BuildFailed(str(exc)) from exc
+    logger.info("Embedding runtime: %s (requested %s)", choice.runtime, choice.requested)
+    return chosen, choice
+
+
 def _run(
     build: IndexBuild,
     timings: dict[str, Any],
@@ -163,6 +207,7 @@ def _run(
     reembed: bool,
     batch_size: int | None,
     progress: bool,
+    runtime: str | None = None,
 ) -> None:
     from similarity.embedders import EmbedderLoadError, load_embedder
     from similarity.index import Timeit, set_faiss_threads
@@ -187,6 +232,10 @@ def _run(
         except EmbedderLoadError as exc:
             raise BuildFailed(str(exc)) from exc
     timings["load_model_seconds"] = round(timer.seconds, 3)
+
+    with Timeit("Choosing the embedding runtime") as timer:
+        embedder, runtime_choice = select_build_runtime(embedder, runtime, threads=conf.threads)
+    timings["runtime_seconds"] = round(timer.seconds, 3)
 
     with Timeit("Embedding new and changed images") as timer:
         embedded = embeddings_update(
@@ -220,7 +269,11 @@ def _run(
         identity=identity,
         index_type=build.index_type,
         full=build.full,
-        extra_manifest={"build_id": build.pk, "supports_text": embedder.supports_text},
+        extra_manifest={
+            "build_id": build.pk,
+            "supports_text": embedder.supports_text,
+            **runtime_choice.as_manifest(),
+        },
     )
     timings.update(outcome.timings)
     build.mode = outcome.mode
@@ -233,3 +286,8 @@ def _run(
     build.status = (
         IndexBuild.Status.UNCHANGED if outcome.mode == "unchanged" else IndexBuild.Status.SUCCEEDED
     )
+
+    # --- Post-build: refresh stored neighbours (SimilarArticle; STORE_NEIGHBORS setting) ---
+    from similarity.services.neighbors import neighbors_refresh_after_build
+
+    neighbors_refresh_after_build(build=build, timings=timings, progress=progress)

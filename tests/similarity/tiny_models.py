@@ -16,11 +16,8 @@ def build_tiny_clip(path: Path, *, seed: int = SEED) -> Path:
     and ``modules.json`` names the (legacy) ``sentence_transformers.models.CLIPModel`` module.
     Towers: hidden 32, 2 layers, 32x32 images in 8x8 patches, projection to 16 dims.
     """
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
+    from transformers import CLIPConfig, CLIPImageProcessorPil
 
-    path = Path(path)
-    module_dir = path / "0_CLIPModel"
     tokenizer = _tiny_clip_tokenizer()
     config = CLIPConfig(
         text_config={
@@ -44,12 +41,41 @@ def build_tiny_clip(path: Path, *, seed: int = SEED) -> Path:
         },
         projection_dim=16,
     )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = CLIPModel(config).eval()
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
     )
+    return _save_sentence_clip(Path(path), config, image_processor, tokenizer, seed)
+
+
+def build_clip_vit_b32(path: Path, *, seed: int = SEED) -> Path:
+    """Full-size CLIP ViT-B/32 (default CLIPConfig: hidden 768, 12 layers, patch 32, 224 px,
+    projection 512) with random weights, in the same sentence-transformers layout, for
+    benchmarks: it costs the same compute as the trained model. Only the tokenizer is tiny.
+    """
+    from transformers import CLIPConfig, CLIPImageProcessorPil
+
+    tokenizer = _tiny_clip_tokenizer()
+    config = CLIPConfig(
+        text_config={
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        }
+    )
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}
+    )
+    return _save_sentence_clip(Path(path), config, image_processor, tokenizer, seed)
+
+
+def _save_sentence_clip(path: Path, config, image_processor, tokenizer, seed: int) -> Path:
+    import torch
+    from transformers import CLIPModel, CLIPProcessor
+
+    module_dir = path / "0_CLIPModel"
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = CLIPModel(config).eval()
     model.save_pretrained(module_dir)
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(module_dir)
     modules = [

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from similarity.embedders.runtimes import RUNTIME_CHOICES
 from similarity.errors import BuildAlreadyRunning
 from similarity.models import IndexBuild
 from similarity.services.builds import BuildFailed, index_build_run
@@ -44,6 +45,10 @@ class Command(BaseCommand):
         parser.add_argument("--download", action="store_true",
                             help="Download pending images first.")
         parser.add_argument("--batch-size", type=int, help="Images per model batch.")
+        parser.add_argument("--runtime", choices=RUNTIME_CHOICES,
+                            help="Embedding runtime: torch (fp32 reference), "
+                            "torch-bf16, onnx, onnx-int8, or auto (fastest that passes the "
+                            "accuracy gate); default: the RUNTIME setting.")
         parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -59,6 +64,7 @@ class Command(BaseCommand):
                 batch_size=options["batch_size"],
                 progress=not options["no_progress"],
                 trigger="shell",
+                runtime=options["runtime"],
             )
         except (BuildFailed, BuildAlreadyRunning, ValueError) as exc:
             raise CommandError(str(exc)) from exc
