@@ -160,6 +160,7 @@ LOOKALIKE: dict[str, object] = {
     "BATCH_SIZE": int(os.environ.get("LOOKALIKE_BATCH_SIZE", 32)),
     "THREADS": int(os.environ.get("LOOKALIKE_THREADS", 0)),
     "STORE_NEIGHBORS": env_bool("LOOKALIKE_STORE_NEIGHBORS", default=False),
+    "RUNTIME": os.environ.get("LOOKALIKE_RUNTIME", "torch"),
     # API (similarity.conf holds the defaults and validates them).
     "API_AUTH": os.environ.get("LOOKALIKE_API_AUTH", "open"),
     "UPLOAD_MAX_BYTES": int(os.environ.get("LOOKALIKE_UPLOAD_MAX_BYTES", 10 * 1024 * 1024)),

@@ -138,12 +138,10 @@ class RuntimeSettings:
 
 
 def runtime_settings() -> RuntimeSettings:
-    """Embedding-runtime settings; LOOKALIKE_RUNTIME in the environment if not in LOOKALIKE."""
-    configured = getattr(settings, "LOOKALIKE", {})
-    values = {**RUNTIME_DEFAULTS, **configured}
-    runtime = configured.get("RUNTIME") or os.environ.get("LOOKALIKE_RUNTIME") or values["RUNTIME"]
+    """Embedding-runtime settings (LOOKALIKE dict; settings.py reads LOOKALIKE_RUNTIME)."""
+    values = {**RUNTIME_DEFAULTS, **getattr(settings, "LOOKALIKE", {})}
     return RuntimeSettings(
-        runtime=str(runtime).strip().lower(),
+        runtime=str(values["RUNTIME"]).strip().lower(),
         min_cosine=float(values["RUNTIME_MIN_COSINE"]),
         min_overlap=float(values["RUNTIME_MIN_OVERLAP"]),
         calibration_images=int(values["RUNTIME_CALIBRATION_IMAGES"]),
