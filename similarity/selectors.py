@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.db.models import OuterRef, Subquery
+from django.db import connection
 from PIL import Image
 
 from catalog.models import Article
@@ -67,17 +67,31 @@ def _allowed_ids(category: str | None) -> np.ndarray | None:
     return np.fromiter(pks, dtype=np.int64)
 
 
-HYDRATE_FIELDS = ("pk", "article_id", "title", "category", "image_url", "image")
+def _table(model: type) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _hydrate_rows(ids: list[int]) -> dict[int, tuple]:
+    """(pk, article_id, title, category, image_url, image) of the active articles in ``ids``.
+
+    Plain SQL on the hot path: building the equivalent ORM query costs more than running it
+    (measured: ~0.3 ms of Python per query against ~0.06 ms in SQLite).
+    """
+    if not ids:
+        return {}
+    placeholders = ", ".join(["%s"] * len(ids))
+    # Table names come from model metadata; every value is a query parameter.
+    sql = (
+        f"SELECT id, article_id, title, category, image_url, image FROM {_table(Article)} "  # noqa: S608
+        f"WHERE is_active = %s AND id IN ({placeholders})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [True, *ids])
+        return {row[0]: row for row in cursor.fetchall()}
 
 
 def _hydrate(loaded: LoadedIndex, ids: np.ndarray, distances: np.ndarray) -> list[SimilarArticle]:
-    # values_list, not model instances: this runs on every search and instances cost ~10x.
-    rows = {
-        row[0]: row
-        for row in Article.objects.filter(pk__in=ids.tolist(), is_active=True).values_list(
-            *HYDRATE_FIELDS
-        )
-    }
+    rows = _hydrate_rows(ids.tolist())
     results = []
     for pk, distance in zip(ids.tolist(), distances.tolist(), strict=True):
         row = rows.get(pk)
@@ -98,6 +112,19 @@ def _hydrate(loaded: LoadedIndex, ids: np.ndarray, distances: np.ndarray) -> lis
             )
         )
     return results
+
+
+def _article_with_vector(article_id: str, model_identity: str) -> tuple | None:
+    """(pk, article_id, category, vector blob or None) in one plain-SQL query (hot path)."""
+    # Table names come from model metadata; every value is a query parameter.
+    sql = (
+        f"SELECT a.id, a.article_id, a.category, e.vector FROM {_table(Article)} a "  # noqa: S608
+        f"LEFT JOIN {_table(Embedding)} e ON e.article_id = a.id AND e.model = %s "
+        "AND e.image_sha256 = a.image_sha256 WHERE a.article_id = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [model_identity, article_id])
+        return cursor.fetchone()
 
 
 def _search(
@@ -134,18 +161,7 @@ def similar_to_article(
     """
     k = validate_k(k)
     loaded = get_store().get()
-    # One query for the article and its current embedding under the index's model (hot path).
-    embedding = Embedding.objects.filter(
-        article_id=OuterRef("pk"),
-        model=loaded.manifest["model_identity"],
-        image_sha256=OuterRef("image_sha256"),
-    ).values("vector")[:1]
-    row = (
-        Article.objects.filter(article_id=article_id)
-        .annotate(vector=Subquery(embedding))
-        .values_list("pk", "article_id", "category", "vector")
-        .first()
-    )
+    row = _article_with_vector(article_id, loaded.manifest["model_identity"])
     if row is None:
         raise ArticleNotFound(article_id)
     pk, article_id, article_category, blob = row
