@@ -16,7 +16,9 @@ from similarity.services.builds import BuildFailed, index_build_run
 def describe_build(build: IndexBuild) -> str:
     """One summary line for a finished build."""
     text = (
-        f"Build #{build.pk} {build.status} ({build.mode or '-'}): {build.article_count} articles "
+        f"Build #{build.pk} {build.status}"
+        f"{f' ({build.mode})' if build.mode and build.mode != build.status else ''}: "
+        f"{build.article_count} articles "
         f"indexed, {build.embedded_count} embedded, {build.reused_count} reused, "
         f"{build.failed_count} failed"
     )
