@@ -23,6 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from machine import cpu_model  # bench/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -273,15 +275,6 @@ def print_table(worker_class: str, rows: dict[str, dict]) -> None:
             f"{row['errors'] + row['non2xx']} | {row['rps'] / bare:.2f}x |"
         )
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_model  # bench/ is on sys.path when run as a script
+
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "## Download"
 BASE_IMAGES = 50
@@ -135,15 +137,6 @@ def serial_download(urls: list[str], out_dir: Path) -> tuple[float, int]:
         total += len(response.content)
     return time.perf_counter() - started, total
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def write_section(

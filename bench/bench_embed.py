@@ -21,6 +21,8 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import cpu_model  # bench/ is on sys.path when run as a script
+
 from catalog.sample_images import product_image, product_jpeg
 from similarity.embedders import load_embedder
 from similarity.embedders.base import Embedder, configure_torch_threads, l2_normalise
@@ -82,12 +84,6 @@ def agreement(reference: np.ndarray, vectors: np.ndarray) -> tuple[float, float]
         np.abs(reference - vectors).max()
     )
 
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

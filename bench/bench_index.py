@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,8 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from machine import cpu_model  # bench/ is on sys.path when run as a script
 
 from similarity.index import (
     Timeit,
@@ -118,15 +119,6 @@ def bench_one(kind: str, n: int, args: argparse.Namespace) -> list[dict]:
         print(json.dumps(row), flush=True)
     return rows
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -16,6 +16,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from machine import cpu_model  # bench/ is on sys.path when run as a script
+
 from similarity.index import brute_force_knn, build_index, knn_query, range_search_batched
 
 D = 512
@@ -164,12 +166,6 @@ def main() -> None:
     if args.part == "refresh":
         print(refresh_db(20_000, 100_000), flush=True)
 
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 if __name__ == "__main__":
