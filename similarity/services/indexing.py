@@ -91,18 +91,32 @@ def _members(inputs: IndexInputs) -> np.ndarray:
     return np.stack([inputs.ids, inputs.embedding_pks], axis=1).astype(np.int64)
 
 
+def member_changes(
+    old_ids: np.ndarray,
+    old_embeddings: np.ndarray,
+    new_ids: np.ndarray,
+    new_embeddings: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ids to remove, ids to add) between two builds' members; a changed embedding is both.
+
+    Vectorised: a million members take a fraction of a second and no Python objects.
+    """
+    common, old_at, new_at = np.intersect1d(old_ids, new_ids, return_indices=True)
+    changed = common[old_embeddings[old_at] != new_embeddings[new_at]]
+    gone = np.union1d(np.setdiff1d(old_ids, new_ids), changed)
+    fresh = np.union1d(np.setdiff1d(new_ids, old_ids), changed)
+    return gone.astype(np.int64), fresh.astype(np.int64)
+
+
 def _incremental(current_path: Any, inputs: IndexInputs) -> tuple[Any, int, int] | None:
     """Update the current index in place of a rebuild; None when its type cannot."""
     index = load_index(current_path, mmap=False)
     if not supports_incremental(index):
         return None
     old = read_members(current_path)
-    old_keys = {(int(a), int(b)) for a, b in old}
-    new_keys = {(int(a), int(b)) for a, b in zip(inputs.ids, inputs.embedding_pks, strict=True)}
-    gone = np.array(sorted({pk for pk, _ in old_keys - new_keys}), dtype=np.int64)
-    fresh_pks = {pk for pk, _ in new_keys - old_keys}
+    gone, fresh = member_changes(old[:, 0], old[:, 1], inputs.ids, inputs.embedding_pks)
     removed = remove_ids(index, gone) if gone.size else 0
-    mask = np.isin(inputs.ids, np.fromiter(fresh_pks, dtype=np.int64, count=len(fresh_pks)))
+    mask = np.isin(inputs.ids, fresh)
     if mask.any():
         add_vectors(index, inputs.vectors[mask], inputs.ids[mask])
     return index, int(mask.sum()), removed

@@ -179,3 +179,15 @@ def test_build_index_command(tmp_path):
     Article.objects.all().delete()
     with pytest.raises(CommandError, match="nothing to index"):
         call_command("build_index", "--model", "classic", "--no-progress")
+
+
+def test_member_changes_finds_removed_added_and_changed_ids():
+    from similarity.services.indexing import member_changes
+
+    old_ids = np.array([1, 2, 3, 5], dtype=np.int64)
+    old_emb = np.array([10, 20, 30, 50], dtype=np.int64)
+    new_ids = np.array([2, 3, 4, 5], dtype=np.int64)
+    new_emb = np.array([20, 31, 40, 50], dtype=np.int64)
+    gone, fresh = member_changes(old_ids, old_emb, new_ids, new_emb)
+    assert gone.tolist() == [1, 3]  # 1 removed, 3 re-embedded
+    assert fresh.tolist() == [3, 4]  # 3 re-embedded, 4 new
