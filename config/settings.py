@@ -187,6 +187,8 @@ SPECTACULAR_SETTINGS: dict[str, object] = {
     "DESCRIPTION": "Visually similar catalog articles, by article, uploaded photo or text.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and docs follow LOOKALIKE_API_AUTH like every other read endpoint.
+    "SERVE_PERMISSIONS": ["similarity.api.permissions.ReadAccess"],
     "COMPONENT_SPLIT_REQUEST": True,
     # Swagger UI assets from the drf-spectacular-sidecar package: no CDN needed.
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -118,7 +118,8 @@ class SimilarArticle(models.Model):
 class DuplicateDecision(models.Model):
     """A reviewer's verdict on a pair of articles, keyed by shop ids so it survives re-imports.
 
-    ``article_a < article_b`` always (see duplicates.pair_key), one row per pair.
+    ``article_a < article_b`` in code-point order (duplicates.pair_key, the only writer; not a
+    database check, whose collation may order strings differently), one row per pair.
     """
 
     class Verdict(models.TextChoices):
@@ -137,10 +138,6 @@ class DuplicateDecision(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["article_a", "article_b"], name="duplicatedecision_pair"
-            ),
-            models.CheckConstraint(
-                condition=models.Q(article_a__lt=models.F("article_b")),
-                name="duplicatedecision_ordered_pair",
             ),
         ]
 

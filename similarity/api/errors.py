@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -54,6 +56,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         code = STATUS_BY_ERROR.get(type(exc), status.HTTP_400_BAD_REQUEST)
         return Response(error_body(exc.code, str(exc), **extra), status=code)
 
+    # Django's own Http404 / PermissionDenied carry no DRF code: use DRF's equivalents.
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(str(exc) or None)
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied(str(exc) or None)
     response = exception_handler(exc, context)
     if response is None:
         return None  # a bug: Django's 500 handling applies

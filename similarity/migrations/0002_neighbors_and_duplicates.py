@@ -25,7 +25,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'ordering': ['-decided_at', '-pk'],
-                'constraints': [models.UniqueConstraint(fields=('article_a', 'article_b'), name='duplicatedecision_pair'), models.CheckConstraint(condition=models.Q(('article_a__lt', models.F('article_b'))), name='duplicatedecision_ordered_pair')],
+                'constraints': [models.UniqueConstraint(fields=('article_a', 'article_b'), name='duplicatedecision_pair')],
             },
         ),
         migrations.CreateModel(
