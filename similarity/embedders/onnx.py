@@ -9,6 +9,7 @@ import os
 import re
 import threading
 import time
+import uuid
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -88,7 +89,7 @@ def _export(embedder: Embedder, entry: Path) -> None:
     # Two images, so the tracer cannot specialise the batch dimension to 1.
     example = embedder.pixel_values(embedder.preprocess(blanks))
     entry.mkdir(parents=True, exist_ok=True)
-    temporary = entry / f".{FP32_FILE}.{os.getpid()}.tmp"
+    temporary = _temporary(entry / FP32_FILE)
     started = time.perf_counter()
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
@@ -106,6 +107,7 @@ def _export(embedder: Embedder, entry: Path) -> None:
             )
         info = {"identity": embedder.identity(), "model": embedder.name, **runtime_versions()}
         _write_atomically(entry / INFO_FILE, json.dumps(info, indent=2).encode())
+        _fsync(temporary)
         os.replace(temporary, entry / FP32_FILE)
     except RuntimeUnavailable:
         raise
@@ -122,10 +124,11 @@ def _export(embedder: Embedder, entry: Path) -> None:
 def _quantise(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary = _temporary(target)
     started = time.perf_counter()
     try:
         quantize_dynamic(str(source), str(temporary), weight_type=QuantType.QInt8)
+        _fsync(temporary)
         os.replace(temporary, target)
     except Exception as error:
         raise RuntimeUnavailable(
@@ -137,9 +140,20 @@ def _quantise(source: Path, target: Path) -> None:
     logger.info("Quantised %s to int8 in %.1f s", source.parent.name, time.perf_counter() - started)
 
 
+def _temporary(path: Path) -> Path:
+    """A temp name beside ``path`` that no other process or container can share."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = _temporary(path)
     temporary.write_bytes(data)
+    _fsync(temporary)
     os.replace(temporary, path)
 
 
@@ -175,9 +189,17 @@ class OnnxEmbedder(RuntimeEmbedder):
         super().__init__(base)
         self.runtime = "onnx-int8" if int8 else "onnx"
         self.model_path = onnx_model_path(base, Path(cache_dir), int8=int8)
-        self._session = onnxruntime.InferenceSession(
-            str(self.model_path), session_options(threads), providers=["CPUExecutionProvider"]
-        )
+        try:
+            self._session = onnxruntime.InferenceSession(
+                str(self.model_path), session_options(threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:
+            # A damaged cache entry (crash, full disk): drop it so the next run exports again.
+            self.model_path.unlink(missing_ok=True)
+            raise RuntimeUnavailable(
+                f"cannot load the cached ONNX model {self.model_path} ({type(error).__name__}: "
+                f"{error}); it was removed and will be exported again"
+            ) from error
 
     def _forward(self, batch: Batch) -> np.ndarray:
         pixels = self.base.pixel_values(batch)

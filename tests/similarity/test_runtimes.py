@@ -204,3 +204,17 @@ def test_build_records_the_runtime_and_refuses_a_failing_one(models, settings):
     settings.LOOKALIKE = {**settings.LOOKALIKE, "RUNTIME_MIN_COSINE": IMPOSSIBLE}
     with pytest.raises(BuildFailed, match="onnx-int8"):
         index_build_run(model=models["clip"], runtime="onnx-int8", progress=False)
+
+
+def test_damaged_cached_onnx_model_is_refused_removed_and_re_exported(models, tmp_path):
+    from similarity.embedders.onnx import OnnxEmbedder, onnx_model_path
+    from similarity.embedders.runtimes import RuntimeUnavailable
+
+    tiny_clip = load_embedder(models["clip"])
+    path = onnx_model_path(tiny_clip, tmp_path)
+    path.write_bytes(b"")  # e.g. a crash or a full disk left an empty file
+    with pytest.raises(RuntimeUnavailable, match="removed and will be exported again"):
+        OnnxEmbedder(tiny_clip, cache_dir=tmp_path, threads=1)
+    assert not path.exists()
+    again = OnnxEmbedder(tiny_clip, cache_dir=tmp_path, threads=1)
+    assert again.embed_images([Image.new("RGB", (40, 40), "red")]).shape[0] == 1
