@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -105,14 +106,76 @@ def _acquire(build: IndexBuild) -> None:
 
 
 class _Heartbeat:
-    def __init__(self, build: IndexBuild) -> None:
-        self.build = build
-        self.last = time.monotonic()
+    """Beats for a running build from a daemon thread, through every phase of the build.
 
-    def __call__(self) -> None:
-        if time.monotonic() - self.last >= HEARTBEAT_SECONDS:
-            IndexBuild.objects.filter(pk=self.build.pk).update(heartbeat_at=timezone.now())
-            self.last = time.monotonic()
+    A beat inside one phase only (say, the embedding loop) would let a long download, index
+    build or neighbour refresh look abandoned, and a second build would take over.
+    """
+
+    def __init__(self, build_pk: int, interval: float = HEARTBEAT_SECONDS) -> None:
+        self.build_pk = build_pk
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"build-{build_pk}-heartbeat", daemon=True
+        )
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 30)
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    IndexBuild.objects.filter(
+                        pk=self.build_pk, status=IndexBuild.Status.RUNNING
+                    ).update(heartbeat_at=timezone.now())
+                except Exception:  # a busy database: the next beat tries again
+                    logger.warning("Heartbeat of build #%s failed", self.build_pk, exc_info=True)
+        finally:
+            connection.close()
+
+
+# What a finished build writes back; never task_id (set by the enqueuer) or the lock fields.
+RESULT_FIELDS = (
+    "status",
+    "error",
+    "mode",
+    "build_name",
+    "article_count",
+    "embedded_count",
+    "reused_count",
+    "failed_count",
+    "added_count",
+    "removed_count",
+    "recall_at_10",
+    "timings",
+    "failures",
+    "manifest",
+    "finished_at",
+)
+
+
+def _finish(build: IndexBuild) -> None:
+    """Write the outcome, unless another process declared this build abandoned meanwhile."""
+    values = {name: getattr(build, name) for name in RESULT_FIELDS}
+    updated = IndexBuild.objects.filter(pk=build.pk, status=IndexBuild.Status.RUNNING).update(
+        **values
+    )
+    if not updated:
+        logger.error(
+            "Build #%s was marked %s by another process before it finished; keeping that",
+            build.pk,
+            IndexBuild.objects.filter(pk=build.pk).values_list("status", flat=True).first(),
+        )
+        build.refresh_from_db()
 
 
 def index_build_run(
@@ -143,14 +206,15 @@ def index_build_run(
     timings: dict[str, Any] = {}
     started = time.perf_counter()
     try:
-        _run(
-            build,
-            timings,
-            reembed=reembed,
-            batch_size=batch_size,
-            progress=progress,
-            runtime=runtime,
-        )
+        with _Heartbeat(build.pk):
+            _run(
+                build,
+                timings,
+                reembed=reembed,
+                batch_size=batch_size,
+                progress=progress,
+                runtime=runtime,
+            )
     except BaseException as exc:
         build.status = IndexBuild.Status.FAILED
         build.error = str(exc) if isinstance(exc, BuildFailed) else f"{type(exc).__name__}: {exc}"
@@ -161,7 +225,7 @@ def index_build_run(
         timings["total_seconds"] = round(time.perf_counter() - started, 3)
         build.timings = timings
         build.finished_at = timezone.now()
-        build.save()
+        _finish(build)
     return build
 
 
@@ -216,7 +280,6 @@ def _run(
     threads = fork_safe_threads(conf.threads)
     set_faiss_threads(threads)
     mark_openmp_used()
-    heartbeat = _Heartbeat(build)
 
     if build.download:
         from catalog.services.downloads import images_download
@@ -244,7 +307,6 @@ def _run(
             decode_workers=conf.decode_workers,
             reembed=reembed,
             progress=progress,
-            heartbeat=heartbeat,
         )
     timings["embed_seconds"] = round(timer.seconds, 3)
     timings["embed"] = embedded.timings.as_dict()
@@ -255,7 +317,6 @@ def _run(
         {"article_id": article_id, "reason": reason}
         for article_id, reason in embedded.failures[:1000]
     ]
-    heartbeat()
 
     identity = embedder.identity()
     with Timeit("Collecting vectors") as timer:

@@ -191,3 +191,46 @@ def test_member_changes_finds_removed_added_and_changed_ids():
     gone, fresh = member_changes(old_ids, old_emb, new_ids, new_emb)
     assert gone.tolist() == [1, 3]  # 1 removed, 3 re-embedded
     assert fresh.tolist() == [3, 4]  # 3 re-embedded, 4 new
+
+
+@pytest.mark.django_db(transaction=True)
+def test_heartbeat_thread_beats_for_a_running_build():
+    import time
+
+    from django.utils import timezone
+
+    from similarity.services.builds import _Heartbeat
+
+    build = index_build_create(model="classic")
+    old = timezone.now() - timezone.timedelta(hours=1)
+    IndexBuild.objects.filter(pk=build.pk).update(
+        status=IndexBuild.Status.RUNNING, heartbeat_at=old
+    )
+    with _Heartbeat(build.pk, interval=0.02):
+        deadline = time.monotonic() + 10
+        while IndexBuild.objects.get(pk=build.pk).heartbeat_at == old:
+            assert time.monotonic() < deadline, "no heartbeat within 10 s"
+            time.sleep(0.01)
+    assert IndexBuild.objects.get(pk=build.pk).heartbeat_at > old
+
+
+def test_finish_keeps_a_takeover_by_another_process():
+    from similarity.services.builds import _finish
+
+    build = index_build_create(model="classic")
+    IndexBuild.objects.filter(pk=build.pk).update(
+        status=IndexBuild.Status.FAILED, error="abandoned: its process stopped sending heartbeats"
+    )
+    build.status = IndexBuild.Status.SUCCEEDED
+    _finish(build)
+    build.refresh_from_db()
+    assert build.status == IndexBuild.Status.FAILED and "abandoned" in build.error
+
+
+def test_finish_does_not_overwrite_the_task_id():
+    make_catalog(2)
+    build = index_build_create(model="classic")
+    IndexBuild.objects.filter(pk=build.pk).update(task_id="abc123")
+    index_build_run(build=build, progress=False)
+    build.refresh_from_db()
+    assert build.task_id == "abc123" and build.status == IndexBuild.Status.SUCCEEDED
