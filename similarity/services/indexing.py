@@ -68,23 +68,25 @@ def collect_inputs(identity: str) -> IndexInputs:
         .order_by("article_id")
         .values_list("article_id", "pk", "vector")
     )
-    ids: list[int] = []
-    embedding_pks: list[int] = []
-    blobs: list[bytes] = []
+    # Filled in place: one (n, d) matrix in memory, not a list of blobs plus copies of it.
+    count = rows.count()
+    ids = np.empty(count, dtype=np.int64)
+    embedding_pks = np.empty(count, dtype=np.int64)
+    vectors: np.ndarray | None = None
+    filled = 0
     for article_pk, embedding_pk, blob in rows.iterator(chunk_size=2000):
-        ids.append(article_pk)
-        embedding_pks.append(embedding_pk)
-        blobs.append(bytes(blob))
-    if not blobs:
+        if filled == count:
+            break  # rows embedded since count(): the next build takes them
+        vector = np.frombuffer(blob, dtype="<f4")
+        if vectors is None:
+            vectors = np.empty((count, vector.shape[0]), dtype=np.float32)
+        ids[filled], embedding_pks[filled], vectors[filled] = article_pk, embedding_pk, vector
+        filled += 1
+    if vectors is None or not filled:
         return IndexInputs(
             np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 0), np.float32)
         )
-    vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
-    return IndexInputs(
-        np.asarray(ids, dtype=np.int64),
-        np.asarray(embedding_pks, dtype=np.int64),
-        vectors.astype(np.float32, copy=True),
-    )
+    return IndexInputs(ids[:filled], embedding_pks[:filled], vectors[:filled])
 
 
 def _members(inputs: IndexInputs) -> np.ndarray:
