@@ -13,7 +13,7 @@ from PIL import Image
 
 from catalog.models import Article
 from similarity.conf import similarity_settings
-from similarity.errors import ArticleNotFound, ArticleNotIndexed, InvalidQuery
+from similarity.errors import ArticleNotFound, ArticleNotIndexed, IndexNotReady, InvalidQuery
 from similarity.models import Embedding
 from similarity.store import LoadedIndex, get_store
 from similarity.threads import fork_safe_threads
@@ -198,11 +198,25 @@ def _not_indexed_reason(article: Article) -> str:
 
 
 def _query_embedder(loaded: LoadedIndex) -> Any:
-    from similarity.embedders import load_embedder
+    """The index's model, for embedding queries; reloaded when its weights changed on disk.
 
-    return load_embedder(
-        loaded.manifest["model"], threads=fork_safe_threads(similarity_settings().threads)
-    )
+    A query embedded by other weights than the index's would be silently wrong (or crash on
+    a new dimension), so the cached embedder must have the identity the build recorded.
+    """
+    from similarity.embedders import clear_embedder_cache, load_embedder
+
+    threads = fork_safe_threads(similarity_settings().threads)
+    wanted = loaded.manifest.get("model_identity")
+    embedder = load_embedder(loaded.manifest["model"], threads=threads)
+    if wanted and embedder.identity() != wanted:
+        clear_embedder_cache()
+        embedder = load_embedder(loaded.manifest["model"], threads=threads)
+        if embedder.identity() != wanted:
+            raise IndexNotReady(
+                f"the index was built with {wanted!r} but {loaded.manifest['model']!r} now "
+                f"loads as {embedder.identity()!r}; rebuild the index (manage.py build_index)"
+            )
+    return embedder
 
 
 def similar_to_image(

@@ -153,3 +153,22 @@ def test_concurrent_searches_are_consistent():
         thread.join()
     assert not errors, errors[0]
     assert np.isfinite(similar_to_article(article_id="S0000", k=2).results[1].distance)
+
+
+def test_queries_refuse_an_embedder_whose_weights_changed_since_the_build(tmp_path):
+    import os
+
+    from similarity.embedders import clear_embedder_cache
+    from tests.similarity.tiny_models import build_tiny_clip
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    model = build_tiny_clip(tmp_path / "clip", seed=1)
+    make_catalog(4)
+    index_build_run(model=str(model), progress=False)
+    assert similar_to_text(text="red bag", k=2).results
+    build_tiny_clip(tmp_path / "clip", seed=2)  # the weights behind the same path change
+    clear_embedder_cache()
+    with pytest.raises(IndexNotReady, match="rebuild the index"):
+        similar_to_text(text="red bag", k=2)
+    index_build_run(model=str(model), progress=False)
+    assert similar_to_text(text="red bag", k=2).results
