@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from django.db import transaction
 from django.db.models import F, QuerySet
 from tqdm import tqdm
 
@@ -45,16 +46,19 @@ def embeddings_update(
 
     Safe to run in several processes at once: rows are keyed by (article, model, image
     hash) and inserted with ignore_conflicts. Images that cannot be decoded are skipped
-    with their reason. Embeddings of replaced images are deleted afterwards.
+    with their reason. Embeddings of replaced images are deleted afterwards. ``reembed``
+    recomputes every vector, replacing stored ones one batch at a time.
     """
     identity = embedder.identity()
-    if reembed:
-        Embedding.objects.filter(model=identity).delete()
     articles = list(
         indexable_articles().values_list("pk", "article_id", "image", "image_sha256")
     )
-    have = set(
-        Embedding.objects.filter(model=identity).values_list("article_id", "image_sha256")
+    # With reembed nothing counts as stored: every vector is replaced batch by batch, so an
+    # interrupted run leaves the old vectors of the articles it did not reach in place.
+    have = (
+        set()
+        if reembed
+        else set(Embedding.objects.filter(model=identity).values_list("article_id", "image_sha256"))
     )
     todo = [row for row in articles if (row[0], row[3]) not in have]
     summary = EmbedSummary(reused=len(articles) - len(todo))
@@ -83,7 +87,10 @@ def embeddings_update(
                     )
                     for pk, vector in zip(batch.keys, batch.vectors, strict=True)
                 ]
-                Embedding.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+                with transaction.atomic():
+                    if reembed:
+                        Embedding.objects.filter(model=identity, article_id__in=batch.keys).delete()
+                    Embedding.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
                 summary.embedded += len(rows)
                 for pk, reason in batch.failures:
                     summary.failures.append((by_pk[pk][0], reason))

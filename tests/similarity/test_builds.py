@@ -234,3 +234,15 @@ def test_finish_does_not_overwrite_the_task_id():
     index_build_run(build=build, progress=False)
     build.refresh_from_db()
     assert build.task_id == "abc123" and build.status == IndexBuild.Status.SUCCEEDED
+
+
+def test_reembed_replaces_every_vector_and_keeps_the_index_identical():
+    make_catalog(6)
+    build()
+    before = set(Embedding.objects.values_list("pk", flat=True))
+    first = index_bytes()
+    result = build(reembed=True, full=True)
+    assert result.embedded_count == 6 and result.reused_count == 0
+    assert Embedding.objects.count() == 6
+    assert not before & set(Embedding.objects.values_list("pk", flat=True))  # all new rows
+    assert index_bytes() == first  # same model, same images: same vectors, same index
