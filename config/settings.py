@@ -41,9 +41,18 @@ def _secret_key() -> str:
         return key
     key_file = DATA_DIR / "secret_key"
     if not key_file.exists():
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written aside and linked into place: concurrent first starts (several gunicorn
+        # workers) agree on one key and never read a half-written file.
+        tmp = DATA_DIR / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(50))
+        try:
+            os.link(tmp, key_file)  # fails if another process got there first
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return key_file.read_text().strip()
 
 
