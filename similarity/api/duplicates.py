@@ -22,8 +22,10 @@ class DuplicatePagination(LimitOffsetPagination):
 class DuplicatesApi(APIView):
     """Groups of articles whose photos are within ``threshold`` cosine distance of each other.
 
-    400 for a bad threshold, 503 when no index has been built. Pairs a reviewer marked "not
-    duplicates" are left out; fully reviewed groups are hidden.
+    400 for a threshold outside (0, 0.25] and ``too_many_pairs`` when it lets through more pairs
+    than duplicate review can use, 503 when no index has been built. Each group lists its 50
+    closest pairs; ``pair_count`` is the real number. Pairs a reviewer marked "not duplicates"
+    are left out; fully reviewed groups are hidden.
     """
 
     @extend_schema_serializer(component_name="DuplicateMember")
@@ -49,6 +51,8 @@ class DuplicatesApi(APIView):
     class OutputSerializer(serializers.Serializer):
         size = serializers.SerializerMethodField()
         max_distance = serializers.FloatField()
+        pair_count = serializers.IntegerField(help_text="All pairs of the group; `pairs` lists "
+                                              "only the closest (PAIRS_LISTED).")
         articles = serializers.SerializerMethodField()
         pairs = serializers.SerializerMethodField()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
 import threading
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,17 +17,45 @@ from similarity.conf import similarity_settings
 from similarity.errors import InvalidQuery
 from similarity.index import range_search_batched
 from similarity.models import DuplicateDecision
-from similarity.services.neighbors import vector_batches
+from similarity.services.neighbors import ID_CHUNK, id_chunks, vector_batches
 from similarity.store import LoadedIndex, get_store
 
 # Above this a "duplicate" is just "similar" and the pair count grows towards N^2; use
 # export_neighbors for similar items.
-MAX_THRESHOLD = 0.5
+MAX_THRESHOLD = 0.25
 QUERY_CHUNK = 8192  # query vectors held in memory at a time
+# Collection stops past max(PAIRS_PER_VECTOR x N, MIN_PAIR_CAP) pairs (N = indexed vectors):
+# duplicates are rare, so that many pairs means the threshold is catching similar items.
+PAIRS_PER_VECTOR = 50
+MIN_PAIR_CAP = 100_000
+PAIRS_LISTED = 50  # closest pairs listed per group; pair_count has the real number
+CACHED_THRESHOLDS = 4  # (build, threshold) pair lists kept per process
 MSG_BAD_THRESHOLD = "threshold must be a number in (0, {max}]; got {value!r}"
 MSG_BAD_VERDICT = "verdict must be one of {choices}; got {value!r}"
 MSG_TOO_FEW = "a decision needs at least two articles; got {count}"
 MSG_KEPT_NOT_IN_GROUP = "kept article {kept!r} is not one of the group's articles"
+MSG_TOO_MANY_PAIRS = (
+    "more than {cap} pairs of the {count} indexed articles are closer than {threshold}: that "
+    "is similar items, not duplicates; lower the threshold (near-identical photos are "
+    "typically below 0.05)"
+)
+
+
+class TooManyPairs(InvalidQuery):
+    """The threshold lets through more pairs than duplicate review can use (400 in the API)."""
+
+    code = "too_many_pairs"
+
+    def __init__(self, *, threshold: float, cap: int, count: int) -> None:
+        super().__init__(MSG_TOO_MANY_PAIRS.format(cap=cap, count=count, threshold=threshold))
+        self.threshold = threshold
+        self.cap = cap
+        self.count = count
+
+
+def pair_cap(vector_count: int) -> int:
+    """The most pairs collected for an index of ``vector_count`` vectors."""
+    return max(PAIRS_PER_VECTOR * vector_count, MIN_PAIR_CAP)
 
 
 def validate_threshold(value: Any) -> float:
@@ -121,15 +151,13 @@ class DuplicatePair:
 @dataclass
 class DuplicateGroup:
     members: list[GroupMember]
-    pairs: list[DuplicatePair]
+    pairs: list[DuplicatePair]  # the PAIRS_LISTED closest, closest first
+    pair_count: int = 0  # all of the group's pairs
+    max_distance: float = 0.0  # over all of them
 
     @property
     def article_ids(self) -> list[str]:
         return [member.article_id for member in self.members]
-
-    @property
-    def max_distance(self) -> float:
-        return max((pair.distance for pair in self.pairs), default=0.0)
 
 
 @dataclass
@@ -142,19 +170,65 @@ class DuplicateReport:
     hidden_pairs: int = 0  # pairs a reviewer decided on
 
 
-_pairs_cache: dict[tuple[str, float], list[tuple[int, int, float]]] = {}
+@dataclass(frozen=True)
+class PairList:
+    """Pairs as parallel arrays: ~20 bytes a pair instead of a ~100-byte Python tuple."""
+
+    first: np.ndarray  # int64 pks, first < second
+    second: np.ndarray
+    distance: np.ndarray  # float64
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+    def __iter__(self) -> Iterator[tuple[int, int, float]]:
+        return zip(self.first.tolist(), self.second.tolist(), self.distance.tolist(), strict=True)
+
+
+# Insertion order = least recently used first. A TooManyPairs is cached too, so repeating a
+# too-wide threshold costs nothing.
+_pairs_cache: dict[tuple[str, float], PairList | TooManyPairs] = {}
 _pairs_lock = threading.Lock()
 
 
-def _cached_pairs(loaded: LoadedIndex, threshold: float) -> list[tuple[int, int, float]]:
-    """This build's pairs under ``threshold``; computed once per process (builds are immutable)."""
+def collect_pairs(loaded: LoadedIndex, threshold: float) -> PairList:
+    """This build's pairs under ``threshold``; TooManyPairs as soon as they pass pair_cap."""
+    count = len(loaded.ids)
+    cap = pair_cap(count)
+    first, second, distance = array("q"), array("q"), array("d")
+    batches = vector_batches(loaded.manifest["model_identity"], loaded.ids, QUERY_CHUNK)
+    for a, b, d in duplicate_pairs(loaded.index, batches, threshold):
+        if len(first) >= cap:
+            raise TooManyPairs(threshold=threshold, cap=cap, count=count)
+        first.append(a)
+        second.append(b)
+        distance.append(d)
+    return PairList(
+        np.frombuffer(first, dtype=np.int64), np.frombuffer(second, dtype=np.int64),
+        np.frombuffer(distance, dtype=np.float64),
+    )
+
+
+def _cached_pairs(loaded: LoadedIndex, threshold: float) -> PairList:
+    """Pairs computed once per process per (build, threshold); builds are immutable.
+
+    The CACHED_THRESHOLDS most recently used thresholds are kept, so a reviewer switching
+    between a few thresholds (or two admins on different ones) does not recompute each time.
+    """
     key = (loaded.name, threshold)
     with _pairs_lock:
-        if key not in _pairs_cache:
-            batches = vector_batches(loaded.manifest["model_identity"], loaded.ids, QUERY_CHUNK)
-            _pairs_cache.clear()  # only the latest (build, threshold): bounded memory
-            _pairs_cache[key] = list(duplicate_pairs(loaded.index, batches, threshold))
-        return _pairs_cache[key]
+        pairs = _pairs_cache.pop(key, None)
+        if pairs is None:
+            try:
+                pairs = collect_pairs(loaded, threshold)
+            except TooManyPairs as exc:
+                pairs = exc
+        _pairs_cache[key] = pairs  # (re)inserted last: most recently used
+        while len(_pairs_cache) > CACHED_THRESHOLDS:
+            del _pairs_cache[next(iter(_pairs_cache))]
+    if isinstance(pairs, TooManyPairs):
+        raise TooManyPairs(threshold=threshold, cap=pairs.cap, count=pairs.count)
+    return pairs
 
 
 def duplicate_groups_find(
@@ -171,12 +245,14 @@ def duplicate_groups_find(
         threshold = similarity_settings().duplicate_threshold_for(loaded.manifest["model"])
     threshold = validate_threshold(threshold)
     pairs = _cached_pairs(loaded, threshold)
-    pks = {pk for a, b, _ in pairs for pk in (a, b)}
-    articles = (
-        Article.objects.filter(pk__in=pks, is_active=True)
-        .only("pk", "article_id", "title", "category", "image", "image_url")
-        .in_bulk()
-    )
+    pks = np.unique(np.concatenate((pairs.first, pairs.second))).tolist()
+    articles: dict[int, Article] = {}
+    for chunk in id_chunks(pks):  # one `pk__in` over a large catalog fails on SQLite
+        articles.update(
+            Article.objects.filter(pk__in=chunk, is_active=True)
+            .only("pk", "article_id", "title", "category", "image", "image_url")
+            .in_bulk()
+        )
     decisions = _decisions({a.article_id for a in articles.values()})
     edges: list[tuple[int, int, float]] = []
     hidden = 0
@@ -202,17 +278,18 @@ def duplicate_groups_find(
         group_edges = by_root[sets.find(group[0])]
         members = sorted((_member(articles[pk]) for pk in group), key=lambda m: m.article_id)
         names = {pk: articles[pk].article_id for pk in group}
-        group_pairs = sorted(
-            (DuplicatePair(*pair_key(names[a], names[b]), round(d, 6)) for a, b, d in group_edges),
-            key=lambda pair: (pair.distance, pair.first, pair.second),
-        )
-        undecided = any(
-            pair_key(pair.first, pair.second) not in decisions for pair in group_pairs
-        )
-        if undecided or include_reviewed:
-            report.groups.append(DuplicateGroup(members=members, pairs=group_pairs))
-        else:
-            report.hidden_pairs += len(group_pairs)
+        keys = [(pair_key(names[a], names[b]), round(d, 6)) for a, b, d in group_edges]
+        undecided = any(key not in decisions for key, _ in keys)
+        if not (undecided or include_reviewed):
+            report.hidden_pairs += len(keys)
+            continue
+        closest = heapq.nsmallest(PAIRS_LISTED, keys, key=lambda item: (item[1], item[0]))
+        report.groups.append(DuplicateGroup(
+            members=members,
+            pairs=[DuplicatePair(first, second, d) for (first, second), d in closest],
+            pair_count=len(keys),
+            max_distance=max(d for _, d in keys),
+        ))
     return report
 
 
@@ -224,12 +301,15 @@ def _member(article: Article) -> GroupMember:
 
 
 def _decisions(article_ids: set[str]) -> dict[tuple[str, str], str]:
-    if not article_ids:
-        return {}
-    rows = DuplicateDecision.objects.filter(article_a__in=article_ids).values_list(
-        "article_a", "article_b", "verdict"
-    )
-    return {(a, b): verdict for a, b, verdict in rows if b in article_ids}
+    """Stored verdicts on pairs of ``article_ids``, looked up in chunks of ID_CHUNK ids."""
+    ordered = sorted(article_ids)
+    decisions: dict[tuple[str, str], str] = {}
+    for start in range(0, len(ordered), ID_CHUNK):
+        rows = DuplicateDecision.objects.filter(
+            article_a__in=ordered[start : start + ID_CHUNK]
+        ).values_list("article_a", "article_b", "verdict")
+        decisions.update({(a, b): verdict for a, b, verdict in rows if b in article_ids})
+    return decisions
 
 
 def duplicate_decision_record(

@@ -16,6 +16,7 @@ from similarity.conf import similarity_settings
 from similarity.index import knn_query, range_search_batched, recall_at_k
 from similarity.services.duplicates import connected_components
 from similarity.services.indexing import EXACT_FACTORIES, collect_inputs
+from similarity.services.neighbors import id_chunks
 from similarity.store import get_store
 
 TIE_EPSILON = 1e-4  # distances at or below count as "identical" (exact duplicates tie at 0)
@@ -79,6 +80,14 @@ def read_labels(path: Path | str) -> dict[str, str]:
                 if row["article_id"] and row["group"]}
 
 
+def article_ids_by_pk(pks: list[int]) -> dict[int, str]:
+    """pk -> shop article_id, looked up in chunks (one `pk__in` over a large catalog fails)."""
+    names: dict[int, str] = {}
+    for chunk in id_chunks(pks):
+        names.update(Article.objects.filter(pk__in=chunk).values_list("pk", "article_id"))
+    return names
+
+
 def index_evaluate(
     *,
     k: int = 10,
@@ -99,7 +108,7 @@ def index_evaluate(
         build_name=loaded.name, model=loaded.manifest["model"], factory=factory,
         count=len(ids), k=k,
     )
-    names = dict(Article.objects.filter(pk__in=ids.tolist()).values_list("pk", "article_id"))
+    names = article_ids_by_pk(ids.tolist())
     _self_retrieval(report, loaded.index, ids, vectors, names, k, progress)
     if factory not in EXACT_FACTORIES and len(ids):
         size = min(sample or similarity_settings().recall_sample, len(ids))

@@ -32,8 +32,31 @@ logger = logging.getLogger(__name__)
 FORMATS = ("csv", "jsonl")
 CSV_COLUMNS = ("article_id", "category", "rank", "neighbor_id", "distance")
 INSERT_BATCH = 5000
+# Ids per `pk__in` query: SQLite refuses statements with more than 250,000 variables.
+ID_CHUNK = 10_000
 MSG_BAD_K = "k must be between 1 and {max_k}; got {k}"
 MSG_BAD_FORMAT = "output format must be csv or jsonl (from .csv/.jsonl/.ndjson); got {fmt!r}"
+
+
+def id_chunks(ids: Iterable[int], size: int | None = None) -> Iterator[list[int]]:
+    """``ids`` as lists of at most ``size`` (default ID_CHUNK) ints, for bounded `pk__in`."""
+    size = size or ID_CHUNK
+    chunk: list[int] = []
+    for pk in ids:
+        chunk.append(int(pk))
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def existing_article_pks(pks: Iterable[int]) -> set[int]:
+    """The subset of ``pks`` still in the Article table (hard deletes since the build drop out)."""
+    found: set[int] = set()
+    for chunk in id_chunks(pks):
+        found.update(Article.objects.filter(pk__in=chunk).values_list("pk", flat=True))
+    return found
 
 
 def vector_batches(
@@ -225,35 +248,43 @@ def _write(
 def neighbors_store(
     *, k: int | None = None, batch_size: int | None = None, progress: bool = False
 ) -> NeighborsRun:
-    """Replace the SimilarArticle table with the current build's top-k lists, in one transaction.
+    """Replace the SimilarArticle table with the current build's top-k lists.
 
-    Readers see the old lists until the commit, then the new ones; never a mix.
+    The Faiss pass runs outside any transaction (on SQLite a transaction holds the write lock,
+    and the pass takes minutes); only the delete + insert is one short transaction, so readers
+    see the old lists until the commit, then the new ones, never a mix. Neighbours hard-deleted
+    since the build are skipped, not inserted as dangling foreign keys.
     """
     k = k or similarity_settings().neighbors_k
     loaded = get_store().get()
     run = NeighborsRun(build_name=loaded.name, k=k)
     started = time.perf_counter()
+    # Compact (query id, Neighbors) answers, not model instances: ~N x k numbers in memory.
+    answers = list(iter_catalog_neighbors(loaded, k, batch_size=batch_size, progress=progress))
+    search_seconds = time.perf_counter() - started
+    referenced = {q for q, _ in answers} | {
+        pk for _, answer in answers for pk in answer.ids.tolist()
+    }
+    existing = existing_article_pks(referenced)
     rows: list[SimilarArticleRow] = []
-    search_seconds = 0.0
     with transaction.atomic():
         SimilarArticleRow.objects.all().delete()
-        tick = time.perf_counter()
-        for query_id, answer in iter_catalog_neighbors(
-            loaded, k, batch_size=batch_size, progress=progress
-        ):
+        for query_id, answer in answers:
+            if query_id not in existing:
+                continue
             run.articles += 1
-            for rank, (pk, distance) in enumerate(
-                zip(answer.ids.tolist(), answer.distances.tolist(), strict=True), start=1
-            ):
+            kept = [
+                (pk, distance)
+                for pk, distance in zip(answer.ids.tolist(), answer.distances.tolist(), strict=True)
+                if pk in existing
+            ]
+            for rank, (pk, distance) in enumerate(kept, start=1):
                 rows.append(SimilarArticleRow(
                     article_id=query_id, neighbor_id=pk, rank=rank,
                     distance=float(distance), build_name=loaded.name,
                 ))
             if len(rows) >= INSERT_BATCH:
-                search_seconds += time.perf_counter() - tick
                 _insert(rows, run)
-                tick = time.perf_counter()
-        search_seconds += time.perf_counter() - tick
         _insert(rows, run)
     run.seconds = time.perf_counter() - started
     run.timings = {

@@ -12,8 +12,14 @@ from django.urls import reverse
 from catalog.models import Article
 from catalog.sample_images import product_image
 from similarity.models import DuplicateDecision
+from similarity.services import duplicates, neighbors
 from similarity.services.builds import index_build_run
-from similarity.services.duplicates import connected_components, duplicate_groups_find
+from similarity.services.duplicates import (
+    TooManyPairs,
+    connected_components,
+    duplicate_groups_find,
+    pair_cap,
+)
 from similarity.services.indexing import collect_inputs
 from tests.similarity.helpers import make_catalog, store_image
 
@@ -71,8 +77,8 @@ def test_command_output_and_threshold_validation(catalog, tmp_path):
     target = tmp_path / "groups.jsonl"
     call_command("find_duplicates", "--output", str(target), stderr=StringIO())
     assert '"articles": ["D0a", "D0b", "S0000"]' in target.read_text().splitlines()[0]
-    for bad in ("0", "-1", "abc", "0.9", "nan"):
-        with pytest.raises(CommandError, match=r"threshold must be a number in \(0, 0.5\]"):
+    for bad in ("0", "-1", "abc", "0.3", "0.5", "nan"):
+        with pytest.raises(CommandError, match=r"threshold must be a number in \(0, 0.25\]"):
             call_command("find_duplicates", "--threshold", bad)
 
 
@@ -151,3 +157,103 @@ def test_admin_review_page_and_decision(catalog, admin_client):
     assert admin_client.get(url, {"threshold": "x"}).status_code == 200  # error shown on page
     decisions = reverse("admin:similarity_duplicatedecision_changelist")
     assert admin_client.get(decisions).status_code == 200
+
+
+def test_pair_cap_scales_with_the_index():
+    assert pair_cap(10) == 100_000
+    assert pair_cap(10_000) == 500_000
+
+
+@pytest.fixture
+def cap_of_two(monkeypatch):
+    """At most two pairs may be collected; the catalog has four below THRESHOLD."""
+    monkeypatch.setattr(duplicates, "PAIRS_PER_VECTOR", 0)
+    monkeypatch.setattr(duplicates, "MIN_PAIR_CAP", 2)
+
+
+def test_too_many_pairs_is_a_clear_error_everywhere(catalog, cap_of_two, client, admin_client):
+    assert len(duplicate_groups_find(threshold=0.02).groups) <= 2  # few pairs: fine
+    with pytest.raises(TooManyPairs, match=r"more than 2 pairs .* lower the threshold"):
+        duplicate_groups_find(threshold=THRESHOLD)
+    response = client.get("/api/duplicates/", {"threshold": THRESHOLD})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "too_many_pairs" and "lower the threshold" in error["message"]
+    with pytest.raises(CommandError, match="lower the threshold"):
+        call_command("find_duplicates", "--threshold", str(THRESHOLD), stderr=StringIO())
+    url = reverse("admin:similarity_duplicategroupreview_changelist")
+    page = admin_client.get(url, {"threshold": THRESHOLD})
+    assert page.status_code == 200 and "lower the threshold" in page.content.decode()
+
+
+def test_groups_list_only_the_closest_pairs_with_the_real_count(catalog, monkeypatch, client):
+    full = duplicate_groups_find(threshold=THRESHOLD).groups[0]
+    assert full.pair_count == len(full.pairs) == 3
+    monkeypatch.setattr(duplicates, "PAIRS_LISTED", 1)
+    capped = duplicate_groups_find(threshold=THRESHOLD).groups[0]
+    assert capped.pairs == full.pairs[:1]
+    assert capped.pair_count == 3 and capped.max_distance == full.max_distance
+    assert full.max_distance == max(pair.distance for pair in full.pairs)
+    group = client.get("/api/duplicates/", {"threshold": THRESHOLD}).json()["results"][0]
+    assert group["pair_count"] == 3 and len(group["pairs"]) == 1
+    assert group["max_distance"] == full.max_distance
+
+
+def test_pairs_cached_per_threshold_for_a_few_recent_thresholds(catalog, monkeypatch):
+    computed: list[float] = []
+    collect = duplicates.collect_pairs
+
+    def counting(loaded, threshold):
+        computed.append(threshold)
+        return collect(loaded, threshold)
+
+    monkeypatch.setattr(duplicates, "collect_pairs", counting)
+    monkeypatch.setattr(duplicates, "_pairs_cache", {})
+    recent = [0.02, 0.03, THRESHOLD, 0.1]  # CACHED_THRESHOLDS = 4
+    for threshold in recent + recent[::-1]:
+        duplicate_groups_find(threshold=threshold)
+    assert computed == recent  # switching back and forth: computed once each
+    duplicate_groups_find(threshold=0.15)  # evicts the least recently used: 0.1
+    duplicate_groups_find(threshold=0.02)  # still cached
+    duplicate_groups_find(threshold=0.1)
+    assert computed == [*recent, 0.15, 0.1]
+
+
+def test_too_many_pairs_is_cached_as_well(catalog, cap_of_two, monkeypatch):
+    computed: list[float] = []
+    collect = duplicates.collect_pairs
+    monkeypatch.setattr(duplicates, "collect_pairs",
+                        lambda loaded, t: computed.append(t) or collect(loaded, t))
+    monkeypatch.setattr(duplicates, "_pairs_cache", {})
+    for _ in range(2):
+        with pytest.raises(TooManyPairs):
+            duplicate_groups_find(threshold=THRESHOLD)
+    assert computed == [THRESHOLD]
+
+
+def largest_in_list(queries: list[dict], table: str) -> int:
+    """The most values any `IN (...)` of a query on ``table`` carried."""
+    sizes = [0]
+    for query in queries:
+        sql = query["sql"]
+        if f'FROM "{table}"' in sql and " IN (" in sql:
+            in_list = sql.split(" IN (", 1)[1].split(")", 1)[0]
+            sizes.append(in_list.count(",") + 1)
+    return max(sizes)
+
+
+def test_lookups_are_chunked(catalog, monkeypatch):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from similarity.services.duplicates import duplicate_decision_record
+
+    duplicate_decision_record(article_ids=["D3a", "S0003"], verdict="not_duplicate")
+    expected = duplicate_groups_find(threshold=0.15)
+    monkeypatch.setattr(neighbors, "ID_CHUNK", 2)
+    monkeypatch.setattr(duplicates, "ID_CHUNK", 2)
+    with CaptureQueriesContext(connection) as captured:
+        chunked = duplicate_groups_find(threshold=0.15)
+    assert chunked == expected
+    assert largest_in_list(captured.captured_queries, "catalog_article") == 2
+    assert largest_in_list(captured.captured_queries, "similarity_duplicatedecision") == 2

@@ -74,3 +74,23 @@ def test_approximate_index_reports_recall_against_exact(tmp_path):
     index_build_run(model="classic", progress=False, index_type="IVF4,Flat")
     report = index_evaluate(k=5, progress=False)
     assert report.approximate_recall is not None and 0.5 <= report.approximate_recall <= 1.0
+
+
+def test_article_lookups_are_chunked(monkeypatch):
+    """One `pk__in` per ID_CHUNK ids: SQLite refuses more than 250,000 variables a query."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from similarity.services import neighbors
+    from similarity.services.evaluation import article_ids_by_pk
+    from tests.similarity.helpers import make_catalog
+
+    articles = make_catalog(7)
+    index_build_run(model="classic", progress=False)
+    expected = index_evaluate(k=3, progress=False)
+    monkeypatch.setattr(neighbors, "ID_CHUNK", 3)
+    with CaptureQueriesContext(connection) as captured:
+        names = article_ids_by_pk([a.pk for a in articles])
+    assert names == {a.pk: a.article_id for a in articles}
+    assert len(captured.captured_queries) == 3  # 3 + 3 + 1 ids
+    assert index_evaluate(k=3, progress=False) == expected

@@ -106,3 +106,50 @@ def test_store_neighbors_setting_off(settings):
     make_catalog(5)
     index_build_run(model="classic", progress=False)
     assert SimilarArticle.objects.count() == 0
+
+
+def test_store_searches_outside_the_transaction(catalog, monkeypatch):
+    """The Faiss pass must not hold the (SQLite) write lock; only delete + insert are atomic."""
+    from django.db import connection
+
+    from similarity.services import neighbors
+
+    outer = len(connection.atomic_blocks)  # the test's own transaction
+    depths: list[int] = []
+    search = neighbors.iter_catalog_neighbors
+
+    def recording(*args, **kwargs):
+        for item in search(*args, **kwargs):
+            depths.append(len(connection.atomic_blocks))
+            yield item
+
+    monkeypatch.setattr(neighbors, "iter_catalog_neighbors", recording)
+    run = neighbors.neighbors_store(k=4)
+    assert depths and set(depths) == {outer}
+    assert run.articles == 30 and run.rows == SimilarArticle.objects.count() == 30 * 4
+
+
+def test_store_skips_articles_hard_deleted_since_the_build(catalog):
+    from django.db import connection
+
+    from similarity.services.neighbors import iter_catalog_neighbors, neighbors_store
+
+    gone = catalog[5].pk
+    answers = dict(iter_catalog_neighbors(get_store().get(), 4, progress=False))
+    assert any(gone in answer.ids.tolist() for answer in answers.values())  # still in Faiss
+    Article.objects.filter(pk=gone).delete()
+    run = neighbors_store(k=4)
+    connection.check_constraints()  # no dangling neighbor_id
+    assert run.articles == 29
+    assert not SimilarArticle.objects.filter(neighbor_id=gone).exists()
+    for article in catalog[:10]:
+        ranks = list(SimilarArticle.objects.filter(article_id=article.pk)
+                     .order_by("rank").values_list("rank", flat=True))
+        assert ranks == list(range(1, len(ranks) + 1)) if article.pk != gone else ranks == []
+
+
+def test_id_chunks():
+    from similarity.services.neighbors import id_chunks
+
+    assert list(id_chunks(np.arange(5), 2)) == [[0, 1], [2, 3], [4]]
+    assert list(id_chunks([], 2)) == []
