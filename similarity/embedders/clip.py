@@ -17,9 +17,11 @@ from similarity.embedders.base import (
     load_pretrained,
     source_identity,
 )
+from similarity.embedders.fastprep import FastClipPreprocessor
 from similarity.embedders.hf import processor_image_size
 
 DEFAULT_MODEL = "clip-ViT-B-32"
+FAST_PREPROCESS_TOLERANCE = 1e-4  # largest pixel-value difference the fast twin may show
 ST_ORGANISATION = "sentence-transformers"
 
 
@@ -47,11 +49,36 @@ class SentenceTransformerEmbedder(Embedder):
             )
         self.supports_text = bool(self._model.supports("text"))
         self.image_size = processor_image_size(getattr(self._model[0], "processor", None))
+        self._fast = self._checked_fast_preprocessor()
         blank = Image.new("RGB", (self.image_size or 32,) * 2, "white")
         self.dimension = int(self.embed_images([blank]).shape[1])
 
     def preprocess(self, images: Sequence[Image.Image]) -> Batch:
+        if self._fast is not None and images:
+            import torch
+
+            return {"pixel_values": torch.from_numpy(self._fast(images)), "modality": "image"}
         return self._model.preprocess(list(images))
+
+    def _checked_fast_preprocessor(self) -> FastClipPreprocessor | None:
+        """The fast twin of the model's processor, if it gives the processor's pixels here."""
+        fast = FastClipPreprocessor.for_processor(getattr(self._model[0], "processor", None))
+        if fast is None:
+            return None
+        # Landscape, portrait and odd sizes: the twin must reproduce the processor exactly.
+        probes = [
+            Image.effect_noise(size, 64).convert("RGB")
+            for size in ((97, 61), (50, 131), (fast.shortest_edge + 3,) * 2)
+        ]
+        reference = self._model.preprocess(probes)
+        if set(reference) != {"pixel_values", "modality"} or reference["modality"] != "image":
+            return None
+        expected = reference["pixel_values"].float().numpy()
+        if expected.shape != (3, 3, fast.crop, fast.crop):
+            return None
+        if float(np.abs(fast(probes) - expected).max()) > FAST_PREPROCESS_TOLERANCE:
+            return None
+        return fast
 
     def _forward(self, batch: Batch) -> np.ndarray:
         import torch
