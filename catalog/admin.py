@@ -6,7 +6,8 @@ from django.contrib import admin
 from django.db import models
 from django.utils.html import format_html
 
-from catalog.models import Article
+from catalog.models import Article, http_url_validator
+from catalog.services.imports import article_image_url_change
 
 THUMBNAIL_HTML = (
     '<img src="{}" alt="{}" loading="lazy" '
@@ -36,7 +37,10 @@ class ArticleAdmin(admin.ModelAdmin):
     list_filter = ("download_status", "is_active", "category")
     search_fields = ("article_id", "title")
     list_per_page = 50
-    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    # The model's URLField would also accept ftp://, which the downloader cannot fetch.
+    formfield_overrides = {
+        models.URLField: {"assume_scheme": "https", "validators": [http_url_validator]}
+    }
     show_full_result_count = False
     readonly_fields = (
         "preview",
@@ -69,6 +73,11 @@ class ArticleAdmin(admin.ModelAdmin):
         ),
         ("Other", {"fields": ("metadata", "created_at", "updated_at")}),
     )
+
+    def save_model(self, request, obj: Article, form, change: bool) -> None:
+        if change and "image_url" in form.changed_data:
+            article_image_url_change(article=obj)  # as the import does: download it again
+        super().save_model(request, obj, form, change)
 
     @admin.display(description="Image")
     def thumbnail(self, article: Article) -> str:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 
+from django.core.validators import URLValidator
 from django.db import models
+
+# Image URLs must be absolute http(s): the downloader fetches nothing else.
+http_url_validator = URLValidator(schemes=["http", "https"])
 
 
 def article_image_path(article_id: str, extension: str) -> str:

@@ -21,7 +21,8 @@ from django.utils import timezone
 from PIL import Image
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
-from urllib3.exceptions import MaxRetryError, ReadTimeoutError
+from urllib3.exceptions import DecodeError, MaxRetryError, ProtocolError, ReadTimeoutError
+from urllib3.exceptions import SSLError as Urllib3SSLError
 from urllib3.util.retry import Retry
 
 from catalog.conf import catalog_settings
@@ -44,18 +45,12 @@ NOT_IMAGE_TYPES = ("text/", "application/json", "application/xml", "application/
 MSG_SCHEME = "unsupported URL scheme {scheme!r}: only http and https are allowed"
 MSG_HTTP = "HTTP {status} {reason}"
 MSG_TIMEOUT = "timed out after {timeout}s"
+MSG_DEADLINE = "too slow: exceeded the time limit of {limit:g}s for the whole image"
 MSG_TOO_LARGE = "image too large: > {max_bytes} bytes"
 MSG_NOT_IMAGE = "not an image ({content_type})"
 MSG_CONNECTION = "connection failed: {error}"
 MSG_INCOMPLETE = "incomplete body: {error}"
 MSG_STORE = "could not store the image: {error}"
-
-_SUCCESS_FIELDS = [
-    "image", "image_sha256", "image_width", "image_height", "downloaded_url",
-    "download_status", "download_error", "download_attempts", "downloaded_at", "updated_at",
-]
-_FAILURE_FIELDS = ["download_status", "download_error", "download_attempts", "updated_at"]
-
 
 class ImageFetchError(Exception):
     """One image could not be fetched or is not acceptable; the message says why."""
@@ -81,6 +76,7 @@ class DownloadSummary:
     downloaded: int = 0
     skipped: int = 0
     failed: int = 0
+    stale: int = 0  # image_url changed during the download: result dropped, row left pending
     not_retried: int = 0  # previously failed articles left alone (retry with only_failed)
     bytes_downloaded: int = 0
     elapsed: float = 0.0
@@ -95,9 +91,10 @@ class DownloadSummary:
         return self.bytes_downloaded / 1_000_000
 
     def __str__(self) -> str:
+        stale = f", {self.stale} stale (URL changed meanwhile)" if self.stale else ""
         return (
             f"{self.downloaded} downloaded, {self.skipped} skipped (unchanged), "
-            f"{self.failed} failed in {self.elapsed:.1f}s "
+            f"{self.failed} failed{stale} in {self.elapsed:.1f}s "
             f"({self.images_per_second:.1f} images/s, {self.megabytes:.1f} MB)"
         )
 
@@ -154,8 +151,10 @@ def fetch_image(
     """GET ``url`` and return its bytes if they are an acceptable image; else ImageFetchError.
 
     ``timeout`` applies to connecting and to each read; the whole body must arrive within
-    ``timeout * DEADLINE_FACTOR``. The size limit is enforced while streaming (a declared
-    Content-Length above it fails early, but is never trusted on its own).
+    ``timeout * DEADLINE_FACTOR``, checked after every read (each returns whatever has
+    arrived), so a trickling server is cut off at about that limit plus ``timeout``. The
+    size limit is enforced while streaming (a declared Content-Length above it fails
+    early, but is never trusted on its own).
     """
     _check_scheme(url)
     content_type = ""
@@ -235,9 +234,11 @@ def images_download(
     and ``has_image`` is false) until a later success replaces it. Files are written
     (temp file, fsync, os.replace) before their row is updated, rows are written in batches
     from this thread only, and an old file with another extension is removed only after the
-    new row is saved. Ctrl-C cancels queued work, records downloads already on disk, and
-    leaves no temp files. ``Image.MAX_IMAGE_PIXELS`` is set process-wide to the configured
-    pixel limit so Pillow's own decompression-bomb guard backs up the explicit check.
+    new row is saved. A result for an article whose ``image_url`` changed meanwhile (an
+    import ran) is not recorded: it is counted as stale and the row stays pending. Ctrl-C
+    cancels queued work, records downloads already on disk, and leaves no temp files.
+    ``Image.MAX_IMAGE_PIXELS`` is set process-wide to the configured pixel limit so
+    Pillow's own decompression-bomb guard backs up the explicit check.
     """
     conf = catalog_settings()
     workers = conf.download_workers if workers is None else workers
@@ -349,14 +350,19 @@ def _download_one(
 
 
 class _Recorder:
-    """Turns outcomes into counts and row updates, written in batches from one thread."""
+    """Turns outcomes into counts and row updates, written in batches from one thread.
+
+    Every write is conditional on the row still having the URL the job fetched: an import
+    (or an admin edit) may change ``image_url`` while the download is in flight, and its
+    result must then not be recorded over the newer URL. Such an outcome is counted as
+    stale and the row stays pending for the next run.
+    """
 
     def __init__(self, summary: DownloadSummary, media_root: Path) -> None:
         self.summary = summary
         self.media_root = media_root
-        self.succeeded: list[Article] = []
-        self.failed: list[Article] = []
-        self.stale: list[Path] = []
+        self.succeeded: list[tuple[_Outcome, dict[str, object]]] = []
+        self.failed: list[tuple[_Outcome, dict[str, object]]] = []
 
     def collect(self, futures: Iterable[Future[_Outcome]], bar: tqdm, strict: bool = True) -> None:
         for future in futures:
@@ -375,36 +381,80 @@ class _Recorder:
         if outcome.error:
             self.summary.failed += 1
             self.summary.failures.append((job.article_id, outcome.error))
-            self.failed.append(Article(
-                pk=job.pk, download_status=Article.DownloadStatus.FAILED,
-                download_error=outcome.error, download_attempts=job.attempts + 1, updated_at=now,
-            ))
+            self.failed.append((outcome, {
+                "download_status": Article.DownloadStatus.FAILED,
+                "download_error": outcome.error, "download_attempts": job.attempts + 1,
+                "updated_at": now,
+            }))
         else:
             self.summary.downloaded += 1
             self.summary.bytes_downloaded += outcome.size
-            self.succeeded.append(Article(
-                pk=job.pk, image=outcome.image_name, image_sha256=outcome.sha256,
-                image_width=outcome.width, image_height=outcome.height, downloaded_url=job.url,
-                download_status=Article.DownloadStatus.DOWNLOADED, download_error="",
-                download_attempts=job.attempts + 1, downloaded_at=now, updated_at=now,
-            ))
-            if job.image_name and job.image_name != outcome.image_name and _is_ours(job):
-                self.stale.append(self.media_root / job.image_name)
+            self.succeeded.append((outcome, {
+                "image": outcome.image_name, "image_sha256": outcome.sha256,
+                "image_width": outcome.width, "image_height": outcome.height,
+                "downloaded_url": job.url, "download_status": Article.DownloadStatus.DOWNLOADED,
+                "download_error": "", "download_attempts": job.attempts + 1,
+                "downloaded_at": now, "updated_at": now,
+            }))
         if len(self.succeeded) + len(self.failed) >= WRITE_BATCH:
             self.flush()
 
     def flush(self) -> None:
         # One transaction, one UPDATE per row: 8x cheaper than bulk_update's CASE/WHEN
         # expressions, whose Python work holds the GIL the download threads need.
+        old_files: list[Path] = []
+        stale: list[_Outcome] = []
         with transaction.atomic():
-            for rows, fields in ((self.succeeded, _SUCCESS_FIELDS), (self.failed, _FAILURE_FIELDS)):
-                for row in rows:
-                    values = {name: getattr(row, name) for name in fields}
-                    Article.objects.filter(pk=row.pk).update(**values)
+            for outcome, values in self.succeeded:
+                if self._write(outcome, values):
+                    job = outcome.job
+                    if job.image_name and job.image_name != outcome.image_name and _is_ours(job):
+                        old_files.append(self.media_root / job.image_name)
+                else:
+                    stale.append(outcome)
+            for outcome, values in self.failed:
+                if not self._write(outcome, values):
+                    stale.append(outcome)
+            current_images = self._current_images([o for o in stale if o.image_name])
         # Only now that the rows point at the new files may the old ones go.
-        for path in self.stale:
+        for path in old_files:
             path.unlink(missing_ok=True)
-        self.succeeded, self.failed, self.stale = [], [], []
+        for outcome in stale:
+            self._drop_stale(outcome, current_images)
+        self.succeeded, self.failed = [], []
+
+    @staticmethod
+    def _write(outcome: _Outcome, values: dict[str, object]) -> bool:
+        """Update the row only if it still has the URL that was fetched; False if not."""
+        job = outcome.job
+        return bool(Article.objects.filter(pk=job.pk, image_url=job.url).update(**values))
+
+    @staticmethod
+    def _current_images(outcomes: list[_Outcome]) -> dict[int, str]:
+        pks = [outcome.job.pk for outcome in outcomes]
+        return dict(Article.objects.filter(pk__in=pks).values_list("pk", "image")) if pks else {}
+
+    def _drop_stale(self, outcome: _Outcome, current_images: dict[int, str]) -> None:
+        """Undo the counts of an outcome whose URL changed meanwhile; drop an orphan file.
+
+        The new file's path comes from the article id and the detected extension, so it may
+        have overwritten the file the row still points at (same extension). That is
+        harmless: the row is pending (the URL change reset it) and its sha256 no longer
+        matches, so the next run downloads it again. A file the row does not point at is an
+        orphan and is removed.
+        """
+        job = outcome.job
+        self.summary.stale += 1
+        if outcome.error:
+            self.summary.failed -= 1
+            self.summary.failures.remove((job.article_id, outcome.error))
+        else:
+            self.summary.downloaded -= 1
+            self.summary.bytes_downloaded -= outcome.size
+            if outcome.image_name and current_images.get(job.pk) != outcome.image_name:
+                (self.media_root / outcome.image_name).unlink(missing_ok=True)
+        logger.info("Dropped the download of %s: image_url changed from %s meanwhile",
+                    job.article_id, job.url)
 
 
 def _jobs(pks: list[int]) -> Iterator[_Job]:
@@ -454,19 +504,37 @@ def _read_body(
     response: requests.Response, *, max_bytes: int, body_timeout: float,
     cancel: threading.Event | None,
 ) -> bytes:
+    """Read the body, checking size, cancellation and the whole-body deadline after each read.
+
+    ``raw.read1`` returns whatever has arrived (iter_content would block until a full chunk
+    is in, which a trickling server can stretch out indefinitely). Content decoding is kept
+    as iter_content does it (the session asks for identity anyway), and urllib3 errors are
+    wrapped in the requests exceptions iter_content would raise.
+    """
     deadline = time.monotonic() + body_timeout
     chunks: list[bytes] = []
     size = 0
-    for chunk in response.iter_content(CHUNK_SIZE):
+    while True:
+        try:
+            chunk = response.raw.read1(CHUNK_SIZE, decode_content=True)
+        except ProtocolError as exc:
+            raise requests.exceptions.ChunkedEncodingError(exc) from exc
+        except ReadTimeoutError as exc:
+            raise requests.exceptions.ConnectionError(exc) from exc
+        except DecodeError as exc:
+            raise requests.exceptions.ContentDecodingError(exc) from exc
+        except Urllib3SSLError as exc:
+            raise requests.exceptions.SSLError(exc) from exc
+        if not chunk:
+            return b"".join(chunks)
         size += len(chunk)
         if size > max_bytes:
             raise ImageFetchError(MSG_TOO_LARGE.format(max_bytes=max_bytes))
         if cancel is not None and cancel.is_set():
             raise DownloadCancelled
         if time.monotonic() > deadline:
-            raise ImageFetchError(MSG_TIMEOUT.format(timeout=body_timeout))
+            raise ImageFetchError(MSG_DEADLINE.format(limit=body_timeout))
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _check_scheme(url: str) -> None:

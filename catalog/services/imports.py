@@ -6,17 +6,17 @@ import csv
 import io
 import json
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator
 from django.db import transaction
 from django.utils import timezone
 
-from catalog.models import Article
+from catalog.models import Article, http_url_validator
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ KNOWN_COLUMNS = ("article_id", "image_url", "title", "category")
 CSV_EXTENSIONS = {".csv"}
 JSONL_EXTENSIONS = {".jsonl", ".ndjson", ".json"}
 CHUNK_SIZE = 2000
+CSV_FIELD_LIMIT = 10 * 1024 * 1024  # characters; the csv module's default is 128 KiB
 MAX_ID_LENGTH = Article._meta.get_field("article_id").max_length
 MAX_URL_LENGTH = Article._meta.get_field("image_url").max_length
 
@@ -32,6 +33,14 @@ MSG_MISSING_ID = "missing article_id"
 MSG_MISSING_URL = "missing image_url"
 MSG_BAD_URL = "invalid image_url {url!r}: only absolute http(s) URLs are accepted"
 MSG_DUPLICATE = "duplicate article_id {article_id!r} (first seen on line {first_line})"
+MSG_NON_FINITE = "invalid JSON: NaN/Infinity are not allowed"
+MSG_NUL = "contains a NUL character (in {field!r})"
+MSG_FIELD_TOO_LARGE = "a field is longer than {limit} characters"
+
+_UPDATE_FIELDS = ["title", "category", "metadata", "is_active", "updated_at"]
+_URL_CHANGE_FIELDS = [
+    *_UPDATE_FIELDS, "image_url", "download_status", "download_error", "download_attempts",
+]
 
 
 class CatalogImportError(Exception):
@@ -82,35 +91,72 @@ class _Row:
     metadata: dict[str, Any]
 
 
-_url_validator = URLValidator(schemes=["http", "https"])
-
-
 def _text(value: Any) -> str:
     if value is None:
         return ""
     return str(value).strip()
 
 
-def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open("r", encoding="utf-8-sig", newline="") as handle:
-        sample = handle.read(64 * 1024)
-        handle.seek(0)
+def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    # The limit is process-wide: raise it for this read only.
+    previous_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
+    try:
+        with path.open("r", encoding="utf-8-sig", newline="") as handle:
+            sample = handle.read(64 * 1024)
+            handle.seek(0)
+            try:
+                dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+            except csv.Error:
+                dialect = csv.excel
+            reader = csv.DictReader(handle, dialect=dialect)
+            try:
+                fieldnames = reader.fieldnames
+            except csv.Error as exc:
+                raise CatalogImportError(f"{path}: unreadable CSV header: {exc}") from exc
+            header = [name.strip() for name in (fieldnames or [])]
+            missing = [column for column in REQUIRED_COLUMNS if column not in header]
+            if missing:
+                raise CatalogImportError(
+                    f"{path}: CSV header must contain {', '.join(REQUIRED_COLUMNS)}; "
+                    f"missing {', '.join(missing)} (header: {', '.join(header) or 'empty'})"
+                )
+            reader.fieldnames = header
+            yield from _csv_rows(path, reader)
+    finally:
+        csv.field_size_limit(previous_limit)
+
+
+def _csv_rows(path: Path, reader: csv.DictReader) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    while True:
         try:
-            dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
-        except csv.Error:
-            dialect = csv.excel
-        reader = csv.DictReader(handle, dialect=dialect)
-        header = [name.strip() for name in (reader.fieldnames or [])]
-        missing = [column for column in REQUIRED_COLUMNS if column not in header]
-        if missing:
-            raise CatalogImportError(
-                f"{path}: CSV header must contain {', '.join(REQUIRED_COLUMNS)}; "
-                f"missing {', '.join(missing)} (header: {', '.join(header) or 'empty'})"
-            )
-        reader.fieldnames = header
-        for row in reader:
-            # DictReader counts physical lines; line_num is the last line of this record.
-            yield reader.line_num, {k: v for k, v in row.items() if k is not None}
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            # DictReader updates its line_num only after a good row; its reader's is current.
+            line = reader.reader.line_num
+            # The reader drops the rest of the line and goes on with the next one.
+            if "field larger than field limit" in str(exc):
+                yield line, MSG_FIELD_TOO_LARGE.format(limit=CSV_FIELD_LIMIT)
+                continue
+            raise CatalogImportError(f"{path}: line {line}: unreadable CSV: {exc}") from exc
+        # DictReader counts physical lines; line_num is the last line of this record.
+        yield reader.line_num, {k: v for k, v in row.items() if k is not None}
+
+
+class _NonFiniteNumber(ValueError):
+    """NaN, Infinity or an overflowing number: fine for Python, not for JSON in a database."""
+
+
+def _reject_constant(name: str) -> float:
+    raise _NonFiniteNumber(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        raise _NonFiniteNumber(text)
+    return value
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
@@ -119,9 +165,17 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(
+                    line, parse_constant=_reject_constant, parse_float=_finite_float
+                )
             except json.JSONDecodeError as exc:
                 yield line_no, f"invalid JSON: {exc.msg} at column {exc.colno}"
+                continue
+            except _NonFiniteNumber:
+                yield line_no, MSG_NON_FINITE
+                continue
+            except (ValueError, RecursionError) as exc:  # a 5000-digit integer, deep nesting
+                yield line_no, f"invalid JSON: {exc}"
                 continue
             if not isinstance(record, dict):
                 yield line_no, f"expected a JSON object, got {type(record).__name__}"
@@ -149,7 +203,22 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
         raise CatalogImportError(f"{path}: not UTF-8 text ({exc.reason})") from exc
 
 
+def _has_nul(value: Any) -> bool:
+    """A NUL character anywhere in ``value`` (nested keys and values too)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
 def _parse(line: int, record: dict[str, Any]) -> _Row | str:
+    # SQLite stores NUL; PostgreSQL rejects it (text and jsonb) and would abort the import.
+    for key, value in record.items():
+        if _has_nul(key) or _has_nul(value):
+            return MSG_NUL.format(field=key)
     article_id = _text(record.get("article_id"))
     image_url = _text(record.get("image_url"))
     if not article_id:
@@ -161,7 +230,7 @@ def _parse(line: int, record: dict[str, Any]) -> _Row | str:
     try:
         if len(image_url) > MAX_URL_LENGTH:
             raise ValidationError("too long")
-        _url_validator(image_url)
+        http_url_validator(image_url)
     except ValidationError:
         return MSG_BAD_URL.format(url=image_url[:200])
     metadata = {
@@ -184,6 +253,7 @@ def _apply_chunk(rows: list[_Row], summary: ImportSummary, *, dry_run: bool) -> 
     now = timezone.now()
     to_create: list[Article] = []
     to_update: list[Article] = []
+    to_update_with_url: list[Article] = []
     for row in rows:
         article = existing.get(row.article_id)
         if article is None:
@@ -206,38 +276,37 @@ def _apply_chunk(rows: list[_Row], summary: ImportSummary, *, dry_run: bool) -> 
             article.is_active = True
             changed = True
         if article.image_url != row.image_url:
-            # The stored file stays until a new download replaces it.
             article.image_url = row.image_url
-            article.download_status = Article.DownloadStatus.PENDING
-            article.download_error = ""
-            article.download_attempts = 0
+            article_image_url_change(article=article)
             summary.image_changed += 1
-            changed = True
-        if changed:
+            article.updated_at = now
+            to_update_with_url.append(article)
+        elif changed:
             article.updated_at = now
             to_update.append(article)
         else:
             summary.unchanged += 1
     summary.created += len(to_create)
-    summary.updated += len(to_update)
+    summary.updated += len(to_update) + len(to_update_with_url)
     if dry_run:
         return
     Article.objects.bulk_create(to_create, batch_size=CHUNK_SIZE)
-    Article.objects.bulk_update(
-        to_update,
-        [
-            "title",
-            "category",
-            "metadata",
-            "is_active",
-            "image_url",
-            "download_status",
-            "download_error",
-            "download_attempts",
-            "updated_at",
-        ],
-        batch_size=500,
-    )
+    # Download columns are written only where the URL changed: for the other rows the
+    # snapshot read above may predate a download recorded meanwhile, which must survive.
+    Article.objects.bulk_update(to_update, _UPDATE_FIELDS, batch_size=500)
+    Article.objects.bulk_update(to_update_with_url, _URL_CHANGE_FIELDS, batch_size=500)
+
+
+def article_image_url_change(*, article: Article) -> Article:
+    """Queue the article's image for download after its ``image_url`` changed (not saved).
+
+    Shared by the import and the admin. The stored file and its columns stay until a new
+    download replaces them; ``has_image`` is false meanwhile.
+    """
+    article.download_status = Article.DownloadStatus.PENDING
+    article.download_error = ""
+    article.download_attempts = 0
+    return article
 
 
 def catalog_import(

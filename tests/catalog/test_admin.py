@@ -41,3 +41,69 @@ def test_change_page_renders(admin_client):
     response = admin_client.get(reverse("admin:catalog_article_change", args=[article.pk]))
     assert response.status_code == 200
     assert b"HTTP 404 Not Found" in response.content
+
+
+def change_form(article: Article, **changes: object) -> dict[str, object]:
+    """The POST data of the article's change page, with ``changes`` applied."""
+    data = {
+        "article_id": article.article_id,
+        "title": article.title,
+        "category": article.category,
+        "image_url": article.image_url,
+        "is_active": "on" if article.is_active else "",
+        "metadata": "{}",
+    }
+    data.update(changes)
+    return data
+
+
+def downloaded_article() -> Article:
+    return ArticleFactory(
+        image_url="https://cdn.example.com/old.jpg",
+        downloaded_url="https://cdn.example.com/old.jpg",
+        image="images/ab/old.jpg",
+        download_status=Article.DownloadStatus.FAILED,
+        download_error="HTTP 503 Service Unavailable",
+        download_attempts=3,
+    )
+
+
+def test_changing_image_url_queues_a_new_download(admin_client):
+    article = downloaded_article()
+    url = reverse("admin:catalog_article_change", args=[article.pk])
+
+    response = admin_client.post(url, change_form(article, image_url="https://cdn.example.com/new.jpg"))
+
+    assert response.status_code == 302
+    article.refresh_from_db()
+    assert article.image_url == "https://cdn.example.com/new.jpg"
+    assert (article.download_status, article.download_error, article.download_attempts) == (
+        Article.DownloadStatus.PENDING, "", 0
+    )
+    assert article.image.name == "images/ab/old.jpg"  # kept until a new download replaces it
+
+
+def test_editing_other_fields_keeps_the_download_status(admin_client):
+    article = downloaded_article()
+    url = reverse("admin:catalog_article_change", args=[article.pk])
+
+    response = admin_client.post(url, change_form(article, title="Renamed"))
+
+    assert response.status_code == 302
+    article.refresh_from_db()
+    assert article.title == "Renamed"
+    assert (article.download_status, article.download_attempts) == (
+        Article.DownloadStatus.FAILED, 3
+    )
+
+
+def test_image_url_must_be_http_or_https(admin_client):
+    article = downloaded_article()
+    url = reverse("admin:catalog_article_change", args=[article.pk])
+
+    response = admin_client.post(url, change_form(article, image_url="ftp://cdn.example.com/a.jpg"))
+
+    assert response.status_code == 200  # the form again, with the error
+    assert b"Enter a valid URL." in response.content
+    article.refresh_from_db()
+    assert article.image_url == "https://cdn.example.com/old.jpg"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
 import signal
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
@@ -103,10 +105,14 @@ def chunked(body: bytes) -> Callable[[BaseHTTPRequestHandler], None]:
     return handler
 
 
-def stored_file(article: Article) -> Path:
+def media_path(name: str) -> Path:
     from django.conf import settings
 
-    return Path(settings.MEDIA_ROOT) / article.image.name
+    return Path(settings.MEDIA_ROOT) / name
+
+
+def stored_file(article: Article) -> Path:
+    return media_path(article.image.name)
 
 
 def temp_files() -> list[Path]:
@@ -419,6 +425,87 @@ def test_article_ids_limit_the_batch(loopback: LoopbackServer) -> None:
 def test_invalid_options_are_rejected(options: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         run(**options)
+
+
+# --- races and slow servers ---------------------------------------------------------------
+
+
+def test_url_changed_during_download_is_not_recorded(
+    loopback: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetched = ArticleFactory(image_url=loopback.add("/a.jpg", JPEG))
+    failing = ArticleFactory(image_url=loopback.url("/gone.jpg"))
+    new_urls = {fetched.pk: loopback.add("/a-v2.jpg", JPEG_2),
+                failing.pk: loopback.add("/b-v2.jpg", JPEG)}
+    record = downloads._Recorder.flush
+
+    def import_runs_before_flush(recorder: downloads._Recorder) -> None:
+        # What an import does between this run's fetch and its write-back.
+        for pk, url in new_urls.items():
+            Article.objects.filter(pk=pk).update(image_url=url)
+        new_urls.clear()
+        record(recorder)
+
+    monkeypatch.setattr(downloads._Recorder, "flush", import_runs_before_flush)
+    summary = run()
+
+    assert (summary.downloaded, summary.failed, summary.stale) == (0, 0, 2)
+    assert summary.failures == [] and summary.bytes_downloaded == 0
+    for article in (fetched, failing):
+        article.refresh_from_db()
+        assert article.download_status == Article.DownloadStatus.PENDING
+        assert not article.image and not article.downloaded_url
+        assert article.download_attempts == 0
+    # The file fetched from the old URL is referenced by no row: removed.
+    assert not media_path(article_image_path(fetched.article_id, "jpg")).exists()
+
+    monkeypatch.undo()
+    assert run().downloaded == 2  # the next run fetches the new URLs
+    fetched.refresh_from_db()
+    assert fetched.downloaded_url.endswith("/a-v2.jpg")
+    assert stored_file(fetched).read_bytes() == JPEG_2
+
+
+def test_gzip_body_is_still_decoded(loopback: LoopbackServer) -> None:
+    """The session asks for identity; a server that compresses anyway is still understood."""
+    body = gzip.compress(JPEG)
+    article = ArticleFactory(image_url=loopback.add(
+        "/gz.jpg", lambda request: send(request, 200, body, Content_Encoding="gzip")
+    ))
+
+    assert run().downloaded == 1
+    article.refresh_from_db()
+    assert stored_file(article).read_bytes() == JPEG
+
+
+def test_trickling_server_is_cut_off_at_the_time_limit(
+    loopback: LoopbackServer, release: threading.Event, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def trickle(request: BaseHTTPRequestHandler) -> None:
+        """A valid JPEG start, then one byte every 0.1 s: each read beats the timeout."""
+        try:
+            request.send_response(200)
+            request.send_header("Content-Type", "image/jpeg")
+            request.send_header("Content-Length", str(len(JPEG)))
+            request.end_headers()
+            request.wfile.write(JPEG[:20])
+            for byte in JPEG[20:60]:
+                if release.wait(0.1):
+                    break
+                request.wfile.write(bytes([byte]))
+        except OSError:
+            pass
+        request.close_connection = True
+
+    monkeypatch.setattr(downloads, "DEADLINE_FACTOR", 2)  # 0.3 s timeout -> 0.6 s for the body
+    article = ArticleFactory(image_url=loopback.add("/trickle.jpg", trickle))
+
+    started = time.monotonic()
+    run(timeout=0.3, retries=0)
+
+    assert time.monotonic() - started < 1.5
+    assert failure_of(article) == downloads.MSG_DEADLINE.format(limit=0.6)
+    assert "time limit of 0.6s" in failure_of(article)
 
 
 # --- interruption -------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from io import StringIO
 from pathlib import Path
@@ -11,7 +12,14 @@ from django.core.management import CommandError, call_command
 
 from catalog.management.commands.import_catalog import EXIT_ROWS_SKIPPED
 from catalog.models import Article
-from catalog.services.imports import CatalogImportError, catalog_import
+from catalog.services import imports
+from catalog.services.imports import (
+    MSG_FIELD_TOO_LARGE,
+    MSG_NON_FINITE,
+    MSG_NUL,
+    CatalogImportError,
+    catalog_import,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -179,3 +187,104 @@ def test_command_summary_and_exit_status(tmp_path):
 
     with pytest.raises(CommandError, match="no such file"):
         call_command("import_catalog", str(tmp_path / "missing.csv"))
+
+
+def test_download_recorded_during_an_import_survives_a_title_change(tmp_path, monkeypatch):
+    catalog_import(path=write(tmp_path, "c.csv", CSV))
+    read_snapshot = Article.objects.in_bulk
+
+    def snapshot_then_download_lands(*args, **kwargs):
+        articles = read_snapshot(*args, **kwargs)
+        # The downloader records A1 after the import read its rows, before it writes them.
+        Article.objects.filter(article_id="A1").update(
+            download_status=Article.DownloadStatus.DOWNLOADED,
+            downloaded_url="https://cdn.example.com/a1.jpg",
+            image="images/aa/a1.jpg",
+            download_attempts=1,
+        )
+        return articles
+
+    monkeypatch.setattr(Article.objects, "in_bulk", snapshot_then_download_lands)
+    summary = catalog_import(path=write(tmp_path, "c2.csv", CSV.replace("Red bag", "Red tote")))
+
+    assert (summary.updated, summary.image_changed) == (1, 0)
+    a1 = Article.objects.get(article_id="A1")
+    assert a1.title == "Red tote"
+    assert (a1.download_status, a1.download_attempts) == (Article.DownloadStatus.DOWNLOADED, 1)
+
+
+def test_non_finite_json_numbers_are_skipped(tmp_path):
+    lines = [
+        '{"article_id": "OK", "image_url": "https://x.example/ok.jpg", "price": 1.5}',
+        '{"article_id": "N", "image_url": "https://x.example/n.jpg", "price": NaN}',
+        '{"article_id": "I", "image_url": "https://x.example/i.jpg", "dims": [-Infinity]}',
+        '{"article_id": "O", "image_url": "https://x.example/o.jpg", "price": 1e999}',
+    ]
+    summary = catalog_import(path=write(tmp_path, "c.jsonl", "\n".join(lines) + "\n"))
+
+    assert summary.created == 1
+    assert [(row.line, row.reason) for row in summary.skipped] == [
+        (2, MSG_NON_FINITE), (3, MSG_NON_FINITE), (4, MSG_NON_FINITE)
+    ]
+    assert Article.objects.get().metadata == {"price": 1.5}
+
+
+def test_nul_characters_are_skipped_anywhere(tmp_path):
+    csv_text = (
+        "article_id,image_url,title\n"
+        "G1,https://x.example/1.jpg,good\n"
+        "B1,https://x.example/2.jpg,bad\x00title\n"
+    )
+    summary = catalog_import(path=write(tmp_path, "c.csv", csv_text))
+    assert summary.created == 1
+    assert [(row.line, row.reason) for row in summary.skipped] == [
+        (3, MSG_NUL.format(field="title"))
+    ]
+
+    lines = [
+        {"article_id": "J1", "image_url": "https://x.example/j1.jpg", "tags": ["ok"]},
+        {"article_id": "J2", "image_url": "https://x.example/j2.jpg", "specs": {"a": ["x\u0000"]}},
+        {"article_id": "J3", "image_url": "https://x.example/j3.jpg", "specs": {"k\u0000": 1}},
+    ]
+    text = "\n".join(json.dumps(line) for line in lines) + "\n"
+    summary = catalog_import(path=write(tmp_path, "c.jsonl", text))
+    assert summary.created == 1
+    assert [(row.line, row.reason) for row in summary.skipped] == [
+        (2, MSG_NUL.format(field="specs")), (3, MSG_NUL.format(field="specs"))
+    ]
+    assert not Article.objects.filter(article_id__in=["B1", "J2", "J3"]).exists()
+
+
+def test_csv_fields_over_the_default_limit_import(tmp_path):
+    notes = "n" * (200 * 1024)  # the csv module's default limit is 128 KiB
+    text = f"article_id,image_url,notes\nBIG,https://x.example/b.jpg,{notes}\n"
+
+    assert catalog_import(path=write(tmp_path, "c.csv", text)).created == 1
+    assert Article.objects.get().metadata == {"notes": notes}
+
+
+def test_csv_field_over_the_limit_skips_only_that_row(tmp_path, monkeypatch):
+    monkeypatch.setattr(imports, "CSV_FIELD_LIMIT", 1000)
+    text = (
+        "article_id,image_url,notes\n"
+        "G1,https://x.example/1.jpg,short\n"
+        f"B1,https://x.example/2.jpg,{'n' * 2000}\n"
+        "G2,https://x.example/3.jpg,short\n"
+    )
+    limit_before = csv.field_size_limit()
+
+    summary = catalog_import(path=write(tmp_path, "c.csv", text))
+
+    assert summary.created == 2
+    assert [(row.line, row.reason) for row in summary.skipped] == [
+        (3, MSG_FIELD_TOO_LARGE.format(limit=1000))
+    ]
+    assert csv.field_size_limit() == limit_before  # the process-wide limit is restored
+
+
+def test_unreadable_csv_header_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(imports, "CSV_FIELD_LIMIT", 10)
+    text = "article_id,image_url,a_very_long_column_name\nA,https://x.example/a.jpg,x\n"
+
+    with pytest.raises(CatalogImportError, match="unreadable CSV header: field larger"):
+        catalog_import(path=write(tmp_path, "c.csv", text))
