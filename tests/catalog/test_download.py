@@ -23,7 +23,7 @@ from catalog.images import ImageValidationError, validate_image_bytes
 from catalog.loopback import LoopbackServer
 from catalog.models import Article, article_image_path
 from catalog.sample_images import product_jpeg
-from catalog.services import downloads
+from catalog.services import downloads, fetching
 from catalog.services.downloads import DownloadSummary, images_download
 from tests.factories import ArticleFactory
 
@@ -497,14 +497,14 @@ def test_trickling_server_is_cut_off_at_the_time_limit(
             pass
         request.close_connection = True
 
-    monkeypatch.setattr(downloads, "DEADLINE_FACTOR", 2)  # 0.3 s timeout -> 0.6 s for the body
+    monkeypatch.setattr(fetching, "DEADLINE_FACTOR", 2)  # 0.3 s timeout -> 0.6 s for the body
     article = ArticleFactory(image_url=loopback.add("/trickle.jpg", trickle))
 
     started = time.monotonic()
     run(timeout=0.3, retries=0)
 
     assert time.monotonic() - started < 1.5
-    assert failure_of(article) == downloads.MSG_DEADLINE.format(limit=0.6)
+    assert failure_of(article) == fetching.MSG_DEADLINE.format(limit=0.6)
     assert "time limit of 0.6s" in failure_of(article)
 
 
