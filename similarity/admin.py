@@ -245,22 +245,7 @@ class IndexBuildAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("status_badge", "error", "trigger", "task_link")}),
         ("Options", {"fields": ("model", "index_type", "full", "download")}),
-        (
-            "Result",
-            {
-                "fields": (
-                    "mode",
-                    "build_name",
-                    "article_count",
-                    "embedded_count",
-                    "reused_count",
-                    "failed_count",
-                    "added_count",
-                    "removed_count",
-                    "recall_at_10",
-                )
-            },
-        ),
+        ("Result", {"fields": IndexBuild.RESULT_FIELDS}),
         (
             "Timings",
             {

@@ -45,6 +45,18 @@ class IndexBuild(models.Model):
         SKIPPED = "skipped", "Skipped (another build was running)"
 
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+    # What a build found and did: shown by the admin and the API, written back by the build.
+    RESULT_FIELDS = (
+        "mode",
+        "build_name",
+        "article_count",
+        "embedded_count",
+        "reused_count",
+        "failed_count",
+        "added_count",
+        "removed_count",
+        "recall_at_10",
+    )
 
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
