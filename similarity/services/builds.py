@@ -344,3 +344,35 @@ def _run(
     from similarity.services.neighbors import neighbors_refresh_after_build
 
     neighbors_refresh_after_build(build=build, timings=timings, progress=progress)
+
+
+def embeddings_run(
+    *,
+    model: str | None = None,
+    runtime: str | None = None,
+    batch_size: int | None = None,
+    shard: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> Any:
+    """Embed missing images without building an index (no build lock): one of several workers.
+
+    Each worker takes the articles of its ``shard``; a later ``build_index`` reuses every
+    stored vector. Returns the EmbedSummary.
+    """
+    from similarity.embedders import EmbedderLoadError, load_embedder
+
+    conf = similarity_settings()
+    threads = fork_safe_threads(conf.threads)
+    mark_openmp_used()
+    try:
+        embedder = load_embedder(model or conf.model, threads=threads)
+    except EmbedderLoadError as exc:
+        raise BuildFailed(str(exc)) from exc
+    embedder, _choice = select_build_runtime(embedder, runtime, threads=threads)
+    return embeddings_update(
+        embedder=embedder,
+        batch_size=batch_size or conf.batch_size,
+        decode_workers=conf.decode_workers,
+        progress=progress,
+        shard=shard,
+    )

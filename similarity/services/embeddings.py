@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 from django.db.models import F, QuerySet
+from django.db.models.functions import Mod
 from tqdm import tqdm
 
 from catalog.models import Article
@@ -41,18 +42,25 @@ def embeddings_update(
     reembed: bool = False,
     progress: bool = True,
     heartbeat: Callable[[], None] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> EmbedSummary:
     """Store an embedding for every indexable article whose (model, image hash) has none.
 
     Safe to run in several processes at once: rows are keyed by (article, model, image
     hash) and inserted with ignore_conflicts. Images that cannot be decoded are skipped
     with their reason. Embeddings of replaced images are deleted afterwards. ``reembed``
-    recomputes every vector, replacing stored ones one batch at a time.
+    recomputes every vector, replacing stored ones one batch at a time. ``shard`` =
+    (index, count) embeds only the articles whose pk % count == index, so ``count``
+    processes (``manage.py embed_images --shard i/n``) split a large catalog between them.
     """
     identity = embedder.identity()
-    articles = list(
-        indexable_articles().values_list("pk", "article_id", "image", "image_sha256")
-    )
+    candidates = indexable_articles()
+    if shard is not None:
+        index, count = shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard must be i/n with 0 <= i < n; got {index}/{count}")
+        candidates = candidates.annotate(shard=Mod("pk", count)).filter(shard=index)
+    articles = list(candidates.values_list("pk", "article_id", "image", "image_sha256"))
     # With reembed nothing counts as stored: every vector is replaced batch by batch, so an
     # interrupted run leaves the old vectors of the articles it did not reach in place.
     have = (

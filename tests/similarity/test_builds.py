@@ -246,3 +246,20 @@ def test_reembed_replaces_every_vector_and_keeps_the_index_identical():
     assert Embedding.objects.count() == 6
     assert not before & set(Embedding.objects.values_list("pk", flat=True))  # all new rows
     assert index_bytes() == first  # same model, same images: same vectors, same index
+
+
+def test_sharded_embed_workers_split_the_catalog_and_the_build_reuses_them():
+    make_catalog(9)
+    outputs = []
+    for shard in ("0/3", "1/3", "2/3"):
+        out = StringIO()
+        call_command("embed_images", "--model", "classic", "--shard", shard, "--no-progress",
+                     stdout=out)
+        outputs.append(out.getvalue())
+    embedded = [int(text.split()[0]) for text in outputs]
+    assert sum(embedded) == 9 and all(count > 0 for count in embedded)
+    assert Embedding.objects.count() == 9
+    result = build()
+    assert (result.embedded_count, result.reused_count, result.article_count) == (0, 9, 9)
+    with pytest.raises(CommandError, match="--shard must be i/n"):
+        call_command("embed_images", "--shard", "3/3")
