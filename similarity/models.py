@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from django.db import models
 
 from catalog.models import Article
@@ -29,9 +28,6 @@ class Embedding(models.Model):
     def __str__(self) -> str:
         return f"{self.article_id} @ {self.model}"
 
-    def as_array(self) -> np.ndarray:
-        return np.frombuffer(bytes(self.vector), dtype="<f4")
-
 
 class IndexBuild(models.Model):
     """One run of the build (download + embed + index), from the shell, a task or the API."""
@@ -44,7 +40,6 @@ class IndexBuild(models.Model):
         FAILED = "failed", "Failed"
         SKIPPED = "skipped", "Skipped (another build was running)"
 
-    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
     # What a build found and did: shown by the admin and the API, written back by the build.
     RESULT_FIELDS = (
         "mode",

@@ -63,10 +63,6 @@ class ImportSummary:
     skipped: list[SkippedRow] = field(default_factory=list)
     dry_run: bool = False
 
-    @property
-    def total_rows(self) -> int:
-        return self.created + self.updated + self.unchanged + len(self.skipped)
-
     def describe(self) -> str:
         text = (
             f"{self.created} new, {self.updated} updated, {self.unchanged} unchanged, "

@@ -20,6 +20,7 @@ from PIL import Image
 
 from similarity.embedders.base import Batch, Embedder
 from similarity.embedders.runtimes import RuntimeEmbedder, RuntimeUnavailable
+from similarity.files import fsync_file
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def _export(embedder: Embedder, entry: Path) -> None:
             )
         info = {"identity": embedder.identity(), "model": embedder.name, **runtime_versions()}
         _write_atomically(entry / INFO_FILE, json.dumps(info, indent=2).encode())
-        _fsync(temporary)
+        fsync_file(temporary)
         os.replace(temporary, entry / FP32_FILE)
     except RuntimeUnavailable:
         raise
@@ -128,7 +129,7 @@ def _quantise(source: Path, target: Path) -> None:
     started = time.perf_counter()
     try:
         quantize_dynamic(str(source), str(temporary), weight_type=QuantType.QInt8)
-        _fsync(temporary)
+        fsync_file(temporary)
         os.replace(temporary, target)
     except Exception as error:
         raise RuntimeUnavailable(
@@ -145,15 +146,10 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
 
 
-def _fsync(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())
-
-
 def _write_atomically(path: Path, data: bytes) -> None:
     temporary = _temporary(path)
     temporary.write_bytes(data)
-    _fsync(temporary)
+    fsync_file(temporary)
     os.replace(temporary, path)
 
 

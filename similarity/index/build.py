@@ -254,11 +254,6 @@ def mark_read_only(index: faiss.Index) -> None:
     _read_only.add(index)
 
 
-def is_read_only(index: faiss.Index) -> bool:
-    """True when `index` was loaded via mmap and must not be modified."""
-    return index in _read_only
-
-
 def _check_writable(index: faiss.Index) -> None:
     if index in _read_only:
         raise ValueError(ERR_READ_ONLY)

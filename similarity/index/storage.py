@@ -16,6 +16,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from similarity.files import fsync_file
 from similarity.index.build import check_ids, mark_read_only
 
 logger = logging.getLogger("similarity.index")
@@ -90,10 +91,10 @@ def write_build(
     tmp.mkdir()
     try:
         faiss.write_index(index, str(tmp / INDEX_FILE))
-        _fsync_file(tmp / INDEX_FILE)
+        fsync_file(tmp / INDEX_FILE)
         for array_name, array in (arrays or {}).items():
             np.save(tmp / f"{array_name}.npy", array, allow_pickle=False)
-            _fsync_file(tmp / f"{array_name}.npy")
+            fsync_file(tmp / f"{array_name}.npy")
         full = {
             **manifest,
             "dimension": int(index.d),
@@ -102,7 +103,7 @@ def write_build(
             "faiss_version": faiss.__version__,
         }
         (tmp / MANIFEST_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
-        _fsync_file(tmp / MANIFEST_FILE)
+        fsync_file(tmp / MANIFEST_FILE)
         _fsync_dir(tmp)
         os.rename(tmp, final)
         _fsync_dir(builds)
@@ -121,7 +122,7 @@ def set_current(root: Path, build_name: str) -> None:
         raise ValueError(f"no finished build named {build_name!r} in {root / BUILDS_DIR}")
     tmp = root / f"{TMP_PREFIX}{CURRENT_FILE}-{os.getpid()}"
     tmp.write_text(build_name + "\n")
-    _fsync_file(tmp)
+    fsync_file(tmp)
     os.replace(tmp, root / CURRENT_FILE)
     _fsync_dir(root)
     logger.info("CURRENT index build is now %s", build_name)
@@ -221,11 +222,6 @@ def _read_build(path: Path) -> BuildInfo | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return BuildInfo(name=path.name, path=path, manifest=manifest)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
 
 
 def _fsync_dir(path: Path) -> None:

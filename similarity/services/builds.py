@@ -221,6 +221,16 @@ def index_build_run(
     return build
 
 
+def _load_embedder(model: str, threads: int) -> Any:
+    """The embedder for ``model``; a model that cannot be loaded fails the build in one line."""
+    from similarity.embedders import EmbedderLoadError, load_embedder
+
+    try:
+        return load_embedder(model, threads=threads)
+    except EmbedderLoadError as exc:
+        raise BuildFailed(str(exc)) from exc
+
+
 def select_build_runtime(
     embedder: Any, runtime: str | None = None, *, threads: int | None = None
 ) -> tuple[Any, Any]:
@@ -265,7 +275,6 @@ def _run(
     progress: bool,
     runtime: str | None = None,
 ) -> None:
-    from similarity.embedders import EmbedderLoadError, load_embedder
     from similarity.index import Timeit, set_faiss_threads
 
     conf = similarity_settings()
@@ -282,14 +291,11 @@ def _run(
         logger.info("Download: %s", summary)
 
     with Timeit(f"Loading model {build.model}") as timer:
-        try:
-            embedder = load_embedder(build.model, threads=threads)
-        except EmbedderLoadError as exc:
-            raise BuildFailed(str(exc)) from exc
+        embedder = _load_embedder(build.model, threads)
     timings["load_model_seconds"] = round(timer.seconds, 3)
 
     with Timeit("Choosing the embedding runtime") as timer:
-        embedder, runtime_choice = select_build_runtime(embedder, runtime, threads=conf.threads)
+        embedder, runtime_choice = select_build_runtime(embedder, runtime, threads=threads)
     timings["runtime_seconds"] = round(timer.seconds, 3)
 
     with Timeit("Embedding new and changed images") as timer:
@@ -359,15 +365,10 @@ def embeddings_run(
     Each worker takes the articles of its ``shard``; a later ``build_index`` reuses every
     stored vector. Returns the EmbedSummary.
     """
-    from similarity.embedders import EmbedderLoadError, load_embedder
-
     conf = similarity_settings()
     threads = fork_safe_threads(conf.threads)
     mark_openmp_used()
-    try:
-        embedder = load_embedder(model or conf.model, threads=threads)
-    except EmbedderLoadError as exc:
-        raise BuildFailed(str(exc)) from exc
+    embedder = _load_embedder(model or conf.model, threads)
     embedder, _choice = select_build_runtime(embedder, runtime, threads=threads)
     return embeddings_update(
         embedder=embedder,

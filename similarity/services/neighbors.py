@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from tqdm import tqdm
 
 from catalog.models import Article
 from similarity.conf import similarity_settings
+from similarity.files import atomic_text_file
 from similarity.index import Neighbors, knn_query
 from similarity.models import Embedding
 from similarity.models import SimilarArticle as SimilarArticleRow
@@ -181,21 +180,10 @@ def neighbors_export(
     run = NeighborsRun(build_name=loaded.name, k=k)
     started = time.perf_counter()
     if output:
-        target = Path(output)
-        handle, tmp_name = tempfile.mkstemp(dir=target.parent or ".", suffix=".tmp")
-        out: IO[str] = os.fdopen(handle, "w", newline="", encoding="utf-8")
+        with atomic_text_file(output) as out:
+            _write(out, fmt, loaded, run, k, category_only, batch_size, progress)
     else:
-        out = stream or sys.stdout
-    try:
-        _write(out, fmt, loaded, run, k, category_only, batch_size, progress)
-        if output:
-            out.close()
-            os.replace(tmp_name, target)
-    except BaseException:
-        if output:
-            out.close()
-            Path(tmp_name).unlink(missing_ok=True)
-        raise
+        _write(stream or sys.stdout, fmt, loaded, run, k, category_only, batch_size, progress)
     run.seconds = time.perf_counter() - started
     return run
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from similarity.embedders.runtimes import RUNTIME_CHOICES
 from similarity.services.builds import BuildFailed, embeddings_run
 
 
@@ -29,7 +30,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--model", help="Embedder (default: LOOKALIKE_MODEL).")
-        parser.add_argument("--runtime", help="torch, torch-bf16, onnx, onnx-int8 or auto.")
+        parser.add_argument("--runtime", choices=RUNTIME_CHOICES,
+                            help="Embedding runtime (default: the RUNTIME setting).")
         parser.add_argument("--batch-size", type=int, help="Images per model batch.")
         parser.add_argument("--shard", help="i/n: this worker's share of the articles.")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from argparse import ArgumentParser
 from dataclasses import asdict
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from similarity.errors import SimilarityError
+from similarity.files import atomic_text_file
 from similarity.services.duplicates import duplicate_groups_find, validate_threshold
 
 
@@ -42,14 +41,12 @@ class Command(BaseCommand):
         except SimilarityError as exc:
             raise CommandError(str(exc)) from exc
         if output:
-            handle, tmp = tempfile.mkstemp(dir=Path(output).resolve().parent, suffix=".tmp")
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
+            with atomic_text_file(output) as out:
                 for group in report.groups:
                     record = {"size": len(group.members), "max_distance": group.max_distance,
                               "articles": group.article_ids,
                               "pairs": [asdict(pair) for pair in group.pairs]}
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
-            os.replace(tmp, output)
         else:
             for number, group in enumerate(report.groups, start=1):
                 self.stdout.write(
