@@ -20,6 +20,7 @@ demo: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # Browser tests need Debian's chromium + chromium-driver: installed here when missing (root).
 test: venv lint

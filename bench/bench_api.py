@@ -74,7 +74,7 @@ def setup_data(count: int, env: dict[str, str]) -> dict[str, object]:
     from django.db import connection, transaction
 
     from catalog.models import Article
-    from similarity.index import Timeit
+    from similarity.engine.index import Timeit
     from similarity.models import Embedding
     from similarity.services.indexing import collect_inputs, index_update
 

@@ -48,9 +48,9 @@ def run(args: argparse.Namespace, data_dir: Path) -> None:
     from django.core.management import call_command
 
     from catalog.conf import catalog_settings
-    from catalog.loopback import LoopbackServer
     from catalog.models import Article
     from catalog.services.downloads import images_download
+    from demo.loopback import LoopbackServer
 
     call_command("migrate", verbosity=0)
     started = time.perf_counter()
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> None:
 
 def make_bodies(count: int, size: int) -> list[bytes]:
     """``count`` distinct JPEGs: BASE_IMAGES pictures, each copy tagged by a JPEG comment."""
-    from catalog.sample_images import product_jpeg
+    from demo.sample_images import product_jpeg
 
     base = [product_jpeg(seed, size=size, quality=90) for seed in range(min(count, BASE_IMAGES))]
     bodies = []

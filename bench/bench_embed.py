@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from machine import cpu_model  # bench/ is on sys.path when run as a script
 
-from catalog.sample_images import product_image, product_jpeg
-from similarity.embedders import load_embedder
-from similarity.embedders.base import Embedder, configure_torch_threads, l2_normalise
-from similarity.embedders.pipeline import embed_sources
-from similarity.embedders.runtimes import RUNTIMES, make_runtime, select_runtime
-from tests.similarity.tiny_models import build_clip_vit_b32
+from demo.sample_images import product_image, product_jpeg
+from similarity.engine.embedders import load_embedder
+from similarity.engine.embedders.base import Embedder, configure_torch_threads, l2_normalise
+from similarity.engine.embedders.pipeline import embed_sources
+from similarity.engine.embedders.runtimes import RUNTIMES, make_runtime, select_runtime
+from tests.similarity.engine.tiny_models import build_clip_vit_b32
 
 IMAGE_SIDE = 1000
 CALIBRATION_IMAGES = 64

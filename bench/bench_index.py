@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from machine import cpu_model  # bench/ is on sys.path when run as a script
 
-from similarity.index import (
+from similarity.engine.index import (
     Timeit,
     build_index,
     knn_query,

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from machine import cpu_model  # bench/ is on sys.path when run as a script
 
-from similarity.index import brute_force_knn, build_index, knn_query, range_search_batched
+from similarity.engine.index import brute_force_knn, build_index, knn_query, range_search_batched
 
 D = 512
 K = 10

@@ -68,10 +68,10 @@ def main() -> None:
         import faiss
 
         from catalog.models import Article
-        from similarity.index import knn_query
+        from similarity.engine.index import knn_query
         from similarity.models import Embedding
-        from similarity.selectors import _search, similar_to_article
-        from similarity.store import get_store
+        from similarity.selectors.search import _search, similar_to_article
+        from similarity.selectors.store import get_store
 
         loaded = get_store().get()
         faiss.omp_set_num_threads(1)

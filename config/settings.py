@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "django_q",
     "catalog",
     "similarity",
+    "demo",
 ]
 
 MIDDLEWARE = [

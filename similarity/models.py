@@ -100,6 +100,24 @@ class IndexBuild(models.Model):
             return (self.finished_at - self.started_at).total_seconds()
         return None
 
+    def describe(self) -> str:
+        """One summary line for a finished build."""
+        text = (
+            f"Build #{self.pk} {self.status}"
+            f"{f' ({self.mode})' if self.mode and self.mode != self.status else ''}: "
+            f"{self.article_count} articles "
+            f"indexed, {self.embedded_count} embedded, {self.reused_count} reused, "
+            f"{self.failed_count} failed"
+        )
+        if self.mode == "incremental":
+            text += f", {self.added_count} added, {self.removed_count} removed"
+        if self.recall_at_10 is not None:
+            text += f", recall@10 {self.recall_at_10:.3f}"
+        total = self.timings.get("total_seconds")
+        if total is not None:
+            text += f" in {total:.1f} s"
+        return text
+
 
 class SimilarArticle(models.Model):
     """A stored top-k neighbour of an article (itself excluded), refreshed after each build.
@@ -153,7 +171,7 @@ class DuplicateDecision(models.Model):
 
 
 class DuplicateGroupReview(DuplicateDecision):
-    """Proxy giving the admin its "Duplicate groups" review page (similarity.admin_duplicates)."""
+    """Proxy giving the admin its "Duplicate groups" review page (similarity.admin.duplicates)."""
 
     class Meta:
         proxy = True

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from catalog.loopback import LoopbackServer
+from demo.loopback import LoopbackServer
 
 
 @pytest.fixture(autouse=True)

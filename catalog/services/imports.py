@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import math
@@ -361,15 +360,3 @@ def _deactivate_missing(seen: set[str], *, dry_run: bool) -> int:
                 is_active=False, updated_at=now
             )
     return len(missing)
-
-
-def catalog_rows_as_csv(rows: list[dict[str, Any]]) -> str:
-    """Serialise rows to CSV text (used by the demo and tests to write catalogs)."""
-    columns: list[str] = list(KNOWN_COLUMNS)
-    for row in rows:
-        columns.extend(key for key in row if key not in columns)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()

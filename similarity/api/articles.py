@@ -1,137 +1,42 @@
-"""Article endpoints: the paginated catalog list and one article's details."""
+"""The article detail endpoint, extended with the article's place in the similarity index."""
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from typing import Any
+
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from catalog.api.articles import ArticleDetailApi
 from catalog.models import Article
 from similarity.errors import ArticleNotFound, IndexNotReady
-from similarity.store import get_store
-
-ARTICLE_LIST_FIELDS = (
-    "pk",
-    "article_id",
-    "title",
-    "category",
-    "image_url",
-    "image",
-    "download_status",
-    "is_active",
-)
+from similarity.selectors.store import get_store
 
 
-class ArticlePagination(LimitOffsetPagination):
-    default_limit = 50
-    max_limit = 500
-
-
-def article_list(*, filters: dict[str, object]) -> QuerySet[Article]:
-    """Articles in id order, filtered by category, download status and active flag."""
-    queryset = Article.objects.only(*ARTICLE_LIST_FIELDS).order_by("article_id")
-    if filters.get("category") is not None:
-        queryset = queryset.filter(category=filters["category"])
-    if filters.get("status"):
-        queryset = queryset.filter(download_status=filters["status"])
-    if filters.get("is_active") is not None:
-        queryset = queryset.filter(is_active=filters["is_active"])
-    return queryset
-
-
-def media_url(request: Request, name: str) -> str | None:
-    """Absolute URL of a stored image, or None when the article has none."""
-    from django.core.files.storage import default_storage
-
-    return request.build_absolute_uri(default_storage.url(name)) if name else None
-
-
-class ArticleListApi(APIView):
-    """GET /api/articles/ — the catalog, paginated (limit/offset), with filters."""
-
-    class FilterSerializer(serializers.Serializer):
-        category = serializers.CharField(required=False, allow_blank=True)
-        status = serializers.ChoiceField(choices=Article.DownloadStatus.choices, required=False)
-        is_active = serializers.BooleanField(required=False, allow_null=True, default=None)
-
-    @extend_schema_serializer(component_name="ArticleListItem")
-    class OutputSerializer(serializers.Serializer):
-        article_id = serializers.CharField()
-        title = serializers.CharField()
-        category = serializers.CharField()
-        image_url = serializers.URLField()
-        image = serializers.SerializerMethodField()
-        download_status = serializers.CharField()
-        is_active = serializers.BooleanField()
-        url = serializers.SerializerMethodField()
-
-        def get_image(self, article: Article) -> str | None:
-            return media_url(self.context["request"], article.image.name or "")
-
-        def get_url(self, article: Article) -> str:
-            return self.context["request"].build_absolute_uri(
-                reverse("api:article-detail", args=[article.article_id])
-            )
-
-    @extend_schema(parameters=[FilterSerializer], responses=OutputSerializer(many=True))
-    def get(self, request: Request) -> Response:
-        filters = self.FilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        queryset = article_list(filters=filters.validated_data)
-        paginator = ArticlePagination()
-        page = paginator.paginate_queryset(queryset, request, view=self)
-        data = self.OutputSerializer(page, many=True, context={"request": request}).data
-        return paginator.get_paginated_response(data)
-
-
-class ArticleDetailApi(APIView):
+class IndexedArticleDetailApi(ArticleDetailApi):
     """GET /api/articles/<article_id>/ — one article, its image state and whether it is indexed."""
 
     @extend_schema_serializer(component_name="ArticleDetail")
-    class OutputSerializer(serializers.Serializer):
-        article_id = serializers.CharField()
-        title = serializers.CharField()
-        category = serializers.CharField()
-        image_url = serializers.URLField()
-        image = serializers.CharField(allow_null=True)
-        image_width = serializers.IntegerField(allow_null=True)
-        image_height = serializers.IntegerField(allow_null=True)
-        download_status = serializers.CharField()
-        download_error = serializers.CharField()
-        is_active = serializers.BooleanField()
+    class OutputSerializer(ArticleDetailApi.OutputSerializer):
         indexed = serializers.BooleanField(
             allow_null=True, help_text="In the current index; null when no index is built yet."
         )
         similar_url = serializers.URLField()
 
-    @extend_schema(responses=OutputSerializer)
-    def get(self, request: Request, article_id: str) -> Response:
-        article = Article.objects.filter(article_id=article_id).first()
-        if article is None:
-            raise ArticleNotFound(article_id)
+    def not_found(self, article_id: str) -> Exception:
+        return ArticleNotFound(article_id)
+
+    def extra_fields(self, request: Request, article: Article) -> dict[str, Any]:
         try:
             indexed: bool | None = get_store().get().contains(article.pk)
         except IndexNotReady:
             indexed = None
-        data = {
-            "article_id": article.article_id,
-            "title": article.title,
-            "category": article.category,
-            "image_url": article.image_url,
-            "image": media_url(request, article.image.name or ""),
-            "image_width": article.image_width,
-            "image_height": article.image_height,
-            "download_status": article.download_status,
-            "download_error": article.download_error,
-            "is_active": article.is_active,
-            "indexed": indexed,
-            "similar_url": request.build_absolute_uri(
-                reverse("api:article-similar", args=[article.article_id])
-            ),
-        }
-        return Response(self.OutputSerializer(data).data)
+        similar = reverse("api:article-similar", args=[article.article_id])
+        return {"indexed": indexed, "similar_url": request.build_absolute_uri(similar)}
+
+    @extend_schema(responses=OutputSerializer)
+    def get(self, request: Request, article_id: str) -> Response:
+        return super().get(request, article_id)

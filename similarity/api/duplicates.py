@@ -37,7 +37,7 @@ class DuplicatesApi(APIView):
         image = serializers.SerializerMethodField()
 
         def get_image(self, member: Any) -> str | None:
-            from similarity.api.articles import media_url
+            from catalog.api.articles import media_url
 
             return media_url(self.context["request"], member.image)
 

@@ -13,8 +13,8 @@ from rest_framework.views import APIView
 
 from similarity.errors import IndexNotReady
 from similarity.models import IndexBuild
+from similarity.selectors.store import get_store
 from similarity.services.builds import index_build_enqueue
-from similarity.store import get_store
 
 
 class IndexBuildSerializer(serializers.ModelSerializer):

@@ -19,7 +19,7 @@ from similarity.api.errors import InvalidImage, UploadTooLarge
 from similarity.api.permissions import UPLOAD_THROTTLE_SCOPE, UploadThrottle
 from similarity.conf import similarity_settings
 from similarity.errors import InvalidQuery
-from similarity.selectors import (
+from similarity.selectors.search import (
     SearchResult,
     similar_to_article,
     similar_to_image,

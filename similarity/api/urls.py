@@ -3,23 +3,23 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from similarity.api.articles import ArticleDetailApi, ArticleListApi
+from catalog.api.urls import article_patterns
+from similarity.api.articles import IndexedArticleDetailApi
 from similarity.api.duplicates import DuplicatesApi
 from similarity.api.index import IndexApi, IndexBuildDetailApi, IndexRebuildApi
 from similarity.api.search import ArticleSimilarApi, SimilarSearchApi
 
 app_name = "api"
 
-# Article ids may hold any character, "/" included (<path:>); the similar route comes first
-# so ".../similar/" is never read as part of an id.
+# Article ids may hold any character, "/" included (<path:>); the similar route comes before
+# the catalog's article routes so ".../similar/" is never read as part of an id.
 urlpatterns = [
-    path("articles/", ArticleListApi.as_view(), name="article-list"),
     path(
         "articles/<path:article_id>/similar/",
         ArticleSimilarApi.as_view(),
         name="article-similar",
     ),
-    path("articles/<path:article_id>/", ArticleDetailApi.as_view(), name="article-detail"),
+    *article_patterns(detail_view=IndexedArticleDetailApi),
     path("similar/", SimilarSearchApi.as_view(), name="similar"),
     path("index/", IndexApi.as_view(), name="index"),
     path("index/rebuild/", IndexRebuildApi.as_view(), name="index-rebuild"),

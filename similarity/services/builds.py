@@ -11,11 +11,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from similarity.conf import similarity_settings
+from similarity.engine.threads import fork_safe_threads, mark_openmp_used
 from similarity.errors import BuildAlreadyRunning
 from similarity.models import IndexBuild
 from similarity.services.embeddings import embeddings_update
 from similarity.services.indexing import collect_inputs, index_update
-from similarity.threads import fork_safe_threads, mark_openmp_used
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def index_build_run(
 
 def _load_embedder(model: str, threads: int) -> Any:
     """The embedder for ``model``; a model that cannot be loaded fails the build in one line."""
-    from similarity.embedders import EmbedderLoadError, load_embedder
+    from similarity.engine.embedders import EmbedderLoadError, load_embedder
 
     try:
         return load_embedder(model, threads=threads)
@@ -236,20 +236,20 @@ def select_build_runtime(
 ) -> tuple[Any, Any]:
     """``embedder`` on ``runtime`` (default: the RUNTIME setting) once it passes the gate.
 
-    Calibration images are generated packshots (``catalog.sample_images``), so the gate
-    is deterministic for a model. BuildFailed when an explicit runtime is unavailable or
+    Calibration images are generated (``engine.embedders.calibration``), so the gate is
+    deterministic for a model. BuildFailed when an explicit runtime is unavailable or
     disagrees with torch fp32; ``auto`` falls back instead. The runtime does not change the
     model identity: vectors from runtimes that passed the gate may share one index.
     """
-    from catalog.sample_images import product_image
     from similarity.conf import runtime_settings
-    from similarity.embedders import EmbedderLoadError
-    from similarity.embedders.runtimes import REFERENCE, select_runtime, validate_runtime
+    from similarity.engine.embedders import EmbedderLoadError
+    from similarity.engine.embedders.calibration import calibration_images
+    from similarity.engine.embedders.runtimes import REFERENCE, select_runtime, validate_runtime
 
     conf = runtime_settings()
     name = validate_runtime(runtime or conf.runtime)
     count = conf.calibration_images if name != REFERENCE else 0
-    calibration = [product_image(seed, size=256) for seed in range(count)]
+    calibration = calibration_images(count)
     try:
         chosen, choice = select_runtime(
             embedder,
@@ -275,7 +275,7 @@ def _run(
     progress: bool,
     runtime: str | None = None,
 ) -> None:
-    from similarity.index import Timeit, set_faiss_threads
+    from similarity.engine.index import Timeit, set_faiss_threads
 
     conf = similarity_settings()
     threads = fork_safe_threads(conf.threads)

@@ -14,11 +14,11 @@ from django.db import transaction
 
 from catalog.models import Article
 from similarity.conf import similarity_settings
+from similarity.engine.index import range_search_batched
 from similarity.errors import InvalidQuery
-from similarity.index import range_search_batched
 from similarity.models import DuplicateDecision
+from similarity.selectors.store import LoadedIndex, get_store
 from similarity.services.neighbors import ID_CHUNK, id_chunks, vector_batches
-from similarity.store import LoadedIndex, get_store
 
 # Above this a "duplicate" is just "similar" and the pair count grows towards N^2; use
 # export_neighbors for similar items.

@@ -12,8 +12,8 @@ from django.db.models.functions import Mod
 from tqdm import tqdm
 
 from catalog.models import Article
-from similarity.embedders import Embedder
-from similarity.embedders.pipeline import Timings, embed_sources
+from similarity.engine.embedders import Embedder
+from similarity.engine.embedders.pipeline import Timings, embed_sources
 from similarity.models import Embedding
 
 logger = logging.getLogger(__name__)

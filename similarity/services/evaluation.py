@@ -13,11 +13,11 @@ from tqdm import tqdm
 
 from catalog.models import Article
 from similarity.conf import similarity_settings
-from similarity.index import knn_query, range_search_batched, recall_at_k
+from similarity.engine.index import knn_query, range_search_batched, recall_at_k
+from similarity.selectors.store import get_store
 from similarity.services.duplicates import connected_components
 from similarity.services.indexing import EXACT_FACTORIES, collect_inputs
 from similarity.services.neighbors import id_chunks
-from similarity.store import get_store
 
 TIE_EPSILON = 1e-4  # distances at or below count as "identical" (exact duplicates tie at 0)
 SWEEP = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2)

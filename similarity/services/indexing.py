@@ -11,7 +11,7 @@ from django.db.models import F
 
 from catalog.models import Article
 from similarity.conf import similarity_settings
-from similarity.index import (
+from similarity.engine.index import (
     Timeit,
     add_vectors,
     build_index,
@@ -27,9 +27,9 @@ from similarity.index import (
     supports_incremental,
     write_build,
 )
+from similarity.engine.threads import fork_safe_threads
 from similarity.models import Embedding
-from similarity.store import MEMBERS_FILE, read_members
-from similarity.threads import fork_safe_threads
+from similarity.selectors.store import MEMBERS_FILE, read_members
 
 logger = logging.getLogger(__name__)
 

@@ -19,12 +19,12 @@ from tqdm import tqdm
 
 from catalog.models import Article
 from similarity.conf import similarity_settings
-from similarity.files import atomic_text_file
-from similarity.index import Neighbors, knn_query
+from similarity.engine.files import atomic_text_file
+from similarity.engine.index import Neighbors, knn_query
 from similarity.models import Embedding
 from similarity.models import SimilarArticle as SimilarArticleRow
-from similarity.selectors import SimilarArticle
-from similarity.store import LoadedIndex, get_store
+from similarity.selectors.search import SimilarArticle
+from similarity.selectors.store import LoadedIndex, get_store
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from similarity.admin import SIMILAR_K
+from similarity.admin.articles import SIMILAR_K
 from similarity.services.builds import index_build_run
 from tests.similarity.helpers import make_catalog
 

@@ -20,11 +20,11 @@ from django.core.management import CommandError, call_command
 from PIL import Image
 
 from catalog.images import ImageValidationError, validate_image_bytes
-from catalog.loopback import LoopbackServer
 from catalog.models import Article, article_image_path
-from catalog.sample_images import product_jpeg
 from catalog.services import downloads, fetching
 from catalog.services.downloads import DownloadSummary, images_download
+from demo.loopback import LoopbackServer
+from demo.sample_images import product_jpeg
 from tests.factories import ArticleFactory
 
 pytestmark = pytest.mark.django_db

@@ -10,7 +10,7 @@ from django.conf import settings
 from PIL import Image
 
 from catalog.models import Article, article_image_path
-from catalog.sample_images import category_for, product_image
+from demo.sample_images import category_for, product_image
 
 
 def store_image(article: Article, image: Image.Image, quality: int = 90) -> Article:

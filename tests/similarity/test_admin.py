@@ -13,10 +13,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django_q.models import Success
 
-from catalog.loopback import LoopbackServer
 from catalog.models import Article
-from catalog.sample_images import product_jpeg
-from similarity.admin import (
+from demo.loopback import LoopbackServer
+from demo.sample_images import product_jpeg
+from similarity.admin.articles import (
     SIMILAR_K,
     SimilarArticleAdmin,
     similar_panel,

@@ -10,13 +10,13 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from catalog.models import Article
-from catalog.sample_images import product_image
+from demo.sample_images import product_image
 from similarity.conf import similarity_settings
+from similarity.engine.index import current_build, knn_query, load_index
 from similarity.errors import BuildAlreadyRunning
-from similarity.index import current_build, knn_query, load_index
 from similarity.models import Embedding, IndexBuild
+from similarity.selectors.store import read_members
 from similarity.services.builds import BuildFailed, index_build_create, index_build_run
-from similarity.store import read_members
 from tests.similarity.helpers import make_catalog, store_image
 
 pytestmark = pytest.mark.django_db

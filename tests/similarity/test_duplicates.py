@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from catalog.models import Article
-from catalog.sample_images import product_image
+from demo.sample_images import product_image
 from similarity.models import DuplicateDecision
 from similarity.services import duplicates, neighbors
 from similarity.services.builds import index_build_run

@@ -8,7 +8,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from similarity.evalset import VARIANTS, evalset_import, evalset_write
+from demo.evalset import VARIANTS, evalset_import, evalset_write
 from similarity.services.builds import index_build_run
 from similarity.services.evaluation import index_evaluate, read_labels
 
@@ -55,7 +55,7 @@ def test_evaluate_command_table_and_json(evalset, tmp_path):
 
 def test_exact_duplicates_tie_at_zero_count_as_self_found(tmp_path):
     from catalog.models import Article
-    from catalog.sample_images import product_image
+    from demo.sample_images import product_image
     from tests.similarity.helpers import make_catalog, store_image
 
     make_catalog(6)

@@ -11,11 +11,11 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from catalog.models import Article
-from similarity.index import knn_query
+from similarity.engine.index import knn_query
 from similarity.models import SimilarArticle
+from similarity.selectors.store import get_store
 from similarity.services.builds import index_build_run
 from similarity.services.neighbors import neighbors_search, stored_neighbors
-from similarity.store import get_store
 from tests.similarity.helpers import make_catalog
 
 pytestmark = pytest.mark.django_db
@@ -33,7 +33,7 @@ def test_batched_search_equals_per_article_knn_without_self():
     vectors = rng.standard_normal((200, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     ids = np.arange(10, 210, dtype=np.int64)
-    from similarity.index import build_index
+    from similarity.engine.index import build_index
 
     index = build_index(vectors, ids)
     batches = [(ids[s : s + 64], vectors[s : s + 64]) for s in range(0, 200, 64)]
@@ -45,7 +45,7 @@ def test_batched_search_equals_per_article_knn_without_self():
 
 
 def test_export_csv_matches_live_similar_and_excludes_self(catalog, tmp_path):
-    from similarity.selectors import similar_to_article
+    from similarity.selectors.search import similar_to_article
 
     out = tmp_path / "n.csv"
     call_command("export_neighbors", "--k", "4", "--output", str(out), "--no-progress",
@@ -94,7 +94,7 @@ def test_build_refreshes_stored_neighbors(settings):
     assert set(SimilarArticle.objects.values_list("build_name", flat=True)) == {name}
     stored = stored_neighbors(catalog[0], 5)
     assert len(stored) == 5 and catalog[0].article_id not in [s.article_id for s in stored]
-    from similarity.selectors import similar_to_article
+    from similarity.selectors.search import similar_to_article
 
     live = similar_to_article(article_id=catalog[0].article_id, k=5, exclude_self=True)
     assert [s.article_id for s in stored] == [r.article_id for r in live.results]

@@ -9,11 +9,16 @@ import numpy as np
 import pytest
 
 from catalog.models import Article
-from catalog.sample_images import product_image
+from demo.sample_images import product_image
 from similarity.errors import ArticleNotFound, ArticleNotIndexed, IndexNotReady, InvalidQuery
-from similarity.selectors import similar_to_article, similar_to_image, similar_to_text, validate_k
+from similarity.selectors.search import (
+    similar_to_article,
+    similar_to_image,
+    similar_to_text,
+    validate_k,
+)
+from similarity.selectors.store import get_store
 from similarity.services.builds import index_build_run
-from similarity.store import get_store
 from tests.similarity.helpers import make_catalog, store_image
 
 pytestmark = pytest.mark.django_db
@@ -158,8 +163,8 @@ def test_concurrent_searches_are_consistent():
 def test_queries_refuse_an_embedder_whose_weights_changed_since_the_build(tmp_path):
     import os
 
-    from similarity.embedders import clear_embedder_cache
-    from tests.similarity.tiny_models import build_tiny_clip
+    from similarity.engine.embedders import clear_embedder_cache
+    from tests.similarity.engine.tiny_models import build_tiny_clip
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     model = build_tiny_clip(tmp_path / "clip", seed=1)

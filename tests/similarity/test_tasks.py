@@ -9,11 +9,11 @@ import pytest
 from django_q.brokers import get_broker
 from django_q.models import Task
 
-from similarity.index import build_index, knn_query
+from similarity.engine.index import build_index, knn_query
+from similarity.engine.threads import fork_safe_threads, mark_openmp_used
 from similarity.models import IndexBuild
+from similarity.selectors.store import get_store
 from similarity.services.builds import index_build_enqueue
-from similarity.store import get_store
-from similarity.threads import fork_safe_threads, mark_openmp_used
 from tests.similarity.helpers import make_catalog
 
 pytestmark = pytest.mark.django_db
@@ -45,7 +45,7 @@ def test_broker_is_redis_when_configured_else_the_database(settings):
 def _search_in_child(index_bytes: bytes, queries: np.ndarray, out) -> None:
     import faiss
 
-    from similarity.index import set_faiss_threads
+    from similarity.engine.index import set_faiss_threads
 
     set_faiss_threads(fork_safe_threads(2))
     index = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8))
@@ -57,7 +57,7 @@ def test_search_in_a_forked_worker_after_parent_used_openmp_does_not_hang():
     """django-q2 forks workers; libgomp hangs a child that reuses the parent's thread pool."""
     import faiss
 
-    from similarity.index import set_faiss_threads
+    from similarity.engine.index import set_faiss_threads
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((20000, 32)).astype(np.float32)

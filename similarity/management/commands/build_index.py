@@ -7,29 +7,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from similarity.embedders.runtimes import RUNTIME_CHOICES
+from similarity.engine.embedders.runtimes import RUNTIME_CHOICES
 from similarity.errors import BuildAlreadyRunning
-from similarity.models import IndexBuild
 from similarity.services.builds import BuildFailed, index_build_run
-
-
-def describe_build(build: IndexBuild) -> str:
-    """One summary line for a finished build."""
-    text = (
-        f"Build #{build.pk} {build.status}"
-        f"{f' ({build.mode})' if build.mode and build.mode != build.status else ''}: "
-        f"{build.article_count} articles "
-        f"indexed, {build.embedded_count} embedded, {build.reused_count} reused, "
-        f"{build.failed_count} failed"
-    )
-    if build.mode == "incremental":
-        text += f", {build.added_count} added, {build.removed_count} removed"
-    if build.recall_at_10 is not None:
-        text += f", recall@10 {build.recall_at_10:.3f}"
-    total = build.timings.get("total_seconds")
-    if total is not None:
-        text += f" in {total:.1f} s"
-    return text
 
 
 class Command(BaseCommand):
@@ -72,4 +52,4 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         for failure in build.failures[:20]:
             self.stderr.write(f"skipped {failure['article_id']}: {failure['reason']}")
-        self.stdout.write(describe_build(build))
+        self.stdout.write(build.describe())

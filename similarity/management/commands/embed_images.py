@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from similarity.embedders.runtimes import RUNTIME_CHOICES
+from similarity.engine.embedders.runtimes import RUNTIME_CHOICES
 from similarity.services.builds import BuildFailed, embeddings_run
 
 

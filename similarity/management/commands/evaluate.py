@@ -9,7 +9,6 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from similarity.errors import SimilarityError
-from similarity.evalset import evalset_import, evalset_write
 from similarity.services.duplicates import validate_threshold
 from similarity.services.evaluation import format_report, index_evaluate, read_labels
 
@@ -28,22 +27,9 @@ class Command(BaseCommand):
         parser.add_argument("--threshold", help="Duplicate threshold to score (default: setting).")
         parser.add_argument("--sample", type=int, help="Queries for approximate recall.")
         parser.add_argument("--json", dest="json_path", help="Also write the report as JSON.")
-        parser.add_argument("--write-evalset", metavar="DIR",
-                            help="Write the labelled evaluation catalog into DIR and stop.")
-        parser.add_argument("--import-evalset", metavar="DIR",
-                            help="Import DIR's catalog with its images stored, and stop.")
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["write_evalset"]:
-            files = evalset_write(options["write_evalset"])
-            self.stdout.write(f"{files.articles} articles in {files.groups} groups: "
-                              f"{files.catalog}, {files.labels}")
-            return
-        if options["import_evalset"]:
-            count = evalset_import(options["import_evalset"])
-            self.stdout.write(f"{count} articles imported with their images; now build_index")
-            return
         if options["k"] < 1:
             raise CommandError(f"--k must be >= 1; got {options['k']}")
         if options["sample"] is not None and options["sample"] < 1:

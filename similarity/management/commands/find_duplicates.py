@@ -10,8 +10,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from similarity.engine.files import atomic_text_file
 from similarity.errors import SimilarityError
-from similarity.files import atomic_text_file
 from similarity.services.duplicates import duplicate_groups_find, validate_threshold
 
 

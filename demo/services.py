@@ -1,0 +1,105 @@
+"""The demo: a generated catalog served on loopback, run through the real pipeline."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from catalog.services.imports import KNOWN_COLUMNS, catalog_import
+from demo.loopback import LoopbackServer
+from demo.sample_images import category_for, product_image
+
+logger = logging.getLogger(__name__)
+
+DEMO_PORT = 8765  # a fixed port keeps image URLs stable across runs (re-runs skip downloads)
+FALLBACK_MODEL = "classic"
+
+
+@dataclass(frozen=True)
+class DemoImage:
+    article_id: str
+    title: str
+    category: str
+    path: str
+    body: bytes
+
+
+def demo_images(products: int = 60, duplicates: int = 10) -> list[DemoImage]:
+    """Generated packshots plus re-listed copies of the first few (resized, recompressed)."""
+    images = []
+    for seed in range(products):
+        image = product_image(seed, size=480)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=88)
+        category = category_for(seed)
+        images.append(
+            DemoImage(f"P{seed:04d}", f"{category.title()} {seed}", category,
+                      f"/img/P{seed:04d}.jpg", buffer.getvalue())
+        )
+        if seed < duplicates:
+            copy = io.BytesIO()
+            image.resize((400, 400)).save(copy, "JPEG", quality=70)
+            images.append(
+                DemoImage(f"P{seed:04d}-B", f"{category.title()} {seed} (other seller)",
+                          category, f"/img/P{seed:04d}-B.jpg", copy.getvalue())
+            )
+    return images
+
+
+def demo_run(*, out: Callable[[str], None], products: int = 60, model: str | None = None) -> str:
+    """Import, download, embed and index the demo catalog; return the model actually used."""
+    from catalog.services.downloads import images_download
+    from similarity.conf import similarity_settings
+    from similarity.engine.embedders import EmbedderLoadError, load_embedder
+    from similarity.services.builds import index_build_run
+
+    images = demo_images(products)
+    with LoopbackServer(port=DEMO_PORT) as server:
+        rows = [
+            {"article_id": image.article_id, "image_url": server.add(image.path, image.body),
+             "title": image.title, "category": image.category}
+            for image in images
+        ]
+        catalog_path = Path(settings.DATA_DIR) / "demo" / "catalog.csv"
+        catalog_path.parent.mkdir(parents=True, exist_ok=True)
+        catalog_path.write_text(catalog_rows_as_csv(rows))
+        out(f"Demo catalog: {len(rows)} articles written to {catalog_path}")
+        summary = catalog_import(path=catalog_path, deactivate_missing=True)
+        out(f"Import: {summary.describe()}")
+        downloaded = images_download()
+        out(f"Download: {downloaded}")
+
+    spec = model or similarity_settings().model
+    try:
+        load_embedder(spec, threads=similarity_settings().threads)
+    except EmbedderLoadError as exc:
+        banner = "!" * 78
+        out(banner)
+        out(f"! Model {spec!r} cannot be loaded here: {exc}")
+        out(f"! FALLING BACK to the weight-free {FALLBACK_MODEL!r} embedder (a baseline for")
+        out("! near-duplicates). Provide the model as a local directory or in the Hugging")
+        out("! Face cache and set LOOKALIKE_MODEL to use it.")
+        out(banner)
+        spec = FALLBACK_MODEL
+    build = index_build_run(model=spec, trigger="demo")
+    out(build.describe())
+    return spec
+
+
+def catalog_rows_as_csv(rows: list[dict[str, Any]]) -> str:
+    """Serialise rows to CSV text (used by the demo and tests to write catalogs)."""
+    columns: list[str] = list(KNOWN_COLUMNS)
+    for row in rows:
+        columns.extend(key for key in row if key not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

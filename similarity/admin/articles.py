@@ -1,0 +1,188 @@
+"""Article admin with similarity: the "Similar items" panel and download/rebuild actions."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.files.storage import default_storage
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils.html import format_html
+
+from catalog.admin import ArticleAdmin
+from catalog.models import Article
+from catalog.services.downloads import images_download
+from similarity.errors import ArticleNotFound, ArticleNotIndexed, IndexNotReady, SimilarityError
+from similarity.selectors.search import similar_to_article
+from similarity.services.builds import index_build_enqueue
+
+logger = logging.getLogger(__name__)
+
+SIMILAR_K = 12
+MAX_SYNC_DOWNLOADS = 500  # more than this in one request: use the background rebuild instead
+
+MSG_NO_INDEX = (
+    "No similarity index has been built yet. Use the “Rebuild the similarity index” action "
+    "on the article list, or run manage.py build_index."
+)
+MSG_NOT_INDEXED = "This article is not in the similarity index yet: {reason}."
+MSG_NOT_FOUND = "This article is unknown to the similarity index ({error})."
+MSG_PANEL_ERROR = "Similar items could not be loaded: {error}"
+MSG_NO_RESULTS = "The index holds no other active article."
+MSG_DOWNLOADED = "Images of {count} selected article(s): {summary}."
+MSG_DOWNLOAD_FAILURES = "Failed: {failures}"
+MSG_NOT_RETRIED = (
+    "{count} selected article(s) whose download failed before were not retried; "
+    "use “Retry failed downloads of selected articles”."
+)
+MSG_TOO_MANY = (
+    "{count} articles selected; at most {limit} can be downloaded from the admin at once. "
+    "Use “Rebuild the similarity index”, which downloads in the background."
+)
+MSG_BUILD_QUEUED = "Index build {link} queued (model {model}); it runs in the background."
+
+
+@dataclass(frozen=True)
+class SimilarItem:
+    """One entry of the panel, ready for the template."""
+
+    article_id: str
+    title: str
+    category: str
+    change_url: str
+    thumbnail_url: str  # "" when the article has no downloaded image
+    distance: float
+    score: float
+
+
+@dataclass(frozen=True)
+class SimilarPanel:
+    items: list[SimilarItem] = field(default_factory=list)
+    message: str = ""
+    level: str = "info"  # "info" or "warning": how the message is shown
+    model: str = ""
+    index_build: str = ""
+
+
+def similar_panel(article: Article, *, k: int = SIMILAR_K) -> SimilarPanel:
+    """The "Similar items" panel for one article, or the reason there is none.
+
+    The selector hydrates all results in one query; thumbnails are storage URLs, so the
+    panel costs a fixed number of queries whatever ``k`` is.
+    """
+    try:
+        result = similar_to_article(article_id=article.article_id, k=k, exclude_self=True)
+    except IndexNotReady:
+        return SimilarPanel(message=MSG_NO_INDEX)
+    except ArticleNotIndexed as exc:
+        return SimilarPanel(message=MSG_NOT_INDEXED.format(reason=exc.reason), level="warning")
+    except ArticleNotFound as exc:
+        return SimilarPanel(message=MSG_NOT_FOUND.format(error=exc), level="warning")
+    except SimilarityError as exc:
+        return SimilarPanel(message=MSG_PANEL_ERROR.format(error=exc), level="warning")
+    except Exception as exc:
+        # The panel is an aid: a broken index must not make the article uneditable.
+        logger.exception("Similar items panel failed for article %s", article.article_id)
+        return SimilarPanel(message=MSG_PANEL_ERROR.format(error=exc), level="warning")
+    items = [
+        SimilarItem(
+            article_id=row.article_id,
+            title=row.title,
+            category=row.category,
+            change_url=reverse("admin:catalog_article_change", args=[row.pk]),
+            thumbnail_url=default_storage.url(row.image) if row.image else "",
+            distance=row.distance,
+            score=row.score,
+        )
+        for row in result.results
+    ]
+    return SimilarPanel(
+        items=items,
+        message="" if items else MSG_NO_RESULTS,
+        model=result.model,
+        index_build=result.index_build,
+    )
+
+
+admin.site.unregister(Article)
+
+
+@admin.register(Article)
+class SimilarArticleAdmin(ArticleAdmin):
+    """The catalog's article admin plus the "Similar items" panel and similarity actions."""
+
+    change_form_template = "admin/catalog/article/change_form_similar.html"
+    actions = ("download_images", "retry_failed_downloads", "rebuild_index")
+    similar_k = SIMILAR_K
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Article | None = None,
+    ) -> HttpResponse:
+        if obj is not None and not add:
+            context["similar_panel"] = similar_panel(obj, k=self.similar_k)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    @admin.action(description="Download selected images", permissions=["change"])
+    def download_images(self, request: HttpRequest, queryset: QuerySet[Article]) -> None:
+        self._download(request, queryset, only_failed=False)
+
+    @admin.action(description="Retry failed downloads of selected articles", permissions=["change"])
+    def retry_failed_downloads(self, request: HttpRequest, queryset: QuerySet[Article]) -> None:
+        self._download(request, queryset, only_failed=True)
+
+    @admin.action(
+        description="Rebuild the similarity index (whole catalog)", permissions=["change"]
+    )
+    def rebuild_index(self, request: HttpRequest, queryset: QuerySet[Article]) -> None:
+        build = index_build_enqueue(trigger="admin")
+        link = format_html(
+            '<a href="{}">#{}</a>',
+            reverse("admin:similarity_indexbuild_change", args=[build.pk]),
+            build.pk,
+        )
+        self.message_user(
+            request,
+            format_html(MSG_BUILD_QUEUED, link=link, model=build.model),
+            messages.SUCCESS,
+        )
+
+    def _download(
+        self, request: HttpRequest, queryset: QuerySet[Article], *, only_failed: bool
+    ) -> None:
+        article_ids = list(queryset.values_list("article_id", flat=True))
+        if len(article_ids) > MAX_SYNC_DOWNLOADS:
+            self.message_user(
+                request,
+                MSG_TOO_MANY.format(count=len(article_ids), limit=MAX_SYNC_DOWNLOADS),
+                messages.ERROR,
+            )
+            return
+        summary = images_download(
+            article_ids=article_ids, only_failed=only_failed, progress=False
+        )
+        self.message_user(
+            request,
+            MSG_DOWNLOADED.format(count=len(article_ids), summary=summary),
+            messages.WARNING if summary.failed else messages.SUCCESS,
+        )
+        if summary.failures:
+            failures = "; ".join(f"{aid}: {reason}" for aid, reason in summary.failures[:10])
+            more = len(summary.failures) - 10
+            suffix = f" (and {more} more)" if more > 0 else ""
+            self.message_user(
+                request, MSG_DOWNLOAD_FAILURES.format(failures=failures + suffix), messages.ERROR
+            )
+        if summary.not_retried:
+            self.message_user(
+                request, MSG_NOT_RETRIED.format(count=summary.not_retried), messages.INFO
+            )

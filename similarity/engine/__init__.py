@@ -1,0 +1,1 @@
+"""Pure similarity code (no Django): embedders, runtimes, imaging, threads, the Faiss index."""

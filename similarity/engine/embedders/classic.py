@@ -1,0 +1,119 @@
+"""Weight-free image descriptor (DCT shape + HSV colour): a near-duplicate baseline, offline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from similarity.engine.embedders.base import Batch, Embedder
+
+SHAPE_SIDE = 32  # grey thumbnail for the DCT, as in perceptual hashing
+SHAPE_COEFFS = 8  # top-left 8x8 DCT block minus DC: coarse layout, blind to fine detail
+COLOUR_SIDE = 64
+HUE_BINS, SAT_BINS, VAL_BINS = 8, 3, 3  # chromatic pixels
+GREY_BINS = 8  # achromatic pixels (saturation below GREY_SATURATION), by brightness only
+GREY_SATURATION = 0.2
+SHAPE_WEIGHT, COLOUR_WEIGHT = 0.6, 0.4  # cosine = 0.6 * shape cosine + 0.4 * colour cosine
+BACKGROUND_TOLERANCE = 24  # grey levels a pixel may differ from the border and still be background
+MIN_CONTENT_FRACTION = 0.05  # smaller detected content means "no clear background": keep all
+
+
+class ClassicEmbedder(Embedder):
+    """Hand-made descriptor, no model weights: works anywhere, instantly.
+
+    1. Trim a uniform border (studio background, letterbox padding) to the content box.
+    2. Shape: 2D DCT-II of a 32x32 grey thumbnail; the 63 lowest non-DC coefficients,
+       power-normalised (signed square root) and L2-normalised.
+    3. Colour: HSV histogram of a 64x64 thumbnail, 8 hue x 3 saturation x 3 value bins for
+       coloured pixels plus 8 brightness bins for greys (where hue is noise); square-rooted
+       (Hellinger) and L2-normalised.
+    4. Blocks scaled by sqrt(0.6) and sqrt(0.4) and concatenated, so the cosine of two
+       vectors is 0.6 x shape similarity + 0.4 x colour similarity.
+
+    Robust to resizing, recompression, padding and small crops; a good baseline for
+    near-duplicates. Not semantic ("another red bag" is not close unless it looks alike),
+    and a horizontal flip changes the odd DCT coefficients, so mirrored photos differ.
+    """
+
+    name = "classic"
+    supports_text = False
+    image_size = 4 * SHAPE_SIDE  # enough pixels for the thumbnails; lets JPEGs decode at 1/8
+    dimension = (SHAPE_COEFFS * SHAPE_COEFFS - 1) + HUE_BINS * SAT_BINS * VAL_BINS + GREY_BINS
+
+    def preprocess(self, images: Sequence[Image.Image]) -> Batch:
+        return np.stack([describe(image) for image in images]).astype(np.float32)
+
+    def _forward(self, batch: Batch) -> np.ndarray:
+        return np.asarray(batch, dtype=np.float32)
+
+    def identity(self) -> str:
+        # No weights: the parameters above are the "weights"; bump v1 when they change.
+        return f"{self.name}@v1"
+
+
+def describe(image: Image.Image) -> np.ndarray:
+    """The (unnormalised-overall, block-weighted) descriptor of one RGB image."""
+    content = trim_background(image.convert("RGB"))
+    shape = _dct_block(content)
+    colour = _colour_histogram(content)
+    return np.concatenate([np.sqrt(SHAPE_WEIGHT) * shape, np.sqrt(COLOUR_WEIGHT) * colour])
+
+
+def trim_background(image: Image.Image) -> Image.Image:
+    """Crop to the box of pixels that differ from the border colour (with a small margin)."""
+    small = image.copy()
+    small.thumbnail((128, 128))
+    pixels = np.asarray(small, dtype=np.int16)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    background = np.median(border, axis=0)
+    foreground = np.abs(pixels - background).max(axis=2) > BACKGROUND_TOLERANCE
+    rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
+    if rows.size == 0 or cols.size == 0:
+        return image
+    height, width = foreground.shape
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    if (bottom - top) * (right - left) < MIN_CONTENT_FRACTION * height * width:
+        return image
+    margin = 2
+    scale_x, scale_y = image.width / width, image.height / height
+    box = (
+        max(0, round((left - margin) * scale_x)),
+        max(0, round((top - margin) * scale_y)),
+        min(image.width, round((right + margin) * scale_x)),
+        min(image.height, round((bottom + margin) * scale_y)),
+    )
+    return image.crop(box)
+
+
+def _dct_block(image: Image.Image) -> np.ndarray:
+    from scipy.fft import dctn
+
+    grey = image.convert("L").resize((SHAPE_SIDE, SHAPE_SIDE), Image.Resampling.BOX)
+    coefficients = dctn(np.asarray(grey, dtype=np.float64) / 255.0, norm="ortho")
+    block = coefficients[:SHAPE_COEFFS, :SHAPE_COEFFS].ravel()[1:]  # drop DC (mean brightness)
+    block = np.sign(block) * np.sqrt(np.abs(block))
+    return _unit(block)
+
+
+def _colour_histogram(image: Image.Image) -> np.ndarray:
+    thumb = image.resize((COLOUR_SIDE, COLOUR_SIDE), Image.Resampling.BOX)
+    hsv = np.asarray(thumb.convert("HSV"), dtype=np.float64).reshape(-1, 3) / 256.0
+    hue, sat, val = hsv[:, 0], hsv[:, 1], hsv[:, 2]
+    grey = sat < GREY_SATURATION
+    grey_hist = np.bincount((val[grey] * GREY_BINS).astype(int), minlength=GREY_BINS)
+    chroma_sat = (sat[~grey] - GREY_SATURATION) / (1.0 - GREY_SATURATION)
+    index = (
+        (hue[~grey] * HUE_BINS).astype(int) * SAT_BINS * VAL_BINS
+        + np.minimum((chroma_sat * SAT_BINS).astype(int), SAT_BINS - 1) * VAL_BINS
+        + (val[~grey] * VAL_BINS).astype(int)
+    )
+    chroma_hist = np.bincount(index, minlength=HUE_BINS * SAT_BINS * VAL_BINS)
+    histogram = np.concatenate([chroma_hist, grey_hist]).astype(np.float64)
+    return _unit(np.sqrt(histogram / max(histogram.sum(), 1.0)))
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(vector)
+    return vector / norm if norm > 0 else vector

@@ -1,0 +1,131 @@
+"""Embedder on a Hugging Face transformers vision backbone (ViT, DINOv2, ResNet, CLIP...)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from similarity.engine.embedders.base import Batch, Embedder, load_pretrained, source_identity
+
+SPEC_PREFIX = "transformers:"
+
+
+class TransformersEmbedder(Embedder):
+    """AutoModel + AutoImageProcessor; the vector is the model's pooled output.
+
+    Pooling: ``get_image_features`` for dual encoders (CLIP, SigLIP); else ``pooler_output``
+    when the checkpoint has trained pooler weights; else the mean of the last hidden state
+    over tokens (transformers) or over the spatial grid (conv nets). Conv pooled outputs of
+    shape (n, c, 1, 1), like ResNet's, are flattened.
+    """
+
+    supports_text = False
+
+    def __init__(self, model_ref: str, *, device: str = "cpu") -> None:
+        self.name = f"{SPEC_PREFIX}{model_ref}"
+        self.device = device
+        (model, processor, info), self._directory = load_pretrained(
+            model_ref, _load_auto, label=self.name
+        )
+        self._model_ref = model_ref
+        self._model = model.to(device).eval()
+        self._processor = processor
+        missing = info.get("missing_keys", []) if isinstance(info, dict) else []
+        # A pooler initialised at load time (e.g. DINO ViT checkpoints) is random: skip it.
+        self._use_pooler = not any("pooler" in key for key in missing)
+        self._image_features = hasattr(self._model, "get_image_features")
+        self.image_size = processor_image_size(processor)
+        blank = Image.new("RGB", (self.image_size or 32,) * 2, "white")
+        self.dimension = int(self.embed_images([blank]).shape[1])
+
+    def preprocess(self, images: Sequence[Image.Image]) -> Batch:
+        return self._processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    def _forward(self, batch: Batch) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            pixel_values = batch.to(self.device)
+            pooled = _pooled(self._model, pixel_values, self._image_features, self._use_pooler)
+            return pooled.float().cpu().numpy()
+
+    def image_module(self) -> Any | None:
+        import torch
+
+        model, image_features, use_pooler = self._model, self._image_features, self._use_pooler
+
+        class PooledImageModule(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+                return _pooled(self.model, pixel_values, image_features, use_pooler).float()
+
+        return PooledImageModule().eval()
+
+    def pixel_values(self, batch: Batch) -> Any:
+        return batch
+
+    def identity(self) -> str:
+        return self._identity
+
+    @cached_property
+    def _identity(self) -> str:
+        return source_identity(SPEC_PREFIX, self._model_ref, self._directory, [self._model_ref])
+
+
+def _pooled(model: Any, pixel_values: Any, image_features: bool, use_pooler: bool) -> Any:
+    import torch
+
+    if image_features:
+        output = model.get_image_features(pixel_values=pixel_values)
+        pooled = output if isinstance(output, torch.Tensor) else output.pooler_output
+    else:
+        pooled = pool_output(model(pixel_values=pixel_values), use_pooler)
+    return pooled.reshape(pooled.shape[0], -1)
+
+
+def pool_output(output: Any, use_pooler: bool = True) -> Any:
+    """One vector per image from a backbone output: pooler, else mean over tokens or grid."""
+    pooled = getattr(output, "pooler_output", None) if use_pooler else None
+    if pooled is not None:
+        return pooled
+    hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+    if hidden.ndim == 4:  # conv feature map (n, c, h, w)
+        return hidden.mean(dim=(2, 3))
+    if hidden.ndim == 3:  # tokens (n, seq, d)
+        return hidden.mean(dim=1)
+    return hidden
+
+
+def processor_image_size(processor: Any) -> int | None:
+    """The largest side an image processor resizes or crops to (for JPEG draft decoding)."""
+    image_processor = getattr(processor, "image_processor", processor)
+    sides: list[int] = []
+    for attribute in ("size", "crop_size"):
+        value = getattr(image_processor, attribute, None)
+        if isinstance(value, int):
+            sides.append(value)
+        elif value is not None:
+            mapping = value if isinstance(value, dict) else vars(value)
+            sides.extend(
+                int(side)
+                for key in ("shortest_edge", "height", "width")
+                if isinstance(side := mapping.get(key), int | float)
+            )
+    return max(sides) if sides else None
+
+
+def _load_auto(name: str, local_files_only: bool) -> tuple[Any, Any, dict]:
+    from transformers import AutoImageProcessor, AutoModel
+
+    model, info = AutoModel.from_pretrained(
+        name, local_files_only=local_files_only, output_loading_info=True
+    )
+    processor = AutoImageProcessor.from_pretrained(name, local_files_only=local_files_only)
+    return model, processor, info

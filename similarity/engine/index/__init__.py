@@ -1,0 +1,57 @@
+"""Pure Faiss index layer (no Django): build, update, query and store cosine-similarity indexes."""
+
+from similarity.engine.index.build import (
+    FLAT_MAX_VECTORS,
+    add_vectors,
+    build_index,
+    index_ids,
+    remove_ids,
+    resolve_factory,
+    set_faiss_threads,
+    supports_incremental,
+)
+from similarity.engine.index.search import (
+    Neighbors,
+    brute_force_knn,
+    knn_query,
+    range_search_batched,
+    recall_at_k,
+)
+from similarity.engine.index.storage import (
+    BuildInfo,
+    current_build,
+    find_build_by_checksum,
+    input_checksum,
+    list_builds,
+    load_index,
+    prune_builds,
+    set_current,
+    write_build,
+)
+from similarity.engine.index.timing import Timeit
+
+__all__ = [
+    "FLAT_MAX_VECTORS",
+    "BuildInfo",
+    "Neighbors",
+    "Timeit",
+    "add_vectors",
+    "brute_force_knn",
+    "build_index",
+    "current_build",
+    "find_build_by_checksum",
+    "index_ids",
+    "input_checksum",
+    "knn_query",
+    "list_builds",
+    "load_index",
+    "prune_builds",
+    "range_search_batched",
+    "recall_at_k",
+    "remove_ids",
+    "resolve_factory",
+    "set_current",
+    "set_faiss_threads",
+    "supports_incremental",
+    "write_build",
+]

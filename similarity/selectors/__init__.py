@@ -1,0 +1,1 @@
+"""Reads: similarity searches and the per-process loaded index."""

@@ -1,0 +1,267 @@
+"""Reads: similar articles to an article, an image or a text, against the current index."""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db import connection
+from PIL import Image
+
+from catalog.models import Article
+from similarity.conf import similarity_settings
+from similarity.engine.threads import fork_safe_threads
+from similarity.errors import ArticleNotFound, ArticleNotIndexed, IndexNotReady, InvalidQuery
+from similarity.models import Embedding
+from similarity.selectors.store import LoadedIndex, get_store
+
+logger = logging.getLogger(__name__)
+
+MSG_BAD_K = "k must be an integer between 1 and {max_k}; got {k!r}"
+MSG_EMPTY_TEXT = "text must not be empty"
+
+
+@dataclass(frozen=True)
+class SimilarArticle:
+    article_id: str
+    title: str
+    category: str
+    image_url: str
+    image: str  # storage name of the downloaded file ("" when none)
+    pk: int
+    distance: float  # cosine distance, 0 = identical direction
+    score: float  # cosine similarity, 1 - distance
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    model: str
+    index_build: str
+    results: list[SimilarArticle]
+    article_id: str | None = None
+
+
+def validate_k(k: Any) -> int:
+    """Parse and bound k (1..MAX_K); raises InvalidQuery with the offending value."""
+    max_k = similarity_settings().max_k
+    if k is None:
+        return similarity_settings().default_k
+    if isinstance(k, bool):
+        raise InvalidQuery(MSG_BAD_K.format(max_k=max_k, k=k))
+    try:
+        value = int(str(k).strip()) if not isinstance(k, int) else k
+    except ValueError:
+        raise InvalidQuery(MSG_BAD_K.format(max_k=max_k, k=k)) from None
+    if not 1 <= value <= max_k:
+        raise InvalidQuery(MSG_BAD_K.format(max_k=max_k, k=k))
+    return value
+
+
+def _allowed_ids(category: str | None) -> np.ndarray | None:
+    if category is None or category == "":
+        return None
+    pks = Article.objects.filter(category=category, is_active=True).values_list("pk", flat=True)
+    return np.fromiter(pks, dtype=np.int64)
+
+
+def _table(model: type) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _hydrate_rows(ids: list[int]) -> dict[int, tuple]:
+    """(pk, article_id, title, category, image_url, image) of the active articles in ``ids``.
+
+    Plain SQL on the hot path: building the equivalent ORM query costs more than running it
+    (measured: ~0.3 ms of Python per query against ~0.06 ms in SQLite).
+    """
+    if not ids:
+        return {}
+    placeholders = ", ".join(["%s"] * len(ids))
+    # Table names come from model metadata; every value is a query parameter.
+    sql = (
+        f"SELECT id, article_id, title, category, image_url, image FROM {_table(Article)} "  # noqa: S608
+        f"WHERE is_active = %s AND id IN ({placeholders})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [True, *ids])
+        return {row[0]: row for row in cursor.fetchall()}
+
+
+def _hydrate(loaded: LoadedIndex, ids: np.ndarray, distances: np.ndarray) -> list[SimilarArticle]:
+    rows = _hydrate_rows(ids.tolist())
+    results = []
+    for pk, distance in zip(ids.tolist(), distances.tolist(), strict=True):
+        row = rows.get(pk)
+        if row is None:  # deleted or deactivated since the build; the next build drops it
+            continue
+        distance = max(0.0, float(distance))
+        _, article_id, title, category, image_url, image = row
+        results.append(
+            SimilarArticle(
+                article_id=article_id,
+                title=title,
+                category=category,
+                image_url=image_url,
+                image=image or "",
+                pk=pk,
+                distance=distance,
+                score=1.0 - distance,
+            )
+        )
+    return results
+
+
+def _article_with_vector(article_id: str, model_identity: str) -> tuple | None:
+    """(pk, article_id, category, vector blob or None) in one plain-SQL query (hot path)."""
+    # Table names come from model metadata; every value is a query parameter.
+    sql = (
+        f"SELECT a.id, a.article_id, a.category, e.vector FROM {_table(Article)} a "  # noqa: S608
+        f"LEFT JOIN {_table(Embedding)} e ON e.article_id = a.id AND e.model = %s "
+        "AND e.image_sha256 = a.image_sha256 WHERE a.article_id = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [model_identity, article_id])
+        return cursor.fetchone()
+
+
+def _search(
+    loaded: LoadedIndex,
+    vector: np.ndarray,
+    k: int,
+    *,
+    category: str | None,
+    exclude: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    from similarity.engine.index import knn_query
+
+    answer = knn_query(
+        loaded.index,
+        vector.reshape(1, -1).astype(np.float32, copy=False),
+        k,
+        allowed_ids=_allowed_ids(category),
+        exclude_ids=exclude,
+    )[0]
+    return answer.ids, answer.distances
+
+
+def similar_to_article(
+    *,
+    article_id: str,
+    k: int | None = None,
+    category: str | None = None,
+    exclude_self: bool = False,
+) -> SearchResult:
+    """The k articles most similar to ``article_id``; the article itself first unless excluded.
+
+    The query vector is the article's stored embedding under the index's model. Ties at
+    distance 0 (exact duplicates) never push the article itself from the first place.
+    """
+    k = validate_k(k)
+    loaded = get_store().get()
+    row = _article_with_vector(article_id, loaded.manifest["model_identity"])
+    if row is None:
+        raise ArticleNotFound(article_id)
+    pk, article_id, article_category, blob = row
+    if not loaded.contains(pk):
+        raise ArticleNotIndexed(article_id, _not_indexed_reason(Article.objects.get(pk=pk)))
+    if blob is None:
+        raise ArticleNotIndexed(article_id, "its image changed since the last build")
+    vector = np.frombuffer(bytes(blob), dtype="<f4")
+    own = np.array([pk], dtype=np.int64)
+    # The query is the article's own vector: its distance to itself is 0 by definition, so it
+    # leads the answer even when exact duplicates tie with it.
+    include_self = not exclude_self and (not category or category == article_category)
+    fetch = max(1, k - 1) if include_self else k
+    ids, distances = _search(loaded, vector, fetch, category=category, exclude=own)
+    if include_self:
+        ids = np.concatenate([own, ids])[:k]
+        distances = np.concatenate([np.zeros(1, dtype=np.float32), distances])[:k]
+    return SearchResult(
+        model=loaded.manifest["model"],
+        index_build=loaded.name,
+        results=_hydrate(loaded, ids, distances),
+        article_id=article_id,
+    )
+
+
+def _not_indexed_reason(article: Article) -> str:
+    if not article.is_active:
+        return "the article is inactive"
+    if article.download_status == Article.DownloadStatus.FAILED:
+        return f"its image failed to download ({article.download_error or 'unknown error'})"
+    if article.download_status == Article.DownloadStatus.PENDING:
+        return "its image has not been downloaded yet"
+    return "it was added or changed after the last index build"
+
+
+def _query_embedder(loaded: LoadedIndex) -> Any:
+    """The index's model, for embedding queries; reloaded when its weights changed on disk.
+
+    A query embedded by other weights than the index's would be silently wrong (or crash on
+    a new dimension), so the cached embedder must have the identity the build recorded.
+    """
+    from similarity.engine.embedders import clear_embedder_cache, load_embedder
+
+    threads = fork_safe_threads(similarity_settings().threads)
+    wanted = loaded.manifest.get("model_identity")
+    embedder = load_embedder(loaded.manifest["model"], threads=threads)
+    if wanted and embedder.identity() != wanted:
+        clear_embedder_cache()
+        embedder = load_embedder(loaded.manifest["model"], threads=threads)
+        if embedder.identity() != wanted:
+            raise IndexNotReady(
+                f"the index was built with {wanted!r} but {loaded.manifest['model']!r} now "
+                f"loads as {embedder.identity()!r}; rebuild the index (manage.py build_index)"
+            )
+    return embedder
+
+
+def similar_to_image(
+    *, image: bytes | Image.Image, k: int | None = None, category: str | None = None
+) -> SearchResult:
+    """The k articles most similar to an external image, embedded here with the index's model."""
+    from similarity.engine.imaging import ImageDecodeError, load_image
+
+    k = validate_k(k)
+    loaded = get_store().get()
+    embedder = _query_embedder(loaded)
+    if isinstance(image, bytes | bytearray):
+        try:
+            image = load_image(io.BytesIO(image), target_size=embedder.image_size)
+        except ImageDecodeError as exc:
+            raise InvalidQuery(f"not a usable image: {exc}") from exc
+    vector = embedder.embed_images([image])[0]
+    ids, distances = _search(loaded, vector, k, category=category)
+    return SearchResult(
+        model=loaded.manifest["model"],
+        index_build=loaded.name,
+        results=_hydrate(loaded, ids, distances),
+    )
+
+
+def similar_to_text(
+    *, text: str, k: int | None = None, category: str | None = None
+) -> SearchResult:
+    """The k articles whose photos best match ``text`` (models with a text tower, e.g. CLIP)."""
+    from similarity.engine.embedders import TextNotSupportedError
+
+    k = validate_k(k)
+    if not text or not text.strip():
+        raise InvalidQuery(MSG_EMPTY_TEXT)
+    loaded = get_store().get()
+    embedder = _query_embedder(loaded)
+    if not embedder.supports_text:
+        raise InvalidQuery(f"the index's model {loaded.manifest['model']!r} cannot embed text")
+    try:
+        vector = embedder.embed_texts([text.strip()])[0]
+    except TextNotSupportedError as exc:
+        raise InvalidQuery(str(exc)) from exc
+    ids, distances = _search(loaded, vector, k, category=category)
+    return SearchResult(
+        model=loaded.manifest["model"],
+        index_build=loaded.name,
+        results=_hydrate(loaded, ids, distances),
+    )
