@@ -285,20 +285,17 @@ def _run(
     if build.download:
         from catalog.services.downloads import images_download
 
-        with Timeit("Downloading images") as timer:
+        with Timeit("Downloading images", into=timings, key="download_seconds"):
             summary = images_download(progress=progress)
-        timings["download_seconds"] = round(timer.seconds, 3)
         logger.info("Download: %s", summary)
 
-    with Timeit(f"Loading model {build.model}") as timer:
+    with Timeit(f"Loading model {build.model}", into=timings, key="load_model_seconds"):
         embedder = _load_embedder(build.model, threads)
-    timings["load_model_seconds"] = round(timer.seconds, 3)
 
-    with Timeit("Choosing the embedding runtime") as timer:
+    with Timeit("Choosing the embedding runtime", into=timings, key="runtime_seconds"):
         embedder, runtime_choice = select_build_runtime(embedder, runtime, threads=threads)
-    timings["runtime_seconds"] = round(timer.seconds, 3)
 
-    with Timeit("Embedding new and changed images") as timer:
+    with Timeit("Embedding new and changed images", into=timings, key="embed_seconds"):
         embedded = embeddings_update(
             embedder=embedder,
             batch_size=batch_size or conf.batch_size,
@@ -306,7 +303,6 @@ def _run(
             reembed=reembed,
             progress=progress,
         )
-    timings["embed_seconds"] = round(timer.seconds, 3)
     timings["embed"] = embedded.timings.as_dict()
     build.embedded_count = embedded.embedded
     build.reused_count = embedded.reused
@@ -317,9 +313,8 @@ def _run(
     ]
 
     identity = embedder.identity()
-    with Timeit("Collecting vectors") as timer:
+    with Timeit("Collecting vectors", into=timings, key="collect_seconds"):
         inputs = collect_inputs(identity)
-    timings["collect_seconds"] = round(timer.seconds, 3)
     if not len(inputs.ids):
         raise BuildFailed(MSG_NOTHING_TO_INDEX)
     outcome = index_update(

@@ -160,31 +160,28 @@ def index_update(
         and (current.path / MEMBERS_FILE).exists()
     )
     if not full and same_kind:
-        with Timeit("Updating the current index incrementally") as timer:
+        with Timeit("Updating the current index incrementally", into=timings, key="index_seconds"):
             updated = _incremental(current.path, inputs)
-        timings["index_seconds"] = round(timer.seconds, 3)
         if updated is not None:
             index, added, removed = updated
             mode = "incremental"
     if index is None:
-        with Timeit(f"Building {factory} over {count} vectors") as timer:
+        with Timeit(f"Building {factory} over {count} vectors", into=timings, key="index_seconds"):
             index = build_index(
                 inputs.vectors,
                 inputs.ids,
                 index_type=index_type,
                 threads=fork_safe_threads(conf.threads),
             )
-        timings["index_seconds"] = round(timer.seconds, 3)
 
     recall = None
     if factory not in EXACT_FACTORIES:
-        with Timeit("Measuring recall@10 against exact search") as timer:
+        with Timeit("Measuring recall@10 against exact search", into=timings, key="recall_seconds"):
             rng = np.random.default_rng(0)
             sample = rng.choice(count, size=min(conf.recall_sample, count), replace=False)
             recall = recall_at_k(
                 index, (inputs.vectors, inputs.ids), inputs.vectors[np.sort(sample)], RECALL_K
             )
-        timings["recall_seconds"] = round(timer.seconds, 3)
 
     manifest = {
         "model": model,
@@ -196,11 +193,10 @@ def index_update(
         "recall_at_10": recall,
         **(extra_manifest or {}),
     }
-    with Timeit("Writing the index build") as timer:
+    with Timeit("Writing the index build", into=timings, key="write_seconds"):
         path = write_build(root, index, manifest, arrays={"members": _members(inputs)})
         set_current(root, path.name)
         prune_builds(root, keep=conf.keep_builds)
-    timings["write_seconds"] = round(timer.seconds, 3)
     return IndexOutcome(
         mode=mode,
         build_name=path.name,

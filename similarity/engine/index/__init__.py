@@ -28,7 +28,7 @@ from similarity.engine.index.storage import (
     set_current,
     write_build,
 )
-from similarity.engine.index.timing import Timeit
+from similarity.engine.timing import Timeit
 
 __all__ = [
     "FLAT_MAX_VECTORS",

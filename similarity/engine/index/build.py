@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import faiss
 import numpy as np
 
-from similarity.engine.index.timing import Timeit
+from similarity.engine.timing import Timeit
 
 logger = logging.getLogger("similarity.engine.index")
 

@@ -1,4 +1,8 @@
-"""Phase timer: `with Timeit("Building index") as t: ...` logs the phase and keeps `t.seconds`."""
+"""Phase timer: `with Timeit("Building index", into=timings, key="index_seconds"): ...`.
+
+Logs the phase start and its duration, keeps `.seconds`, and (with ``into``) records the
+rounded seconds under ``key`` in a timings dict, so a build's phases are timed one way.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,20 @@ logger = logging.getLogger("similarity.engine.index")
 class Timeit:
     """Context manager that logs how long a phase took and exposes it as `.seconds`."""
 
-    def __init__(self, name: str, *, log: logging.Logger | None = None, level: int = logging.INFO):
+    def __init__(
+        self,
+        name: str,
+        *,
+        into: dict[str, object] | None = None,
+        key: str = "",
+        log: logging.Logger | None = None,
+        level: int = logging.INFO,
+    ):
+        if into is not None and not key:
+            raise ValueError(f"Timeit({name!r}, into=...) needs a key to record the seconds under")
         self.name = name
+        self._into = into
+        self._key = key
         self.seconds: float = 0.0
         self._log = log or logger
         self._level = level
@@ -31,5 +47,7 @@ class Timeit:
         tb: TracebackType | None,
     ) -> None:
         self.seconds = time.perf_counter() - self._start
+        if self._into is not None:
+            self._into[self._key] = round(self.seconds, 3)
         outcome = "failed after" if exc_type else "took"
         self._log.log(self._level, "%s %s %.3f s", self.name, outcome, self.seconds)
