@@ -98,7 +98,7 @@ def main() -> None:
             ),
         }
         raw_p50, _raw_p99 = percentiles(results["raw Faiss index.search"])
-        print(f"\n{cpu_model()}, {os.cpu_count()} CPUs; index {loaded.manifest['factory']}, "
+        print(f"\n{cpu_model()}, {os.cpu_count()} CPUs; index {loaded.manifest.factory}, "
               f"{loaded.index.ntotal} vectors; {args.queries} queries, Faiss 1 thread\n")
         print("| path | p50 ms | p99 ms | added over raw p50 ms |")
         print("|---|---:|---:|---:|")

@@ -75,17 +75,17 @@ class IndexApi(APIView):
             current = None
         else:
             manifest = loaded.manifest
-            build = IndexBuild.objects.filter(pk=manifest.get("build_id")).first()
+            build = IndexBuild.objects.filter(pk=manifest.build_id).first()
             current = {
                 "name": loaded.name,
-                "model": manifest.get("model", ""),
+                "model": manifest.model,
                 "count": int(loaded.index.ntotal),
                 "dimension": int(loaded.index.d),
-                "built_at": manifest.get("created_at") or (build.finished_at if build else None),
-                "index_type": manifest.get("index_type", ""),
-                "factory": manifest.get("factory", ""),
-                "supports_text": bool(manifest.get("supports_text", False)),
-                "recall_at_10": manifest.get("recall_at_10"),
+                "built_at": manifest.created_at or (build.finished_at if build else None),
+                "index_type": manifest.index_type,
+                "factory": manifest.factory,
+                "supports_text": bool(manifest.supports_text),
+                "recall_at_10": manifest.recall_at_10,
             }
         latest = IndexBuild.objects.first()
         context = {"request": request}

@@ -12,14 +12,18 @@ from typing import Any
 import numpy as np
 
 from similarity.conf import similarity_settings
-from similarity.engine.index import current_build, load_index, set_faiss_threads
+from similarity.engine.index import (
+    BuildManifest,
+    current_build,
+    load_index,
+    read_members,
+    set_faiss_threads,
+)
 from similarity.engine.index.storage import CURRENT_FILE
 from similarity.engine.threads import fork_safe_threads, mark_openmp_used
 from similarity.errors import IndexNotReady
 
 logger = logging.getLogger(__name__)
-
-MEMBERS_FILE = "members.npy"
 
 
 @dataclass(frozen=True)
@@ -28,18 +32,13 @@ class LoadedIndex:
 
     name: str
     path: Path
-    manifest: dict[str, Any]
+    manifest: BuildManifest
     index: Any  # faiss.Index
     ids: np.ndarray  # sorted article pks in the index
 
     def contains(self, pk: int) -> bool:
         position = int(np.searchsorted(self.ids, pk))
         return position < len(self.ids) and int(self.ids[position]) == pk
-
-
-def read_members(path: Path) -> np.ndarray:
-    """The (id, embedding pk) pairs of a build, sorted by id."""
-    return np.load(path / MEMBERS_FILE, allow_pickle=False)
 
 
 class IndexStore:

@@ -196,7 +196,7 @@ def collect_pairs(loaded: LoadedIndex, threshold: float) -> PairList:
     count = len(loaded.ids)
     cap = pair_cap(count)
     first, second, distance = array("q"), array("q"), array("d")
-    batches = vector_batches(loaded.manifest["model_identity"], loaded.ids, QUERY_CHUNK)
+    batches = vector_batches(loaded.manifest.model_identity, loaded.ids, QUERY_CHUNK)
     for a, b, d in duplicate_pairs(loaded.index, batches, threshold):
         if len(first) >= cap:
             raise TooManyPairs(threshold=threshold, cap=cap, count=count)
@@ -242,7 +242,7 @@ def duplicate_groups_find(
     """
     loaded = get_store().get()
     if threshold is None:
-        threshold = similarity_settings().duplicate_threshold_for(loaded.manifest["model"])
+        threshold = similarity_settings().duplicate_threshold_for(loaded.manifest.model)
     threshold = validate_threshold(threshold)
     pairs = _cached_pairs(loaded, threshold)
     pks = np.unique(np.concatenate((pairs.first, pairs.second))).tolist()
@@ -265,7 +265,7 @@ def duplicate_groups_find(
             continue
         edges.append((a, b, distance))
     report = DuplicateReport(
-        build_name=loaded.name, model=loaded.manifest["model"], threshold=threshold,
+        build_name=loaded.name, model=loaded.manifest.model, threshold=threshold,
         pair_count=len(edges), hidden_pairs=hidden,
     )
     sets = UnionFind()

@@ -100,12 +100,12 @@ def index_evaluate(
     if k < 1:
         raise ValueError(f"k must be >= 1; got {k}")
     loaded = get_store().get()
-    inputs = collect_inputs(loaded.manifest["model_identity"])
+    inputs = collect_inputs(loaded.manifest.model_identity)
     keep = np.isin(inputs.ids, loaded.ids)
     ids, vectors = inputs.ids[keep], inputs.vectors[keep]
-    factory = loaded.manifest.get("factory", "")
+    factory = loaded.manifest.factory
     report = EvaluationReport(
-        build_name=loaded.name, model=loaded.manifest["model"], factory=factory,
+        build_name=loaded.name, model=loaded.manifest.model, factory=factory,
         count=len(ids), k=k,
     )
     names = article_ids_by_pk(ids.tolist())

@@ -12,6 +12,7 @@ from django.db.models import F
 from catalog.models import Article
 from similarity.conf import similarity_settings
 from similarity.engine.index import (
+    BuildManifest,
     Timeit,
     add_vectors,
     build_index,
@@ -19,7 +20,10 @@ from similarity.engine.index import (
     find_build_by_checksum,
     input_checksum,
     load_index,
+    members_table,
     prune_builds,
+    read_manifest,
+    read_members,
     recall_at_k,
     remove_ids,
     resolve_factory,
@@ -27,9 +31,9 @@ from similarity.engine.index import (
     supports_incremental,
     write_build,
 )
+from similarity.engine.index.members import MEMBERS_ARRAY, members_exist
 from similarity.engine.threads import fork_safe_threads
 from similarity.models import Embedding
-from similarity.selectors.store import MEMBERS_FILE, read_members
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +56,13 @@ class IndexOutcome:
     added: int = 0
     removed: int = 0
     recall_at_10: float | None = None
-    manifest: dict[str, Any] = field(default_factory=dict)
+    build_manifest: BuildManifest | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest as JSON (what the IndexBuild row records); {} without a build."""
+        return self.build_manifest.to_dict() if self.build_manifest is not None else {}
 
 
 def collect_inputs(identity: str) -> IndexInputs:
@@ -87,10 +96,6 @@ def collect_inputs(identity: str) -> IndexInputs:
             np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 0), np.float32)
         )
     return IndexInputs(ids[:filled], embedding_pks[:filled], vectors[:filled])
-
-
-def _members(inputs: IndexInputs) -> np.ndarray:
-    return np.stack([inputs.ids, inputs.embedding_pks], axis=1).astype(np.int64)
 
 
 def member_changes(
@@ -143,21 +148,21 @@ def index_update(
     timings: dict[str, float] = {}
 
     if not full:
-        if current is not None and current.manifest.get("input_checksum") == checksum:
+        if current is not None and current.manifest.input_checksum == checksum:
             logger.info("Inputs unchanged since build %s; nothing to do", current.name)
-            return IndexOutcome("unchanged", current.name, count, manifest=current.manifest)
+            return IndexOutcome("unchanged", current.name, count, build_manifest=current.manifest)
         previous = find_build_by_checksum(root, checksum)
         if previous is not None:
             set_current(root, previous.name)
-            return IndexOutcome("reused", previous.name, count, manifest=previous.manifest)
+            return IndexOutcome("reused", previous.name, count, build_manifest=previous.manifest)
 
     index = None
     mode, added, removed = "full", count, 0
     same_kind = (
         current is not None
-        and current.manifest.get("model_identity") == identity
-        and current.manifest.get("factory") == factory
-        and (current.path / MEMBERS_FILE).exists()
+        and current.manifest.model_identity == identity
+        and current.manifest.factory == factory
+        and members_exist(current.path)
     )
     if not full and same_kind:
         with Timeit("Updating the current index incrementally", into=timings, key="index_seconds"):
@@ -183,18 +188,22 @@ def index_update(
                 index, (inputs.vectors, inputs.ids), inputs.vectors[np.sort(sample)], RECALL_K
             )
 
-    manifest = {
-        "model": model,
-        "model_identity": identity,
-        "index_type": index_type,
-        "factory": factory,
-        "input_checksum": checksum,
-        "mode": mode,
-        "recall_at_10": recall,
-        **(extra_manifest or {}),
-    }
+    manifest = BuildManifest.from_dict(
+        {
+            "model": model,
+            "model_identity": identity,
+            "index_type": index_type,
+            "factory": factory,
+            "input_checksum": checksum,
+            "mode": mode,
+            "recall_at_10": recall,
+            **(extra_manifest or {}),
+        }
+    )
+    members = members_table(ids=inputs.ids, embedding_pks=inputs.embedding_pks)
     with Timeit("Writing the index build", into=timings, key="write_seconds"):
-        path = write_build(root, index, manifest, arrays={"members": _members(inputs)})
+        path = write_build(root, index, manifest, arrays={MEMBERS_ARRAY: members})
+        written = read_manifest(path)
         set_current(root, path.name)
         prune_builds(root, keep=conf.keep_builds)
     return IndexOutcome(
@@ -204,6 +213,6 @@ def index_update(
         added=added,
         removed=removed,
         recall_at_10=recall,
-        manifest={**manifest, "count": count, "dimension": dimension},
+        build_manifest=written,
         timings=timings,
     )

@@ -136,7 +136,7 @@ def iter_catalog_neighbors(
     if not 1 <= k <= max_k:
         raise ValueError(MSG_BAD_K.format(max_k=max_k, k=k))
     batch_size = batch_size or similarity_settings().neighbors_batch
-    identity = loaded.manifest["model_identity"]
+    identity = loaded.manifest.model_identity
     groups = _categories(loaded.ids) if category_only else {"": loaded.ids}
     bar = tqdm(total=len(loaded.ids), unit="article", desc="Neighbours", disable=not progress)
     with bar:

@@ -12,10 +12,9 @@ from django.core.management import CommandError, call_command
 from catalog.models import Article
 from demo.sample_images import product_image
 from similarity.conf import similarity_settings
-from similarity.engine.index import current_build, knn_query, load_index
+from similarity.engine.index import current_build, knn_query, load_index, read_members
 from similarity.errors import BuildAlreadyRunning
 from similarity.models import Embedding, IndexBuild
-from similarity.selectors.store import read_members
 from similarity.services.builds import BuildFailed, index_build_create, index_build_run
 from tests.similarity.helpers import make_catalog, store_image
 
@@ -39,8 +38,9 @@ def test_full_build_indexes_every_downloaded_article():
     assert (result.mode, result.article_count, result.embedded_count) == ("full", 12, 12)
     assert Embedding.objects.count() == 12
     info = current_build(similarity_settings().index_root)
-    assert info.manifest["count"] == 12
-    assert info.manifest["model"] == "classic"
+    assert info.manifest.count == 12
+    assert info.manifest.model == "classic"
+    assert result.manifest == info.manifest.to_dict()  # the row records the file
     members = read_members(info.path)
     assert sorted(members[:, 0].tolist()) == sorted(a.pk for a in articles)
     for phase in ("embed_seconds", "index_seconds", "write_seconds", "total_seconds"):
@@ -159,7 +159,7 @@ def test_approximate_index_reports_recall():
     make_catalog(40)
     result = build(index_type="IVF4,Flat")
     assert result.recall_at_10 is not None and 0.0 < result.recall_at_10 <= 1.0
-    assert current_build(similarity_settings().index_root).manifest["factory"] == "IVF4,Flat"
+    assert current_build(similarity_settings().index_root).manifest.factory == "IVF4,Flat"
 
 
 def test_unknown_model_fails_with_one_line(tmp_path):

@@ -10,6 +10,8 @@ from similarity.engine.index.build import (
     set_faiss_threads,
     supports_incremental,
 )
+from similarity.engine.index.manifest import BuildManifest, read_manifest
+from similarity.engine.index.members import MEMBERS_FILE, members_table, read_members
 from similarity.engine.index.search import (
     Neighbors,
     brute_force_knn,
@@ -32,7 +34,9 @@ from similarity.engine.timing import Timeit
 
 __all__ = [
     "FLAT_MAX_VECTORS",
+    "MEMBERS_FILE",
     "BuildInfo",
+    "BuildManifest",
     "Neighbors",
     "Timeit",
     "add_vectors",
@@ -45,8 +49,11 @@ __all__ = [
     "knn_query",
     "list_builds",
     "load_index",
+    "members_table",
     "prune_builds",
     "range_search_batched",
+    "read_manifest",
+    "read_members",
     "recall_at_k",
     "remove_ids",
     "resolve_factory",

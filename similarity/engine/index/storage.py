@@ -2,32 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
-import json
 import logging
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import faiss
 import numpy as np
 
 from similarity.engine.files import fsync_file
 from similarity.engine.index.build import check_ids, mark_read_only
+from similarity.engine.index.manifest import (
+    MANIFEST_FILE,
+    BuildManifest,
+    manifest_text,
+    read_manifest,
+)
 
 logger = logging.getLogger("similarity.engine.index")
 
 BUILDS_DIR = "builds"
 CURRENT_FILE = "CURRENT"
 INDEX_FILE = "index.faiss"
-MANIFEST_FILE = "manifest.json"
 TMP_PREFIX = ".tmp-"
 STALE_TMP_SECONDS = 3600.0
-REQUIRED_MANIFEST_KEYS = ("model", "index_type", "factory", "input_checksum")
 
 # Faiss 1.15: IO_FLAG_MMAP only maps IVF inverted lists (as OnDiskInvertedLists) and still
 # copies flat storage into RAM; IO_FLAG_MMAP_IFC maps flat codes zero-copy for IndexFlat,
@@ -44,7 +47,7 @@ class BuildInfo:
 
     name: str
     path: Path
-    manifest: dict[str, Any]
+    manifest: BuildManifest
 
     @property
     def index_path(self) -> Path:
@@ -67,7 +70,7 @@ def input_checksum(ids: np.ndarray, vectors: np.ndarray, extra: str = "") -> str
 def write_build(
     root: Path,
     index: faiss.Index,
-    manifest: dict[str, Any],
+    manifest: BuildManifest,
     *,
     arrays: dict[str, np.ndarray] | None = None,
 ) -> Path:
@@ -79,13 +82,10 @@ def write_build(
     into place, so a build directory is either complete or absent. CURRENT is not touched:
     call set_current() once the build has been checked.
     """
-    missing = [key for key in REQUIRED_MANIFEST_KEYS if key not in manifest]
-    if missing:
-        raise ValueError(f"manifest is missing {', '.join(missing)}; got keys {sorted(manifest)}")
     builds = Path(root) / BUILDS_DIR
     builds.mkdir(parents=True, exist_ok=True)
     created = dt.datetime.now(dt.UTC)
-    name = f"{created:%Y%m%dT%H%M%S%fZ}-{str(manifest['input_checksum'])[:8]}"
+    name = f"{created:%Y%m%dT%H%M%S%fZ}-{manifest.input_checksum[:8]}"
     final = builds / name
     tmp = builds / f"{TMP_PREFIX}{name}-{os.getpid()}"
     tmp.mkdir()
@@ -95,14 +95,14 @@ def write_build(
         for array_name, array in (arrays or {}).items():
             np.save(tmp / f"{array_name}.npy", array, allow_pickle=False)
             fsync_file(tmp / f"{array_name}.npy")
-        full = {
-            **manifest,
-            "dimension": int(index.d),
-            "count": int(index.ntotal),
-            "created_at": created.isoformat(),
-            "faiss_version": faiss.__version__,
-        }
-        (tmp / MANIFEST_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+        written = dataclasses.replace(
+            manifest,
+            dimension=int(index.d),
+            count=int(index.ntotal),
+            created_at=created.isoformat(),
+            faiss_version=faiss.__version__,
+        )
+        (tmp / MANIFEST_FILE).write_text(manifest_text(written))
         fsync_file(tmp / MANIFEST_FILE)
         _fsync_dir(tmp)
         os.rename(tmp, final)
@@ -152,7 +152,7 @@ def list_builds(root: Path) -> list[BuildInfo]:
 
 def find_build_by_checksum(root: Path, checksum: str) -> BuildInfo | None:
     """The newest finished build made from the same inputs, so unchanged inputs skip a build."""
-    matches = [b for b in list_builds(root) if b.manifest.get("input_checksum") == checksum]
+    matches = [b for b in list_builds(root) if b.manifest.input_checksum == checksum]
     return matches[-1] if matches else None
 
 
@@ -218,8 +218,11 @@ def _read_build(path: Path) -> BuildInfo | None:
     if path.name.startswith(TMP_PREFIX) or not (path / INDEX_FILE).is_file():
         return None
     try:
-        manifest = json.loads((path / MANIFEST_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        manifest = read_manifest(path)
+    except FileNotFoundError:
+        return None
+    except ValueError as error:  # unreadable JSON or required keys missing
+        logger.warning("Ignoring build %s: bad %s: %s", path.name, MANIFEST_FILE, error)
         return None
     return BuildInfo(name=path.name, path=path, manifest=manifest)
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from similarity.engine.index import (
+    BuildManifest,
     Timeit,
     add_vectors,
     brute_force_knn,
@@ -135,12 +136,14 @@ def test_k_larger_than_index_trims_missing(data):
 def test_flat_build_is_byte_identical_regardless_of_input_order(data, tmp_path):
     vectors, ids = data
     perm = np.random.default_rng(3).permutation(N)
-    manifest = {"model": "m", "index_type": "flat", "factory": "IDMap2,Flat"}
     paths = []
     for name, order in (("a", np.arange(N)), ("b", perm)):
         index = build_index(vectors[order], ids[order])
         checksum = input_checksum(ids[order], vectors[order], "m")
-        paths.append(write_build(tmp_path / name, index, {**manifest, "input_checksum": checksum}))
+        manifest = BuildManifest(
+            model="m", index_type="flat", factory="IDMap2,Flat", input_checksum=checksum
+        )
+        paths.append(write_build(tmp_path / name, index, manifest))
     assert (paths[0] / INDEX_FILE).read_bytes() == (paths[1] / INDEX_FILE).read_bytes()
     assert paths[0].name.split("-")[1] == paths[1].name.split("-")[1]
 
@@ -351,12 +354,12 @@ def test_timeit_logs_and_exposes_seconds(caplog):
 
 def _write(root: Path, vectors, ids, kind="flat") -> Path:
     index = build_index(vectors, ids, index_type=kind)
-    manifest = {
-        "model": "test-model",
-        "index_type": kind,
-        "factory": resolve_factory(kind, len(ids), vectors.shape[1]),
-        "input_checksum": input_checksum(ids, vectors, "test-model"),
-    }
+    manifest = BuildManifest(
+        model="test-model",
+        index_type=kind,
+        factory=resolve_factory(kind, len(ids), vectors.shape[1]),
+        input_checksum=input_checksum(ids, vectors, "test-model"),
+    )
     return write_build(root, index, manifest)
 
 
@@ -368,8 +371,8 @@ def test_write_build_and_switch_current(data, tmp_path):
     set_current(tmp_path, first.name)
     info = current_build(tmp_path)
     assert info is not None and info.path == first
-    assert info.manifest["count"] == 500 and info.manifest["dimension"] == D
-    assert info.manifest["model"] == "test-model" and "created_at" in info.manifest
+    assert info.manifest.count == 500 and info.manifest.dimension == D
+    assert info.manifest.model == "test-model" and info.manifest.created_at
 
     second = _write(tmp_path, vectors, ids)
     assert second.name > first.name
