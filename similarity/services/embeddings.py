@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import transaction
 from django.db.models import F, QuerySet
@@ -54,62 +55,96 @@ def embeddings_update(
     processes (``manage.py embed_images --shard i/n``) split a large catalog between them.
     """
     identity = embedder.identity()
+    articles = _candidate_rows(shard)
+    # With reembed nothing counts as stored: every vector is replaced batch by batch, so an
+    # interrupted run leaves the old vectors of the articles it did not reach in place.
+    todo = articles if reembed else _without_stored_vector(articles, identity)
+    summary = EmbedSummary(reused=len(articles) - len(todo))
+    if todo:
+        by_pk = {row.pk: row for row in todo}
+        batches = _embedded_batches(
+            embedder, todo, batch_size, decode_workers, progress, summary.timings
+        )
+        for batch in batches:
+            _store_batch(embedder, identity, batch, by_pk, summary, reembed=reembed)
+            if heartbeat is not None:
+                heartbeat()
+    _delete_replaced_embeddings(identity)
+    return summary
+
+
+def _candidate_rows(shard: tuple[int, int] | None) -> list[Any]:
+    """(pk, article_id, image, image_sha256) rows of the indexable articles of ``shard``."""
     candidates = indexable_articles()
     if shard is not None:
         index, count = shard
         if not 0 <= index < count:
             raise ValueError(f"shard must be i/n with 0 <= i < n; got {index}/{count}")
         candidates = candidates.annotate(shard=Mod("pk", count)).filter(shard=index)
-    articles = list(candidates.values_list("pk", "article_id", "image", "image_sha256"))
-    # With reembed nothing counts as stored: every vector is replaced batch by batch, so an
-    # interrupted run leaves the old vectors of the articles it did not reach in place.
-    have = (
-        set()
-        if reembed
-        else set(Embedding.objects.filter(model=identity).values_list("article_id", "image_sha256"))
-    )
-    todo = [row for row in articles if (row[0], row[3]) not in have]
-    summary = EmbedSummary(reused=len(articles) - len(todo))
-    by_pk = {pk: (article_id, sha) for pk, article_id, _image, sha in todo}
-    if todo:
-        from django.core.files.storage import default_storage
+    return list(candidates.values_list("pk", "article_id", "image", "image_sha256", named=True))
 
-        sources = ((pk, default_storage.path(image)) for pk, _aid, image, _sha in todo)
-        bar = tqdm(total=len(todo), desc="Embedding", unit="img", disable=not progress)
-        try:
-            for batch in embed_sources(
-                embedder,
-                sources,
-                batch_size=batch_size,
-                decode_workers=decode_workers,
-                progress=bar.update,
-                timings=summary.timings,
-            ):
-                rows = [
-                    Embedding(
-                        article_id=pk,
-                        model=identity,
-                        image_sha256=by_pk[pk][1],
-                        dimension=embedder.dimension,
-                        vector=vector.astype("<f4").tobytes(),
-                    )
-                    for pk, vector in zip(batch.keys, batch.vectors, strict=True)
-                ]
-                with transaction.atomic():
-                    if reembed:
-                        Embedding.objects.filter(model=identity, article_id__in=batch.keys).delete()
-                    Embedding.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
-                summary.embedded += len(rows)
-                for pk, reason in batch.failures:
-                    summary.failures.append((by_pk[pk][0], reason))
-                if heartbeat is not None:
-                    heartbeat()
-        finally:
-            bar.close()
+
+def _without_stored_vector(articles: list[Any], identity: str) -> list[Any]:
+    """The rows whose (article, image hash) has no vector under ``identity`` yet."""
+    have = set(Embedding.objects.filter(model=identity).values_list("article_id", "image_sha256"))
+    return [row for row in articles if (row.pk, row.image_sha256) not in have]
+
+
+def _embedded_batches(
+    embedder: Embedder,
+    todo: list[Any],
+    batch_size: int,
+    decode_workers: int,
+    progress: bool,
+    timings: Timings,
+) -> Iterator[Any]:
+    """The pipeline's batches of vectors for the ``todo`` rows, with a progress bar."""
+    from django.core.files.storage import default_storage
+
+    sources = ((row.pk, default_storage.path(row.image)) for row in todo)
+    with tqdm(total=len(todo), desc="Embedding", unit="img", disable=not progress) as bar:
+        yield from embed_sources(
+            embedder,
+            sources,
+            batch_size=batch_size,
+            decode_workers=decode_workers,
+            progress=bar.update,
+            timings=timings,
+        )
+
+
+def _store_batch(
+    embedder: Embedder,
+    identity: str,
+    batch: Any,
+    by_pk: dict[int, Any],
+    summary: EmbedSummary,
+    *,
+    reembed: bool,
+) -> None:
+    """Insert one batch's vectors (replacing stored ones with ``reembed``); count failures."""
+    rows = [
+        Embedding(
+            article_id=pk,
+            model=identity,
+            image_sha256=by_pk[pk].image_sha256,
+            dimension=embedder.dimension,
+            vector=vector.astype("<f4").tobytes(),
+        )
+        for pk, vector in zip(batch.keys, batch.vectors, strict=True)
+    ]
+    with transaction.atomic():
+        if reembed:
+            Embedding.objects.filter(model=identity, article_id__in=batch.keys).delete()
+        Embedding.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+    summary.embedded += len(rows)
+    summary.failures.extend((by_pk[pk].article_id, reason) for pk, reason in batch.failures)
+
+
+def _delete_replaced_embeddings(identity: str) -> None:
     stale = Embedding.objects.filter(model=identity).exclude(
         image_sha256=F("article__image_sha256")
     )
     deleted, _ = stale.delete()
     if deleted:
         logger.info("Deleted %d embeddings of replaced images", deleted)
-    return summary

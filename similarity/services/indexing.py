@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
+import faiss
 import numpy as np
 from django.db.models import F
 
 from catalog.models import Article
 from similarity.conf import similarity_settings
 from similarity.engine.index import (
+    BuildInfo,
     BuildManifest,
     Timeit,
     add_vectors,
@@ -65,6 +68,13 @@ class IndexOutcome:
         return self.build_manifest.to_dict() if self.build_manifest is not None else {}
 
 
+class _MadeIndex(NamedTuple):
+    index: faiss.Index
+    mode: str  # "full" or "incremental"
+    added: int
+    removed: int
+
+
 def collect_inputs(identity: str) -> IndexInputs:
     """The current embedding of every indexable article, in article-pk order."""
     rows = (
@@ -115,7 +125,7 @@ def member_changes(
     return gone.astype(np.int64), fresh.astype(np.int64)
 
 
-def _incremental(current_path: Any, inputs: IndexInputs) -> tuple[Any, int, int] | None:
+def _incremental(current_path: Path, inputs: IndexInputs) -> _MadeIndex | None:
     """Update the current index in place of a rebuild; None when its type cannot."""
     index = load_index(current_path, mmap=False)
     if not supports_incremental(index):
@@ -126,7 +136,7 @@ def _incremental(current_path: Any, inputs: IndexInputs) -> tuple[Any, int, int]
     mask = np.isin(inputs.ids, fresh)
     if mask.any():
         add_vectors(index, inputs.vectors[mask], inputs.ids[mask])
-    return index, int(mask.sum()), removed
+    return _MadeIndex(index, "incremental", int(mask.sum()), removed)
 
 
 def index_update(
@@ -140,54 +150,26 @@ def index_update(
 ) -> IndexOutcome:
     """Make the index of ``inputs`` current: reuse, update incrementally, or build anew."""
     conf = similarity_settings()
-    root = conf.index_root
     count, dimension = inputs.vectors.shape
     factory = resolve_factory(index_type, count, dimension)
     checksum = input_checksum(inputs.ids, inputs.vectors, extra=f"{identity}\0{factory}")
-    current = current_build(root)
-    timings: dict[str, float] = {}
-
+    current = current_build(conf.index_root)
     if not full:
-        if current is not None and current.manifest.input_checksum == checksum:
-            logger.info("Inputs unchanged since build %s; nothing to do", current.name)
-            return IndexOutcome("unchanged", current.name, count, build_manifest=current.manifest)
-        previous = find_build_by_checksum(root, checksum)
-        if previous is not None:
-            set_current(root, previous.name)
-            return IndexOutcome("reused", previous.name, count, build_manifest=previous.manifest)
+        existing = _existing_build(conf.index_root, current, checksum, count)
+        if existing is not None:
+            return existing
 
-    index = None
-    mode, added, removed = "full", count, 0
-    same_kind = (
-        current is not None
-        and current.manifest.model_identity == identity
-        and current.manifest.factory == factory
-        and members_exist(current.path)
+    timings: dict[str, float] = {}
+    made = _updated_or_new_index(
+        None if full else current,
+        inputs,
+        identity=identity,
+        index_type=index_type,
+        factory=factory,
+        threads=fork_safe_threads(conf.threads),
+        timings=timings,
     )
-    if not full and same_kind:
-        with Timeit("Updating the current index incrementally", into=timings, key="index_seconds"):
-            updated = _incremental(current.path, inputs)
-        if updated is not None:
-            index, added, removed = updated
-            mode = "incremental"
-    if index is None:
-        with Timeit(f"Building {factory} over {count} vectors", into=timings, key="index_seconds"):
-            index = build_index(
-                inputs.vectors,
-                inputs.ids,
-                index_type=index_type,
-                threads=fork_safe_threads(conf.threads),
-            )
-
-    recall = None
-    if factory not in EXACT_FACTORIES:
-        with Timeit("Measuring recall@10 against exact search", into=timings, key="recall_seconds"):
-            rng = np.random.default_rng(0)
-            sample = rng.choice(count, size=min(conf.recall_sample, count), replace=False)
-            recall = recall_at_k(
-                index, (inputs.vectors, inputs.ids), inputs.vectors[np.sort(sample)], RECALL_K
-            )
-
+    recall = _measured_recall(made.index, inputs, factory, conf.recall_sample, timings)
     manifest = BuildManifest.from_dict(
         {
             "model": model,
@@ -195,24 +177,93 @@ def index_update(
             "index_type": index_type,
             "factory": factory,
             "input_checksum": checksum,
-            "mode": mode,
+            "mode": made.mode,
             "recall_at_10": recall,
             **(extra_manifest or {}),
         }
     )
-    members = members_table(ids=inputs.ids, embedding_pks=inputs.embedding_pks)
-    with Timeit("Writing the index build", into=timings, key="write_seconds"):
-        path = write_build(root, index, manifest, arrays={MEMBERS_ARRAY: members})
-        written = read_manifest(path)
-        set_current(root, path.name)
-        prune_builds(root, keep=conf.keep_builds)
+    written = _write_and_switch(made.index, manifest, inputs, timings)
     return IndexOutcome(
-        mode=mode,
-        build_name=path.name,
+        mode=made.mode,
+        build_name=written.name,
         count=count,
-        added=added,
-        removed=removed,
+        added=made.added,
+        removed=made.removed,
         recall_at_10=recall,
-        build_manifest=written,
+        build_manifest=written.manifest,
         timings=timings,
     )
+
+
+def _existing_build(
+    root: Path, current: BuildInfo | None, checksum: str, count: int
+) -> IndexOutcome | None:
+    """The outcome when a build of the same inputs exists (switched to), else None."""
+    if current is not None and current.manifest.input_checksum == checksum:
+        logger.info("Inputs unchanged since build %s; nothing to do", current.name)
+        return IndexOutcome("unchanged", current.name, count, build_manifest=current.manifest)
+    previous = find_build_by_checksum(root, checksum)
+    if previous is None:
+        return None
+    set_current(root, previous.name)
+    return IndexOutcome("reused", previous.name, count, build_manifest=previous.manifest)
+
+
+def _updated_or_new_index(
+    current: BuildInfo | None,
+    inputs: IndexInputs,
+    *,
+    identity: str,
+    index_type: str,
+    factory: str,
+    threads: int,
+    timings: dict[str, float],
+) -> _MadeIndex:
+    """``current`` updated in place when it is of the same model and factory, else a new one."""
+    same_kind = (
+        current is not None
+        and current.manifest.model_identity == identity
+        and current.manifest.factory == factory
+        and members_exist(current.path)
+    )
+    if same_kind:
+        with Timeit("Updating the current index incrementally", into=timings, key="index_seconds"):
+            updated = _incremental(current.path, inputs)
+        if updated is not None:
+            return updated
+    count = len(inputs.ids)
+    with Timeit(f"Building {factory} over {count} vectors", into=timings, key="index_seconds"):
+        index = build_index(inputs.vectors, inputs.ids, index_type=index_type, threads=threads)
+    return _MadeIndex(index, "full", count, 0)
+
+
+def _measured_recall(
+    index: faiss.Index,
+    inputs: IndexInputs,
+    factory: str,
+    sample_size: int,
+    timings: dict[str, float],
+) -> float | None:
+    """recall@10 of an approximate index on a fixed sample of its own vectors; None if exact."""
+    if factory in EXACT_FACTORIES:
+        return None
+    count = len(inputs.ids)
+    with Timeit("Measuring recall@10 against exact search", into=timings, key="recall_seconds"):
+        sample = np.random.default_rng(0).choice(count, size=min(sample_size, count), replace=False)
+        return recall_at_k(
+            index, (inputs.vectors, inputs.ids), inputs.vectors[np.sort(sample)], RECALL_K
+        )
+
+
+def _write_and_switch(
+    index: faiss.Index, manifest: BuildManifest, inputs: IndexInputs, timings: dict[str, float]
+) -> BuildInfo:
+    """Write the build with its members, make it CURRENT, prune old builds."""
+    conf = similarity_settings()
+    members = members_table(ids=inputs.ids, embedding_pks=inputs.embedding_pks)
+    with Timeit("Writing the index build", into=timings, key="write_seconds"):
+        path = write_build(conf.index_root, index, manifest, arrays={MEMBERS_ARRAY: members})
+        written = BuildInfo(name=path.name, path=path, manifest=read_manifest(path))
+        set_current(conf.index_root, path.name)
+        prune_builds(conf.index_root, keep=conf.keep_builds)
+    return written

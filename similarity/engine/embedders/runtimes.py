@@ -193,6 +193,25 @@ def clear_runtime_cache() -> None:
         _runtime_cache.clear()
 
 
+@dataclass(frozen=True)
+class _Gate:
+    """The accuracy gate of one selection: calibration images and its thresholds."""
+
+    calibration: Sequence[Image.Image]
+    cache_dir: Path | None
+    threads: int | None
+    min_cosine: float
+    min_overlap: float
+
+
+@dataclass
+class _Passed:
+    speed: float  # forward images/s
+    name: str
+    embedder: Embedder
+    agreement: Agreement | None
+
+
 def select_runtime(
     embedder: Embedder,
     runtime: str,
@@ -214,75 +233,84 @@ def select_runtime(
     runtime = validate_runtime(runtime)
     if runtime == REFERENCE:
         return embedder, RuntimeChoice(requested=runtime, runtime=REFERENCE)
+    gate = _Gate(calibration, cache_dir, threads, min_cosine, min_overlap)
     with _cache_lock:
         auto_key = (embedder.identity(), repr((min_cosine, min_overlap)))
         if runtime == AUTO and auto_key in _auto_cache:
             choice = _auto_cache[auto_key]
             return _cached_runtime(embedder, choice.runtime, cache_dir, threads), choice
-        candidates = auto_candidates(embedder) if runtime == AUTO else [runtime]
-        if candidates == [REFERENCE]:  # nothing but torch can run this model
-            choice = RuntimeChoice(requested=runtime, runtime=REFERENCE)
-            _auto_cache[auto_key] = choice
-            return embedder, choice
-        if len(calibration) <= NEIGHBOURS:
-            raise ValueError(MSG_NO_CALIBRATION.format(k=NEIGHBOURS + 1, n=len(calibration)))
-        reference = embedder.embed_images(calibration)
-        batch = embedder.preprocess(calibration)
-        passed: list[tuple[float, str, Embedder, Agreement | None]] = []
-        skipped: list[dict[str, str]] = []
-        for name in candidates:
-            try:
-                candidate, agreement = (
-                    (embedder, None)
-                    if name == REFERENCE
-                    else _gate(embedder, name, calibration, reference, cache_dir, threads,
-                               min_cosine, min_overlap)
-                )
-            except (RuntimeUnavailable, RuntimeRefused) as error:
-                if runtime != AUTO:
-                    raise
-                logger.warning("auto runtime: skipping %s: %s", name, error)
-                skipped.append({"runtime": name, "reason": str(error)})
-                continue
-            passed.append((_speed(candidate, batch, len(calibration)), name, candidate, agreement))
-        speed, name, chosen, agreement = max(passed, key=lambda item: item[0])
-        choice = RuntimeChoice(
-            requested=runtime,
-            runtime=name,
-            agreement=agreement,
-            images_per_second=round(speed, 1),
-            skipped=skipped,
-            speeds={n: round(s, 1) for s, n, _, _ in passed},
-        )
-        logger.info("Embedding runtime %s (requested %s); forward images/s: %s",
-                    name, runtime, choice.speeds)
+        chosen, choice = _fastest_passing(embedder, runtime, gate)
         if runtime == AUTO:
             _auto_cache[auto_key] = choice
         return chosen, choice
 
 
+def _fastest_passing(
+    embedder: Embedder, runtime: str, gate: _Gate
+) -> tuple[Embedder, RuntimeChoice]:
+    """The fastest of ``runtime``'s candidates that pass the gate (``auto``: of several)."""
+    candidates = auto_candidates(embedder) if runtime == AUTO else [runtime]
+    if candidates == [REFERENCE]:  # nothing but torch can run this model
+        return embedder, RuntimeChoice(requested=runtime, runtime=REFERENCE)
+    passed, skipped = _gate_candidates(embedder, runtime, candidates, gate)
+    best = max(passed, key=lambda candidate: candidate.speed)
+    choice = RuntimeChoice(
+        requested=runtime,
+        runtime=best.name,
+        agreement=best.agreement,
+        images_per_second=round(best.speed, 1),
+        skipped=skipped,
+        speeds={candidate.name: round(candidate.speed, 1) for candidate in passed},
+    )
+    logger.info("Embedding runtime %s (requested %s); forward images/s: %s",
+                best.name, runtime, choice.speeds)
+    return best.embedder, choice
+
+
+def _gate_candidates(
+    embedder: Embedder, runtime: str, candidates: list[str], gate: _Gate
+) -> tuple[list[_Passed], list[dict[str, str]]]:
+    """The candidates that passed, timed, and {"runtime", "reason"} of those skipped.
+
+    Only ``auto`` skips: an explicit runtime that is unavailable or refused raises.
+    """
+    if len(gate.calibration) <= NEIGHBOURS:
+        raise ValueError(MSG_NO_CALIBRATION.format(k=NEIGHBOURS + 1, n=len(gate.calibration)))
+    reference = embedder.embed_images(gate.calibration)
+    batch = embedder.preprocess(gate.calibration)
+    passed: list[_Passed] = []
+    skipped: list[dict[str, str]] = []
+    for name in candidates:
+        try:
+            candidate, agreement = (
+                (embedder, None) if name == REFERENCE else _gate(embedder, name, reference, gate)
+            )
+        except (RuntimeUnavailable, RuntimeRefused) as error:
+            if runtime != AUTO:
+                raise
+            logger.warning("auto runtime: skipping %s: %s", name, error)
+            skipped.append({"runtime": name, "reason": str(error)})
+            continue
+        speed = _speed(candidate, batch, len(gate.calibration))
+        passed.append(_Passed(speed, name, candidate, agreement))
+    return passed, skipped
+
+
 def _gate(
-    embedder: Embedder,
-    name: str,
-    calibration: Sequence[Image.Image],
-    reference: np.ndarray,
-    cache_dir: Path | None,
-    threads: int | None,
-    min_cosine: float,
-    min_overlap: float,
+    embedder: Embedder, name: str, reference: np.ndarray, gate: _Gate
 ) -> tuple[Embedder, Agreement]:
-    candidate = _cached_runtime(embedder, name, cache_dir, threads)
-    agreement = measure_agreement(reference, candidate.embed_images(calibration))
-    if not agreement.passes(min_cosine, min_overlap):
+    candidate = _cached_runtime(embedder, name, gate.cache_dir, gate.threads)
+    agreement = measure_agreement(reference, candidate.embed_images(gate.calibration))
+    if not agreement.passes(gate.min_cosine, gate.min_overlap):
         raise RuntimeRefused(
             MSG_REFUSED.format(
                 runtime=name,
                 model=embedder.name,
                 mean_cosine=agreement.mean_cosine,
-                min_cosine=min_cosine,
+                min_cosine=gate.min_cosine,
                 k=NEIGHBOURS,
                 overlap=agreement.top10_overlap,
-                min_overlap=min_overlap,
+                min_overlap=gate.min_overlap,
                 n=agreement.images,
             )
         )
