@@ -9,8 +9,10 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from similarity.engine.embedders.specs import DEFAULT_MODEL, parse_model_spec
+
 DEFAULTS: dict[str, object] = {
-    "MODEL": "clip-ViT-B-32",
+    "MODEL": DEFAULT_MODEL,
     "INDEX_TYPE": "flat",
     "BATCH_SIZE": 32,
     "DECODE_WORKERS": 2,
@@ -74,11 +76,7 @@ class SimilaritySettings:
 
 def model_family(model: str) -> str:
     """classic, transformers or clip (sentence-transformers names and paths)."""
-    if model.startswith("classic"):
-        return "classic"
-    if model.startswith("transformers:"):
-        return "transformers"
-    return "clip"
+    return parse_model_spec(model).family
 
 
 def similarity_settings() -> SimilaritySettings:

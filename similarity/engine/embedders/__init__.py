@@ -10,21 +10,27 @@ from similarity.engine.embedders.base import (
     TextNotSupportedError,
     configure_torch_threads,
 )
+from similarity.engine.embedders.specs import (
+    CLASSIC,
+    CLASSIC_SPEC,
+    DEFAULT_MODEL,
+    TRANSFORMERS,
+    ModelSpec,
+    parse_model_spec,
+)
 
 __all__ = [
     "CLASSIC_SPEC",
-    "DEFAULT_EMBEDDER_SPEC",
+    "DEFAULT_MODEL",
     "Embedder",
     "EmbedderLoadError",
+    "ModelSpec",
     "TextNotSupportedError",
     "canonical_spec",
     "clear_embedder_cache",
     "load_embedder",
+    "parse_model_spec",
 ]
-
-DEFAULT_EMBEDDER_SPEC = "clip-ViT-B-32"
-CLASSIC_SPEC = "classic"
-TRANSFORMERS_PREFIX = "transformers:"
 
 _cache: dict[tuple[str, str], Embedder] = {}
 _cache_lock = threading.Lock()
@@ -32,15 +38,7 @@ _cache_lock = threading.Lock()
 
 def canonical_spec(spec: str) -> str:
     """``spec`` with surrounding whitespace trimmed; ValueError if it is empty."""
-    cleaned = spec.strip() if isinstance(spec, str) else ""
-    if not cleaned or cleaned == TRANSFORMERS_PREFIX:
-        raise ValueError(
-            "embedder spec must be 'classic', 'transformers:<name-or-path>' or a "
-            f"sentence-transformers name or path; got {spec!r}"
-        )
-    if cleaned.startswith(TRANSFORMERS_PREFIX):
-        return TRANSFORMERS_PREFIX + cleaned.removeprefix(TRANSFORMERS_PREFIX).strip()
-    return cleaned
+    return parse_model_spec(spec).canonical
 
 
 def load_embedder(spec: str, *, device: str = "cpu", threads: int | None = None) -> Embedder:
@@ -48,17 +46,17 @@ def load_embedder(spec: str, *, device: str = "cpu", threads: int | None = None)
 
     Specs: ``classic`` (weight-free descriptor); ``transformers:<name-or-path>`` (a
     transformers vision backbone, pooled output); anything else is a sentence-transformers
-    model name or local directory (default ``clip-ViT-B-32``). Hub names load from the
-    local HF cache; see ``EmbedderLoadError`` for what happens when they are not there.
+    model name or local directory (default ``DEFAULT_MODEL``). Hub names load from the local
+    HF cache; see ``EmbedderLoadError`` for what happens when they are not there.
     ``threads`` sets torch's thread count (default: all cores).
     """
-    name = canonical_spec(spec)
-    key = (name, device)
+    parsed = parse_model_spec(spec)
+    key = (parsed.canonical, device)
     with _cache_lock:
         cached = _cache.get(key)
         if cached is not None:
             return cached
-        embedder = _build(name, device=device, threads=threads)
+        embedder = _build(parsed, device=device, threads=threads)
         _cache[key] = embedder
         return embedder
 
@@ -69,16 +67,16 @@ def clear_embedder_cache() -> None:
         _cache.clear()
 
 
-def _build(name: str, *, device: str, threads: int | None) -> Embedder:
-    if name == CLASSIC_SPEC:
+def _build(spec: ModelSpec, *, device: str, threads: int | None) -> Embedder:
+    if spec.family == CLASSIC:
         from similarity.engine.embedders.classic import ClassicEmbedder
 
         return ClassicEmbedder()
     configure_torch_threads(threads)
-    if name.startswith(TRANSFORMERS_PREFIX):
+    if spec.family == TRANSFORMERS:
         from similarity.engine.embedders.hf import TransformersEmbedder
 
-        return TransformersEmbedder(name.removeprefix(TRANSFORMERS_PREFIX), device=device)
+        return TransformersEmbedder(spec.ref, device=device)
     from similarity.engine.embedders.clip import SentenceTransformerEmbedder
 
-    return SentenceTransformerEmbedder(name, device=device)
+    return SentenceTransformerEmbedder(spec.ref, device=device)

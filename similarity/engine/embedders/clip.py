@@ -19,8 +19,8 @@ from similarity.engine.embedders.base import (
 )
 from similarity.engine.embedders.fastprep import FastClipPreprocessor
 from similarity.engine.embedders.hf import processor_image_size
+from similarity.engine.embedders.specs import DEFAULT_MODEL
 
-DEFAULT_MODEL = "clip-ViT-B-32"
 FAST_PREPROCESS_TOLERANCE = 1e-4  # largest pixel-value difference the fast twin may show
 ST_ORGANISATION = "sentence-transformers"
 

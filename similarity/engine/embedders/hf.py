@@ -10,8 +10,7 @@ import numpy as np
 from PIL import Image
 
 from similarity.engine.embedders.base import Batch, Embedder, load_pretrained, source_identity
-
-SPEC_PREFIX = "transformers:"
+from similarity.engine.embedders.specs import TRANSFORMERS_PREFIX
 
 
 class TransformersEmbedder(Embedder):
@@ -26,7 +25,7 @@ class TransformersEmbedder(Embedder):
     supports_text = False
 
     def __init__(self, model_ref: str, *, device: str = "cpu") -> None:
-        self.name = f"{SPEC_PREFIX}{model_ref}"
+        self.name = f"{TRANSFORMERS_PREFIX}{model_ref}"
         self.device = device
         (model, processor, info), self._directory = load_pretrained(
             model_ref, _load_auto, label=self.name
@@ -76,7 +75,9 @@ class TransformersEmbedder(Embedder):
 
     @cached_property
     def _identity(self) -> str:
-        return source_identity(SPEC_PREFIX, self._model_ref, self._directory, [self._model_ref])
+        return source_identity(
+            TRANSFORMERS_PREFIX, self._model_ref, self._directory, [self._model_ref]
+        )
 
 
 def _pooled(model: Any, pixel_values: Any, image_features: bool, use_pooler: bool) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from similarity.engine.embedders.runtimes import RUNTIME_CHOICES
+from similarity.engine.embedders.specs import DEFAULT_MODEL
 from similarity.errors import BuildAlreadyRunning
 from similarity.services.builds import BuildFailed, index_build_run
 
@@ -16,7 +17,8 @@ class Command(BaseCommand):
     help = "Embed new and changed images and build (or update) the similarity index."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("--model", help="Embedder: clip-ViT-B-32 (default), a local "
+        parser.add_argument("--model", help="Embedder (default: LOOKALIKE_MODEL, else "
+                            f"{DEFAULT_MODEL}): a sentence-transformers name or local "
                             "directory, transformers:<name-or-path>, or classic.")
         parser.add_argument("--index", dest="index_type", help="flat (exact, default), auto, "
                             "ivf, hnsw, or a Faiss factory string such as IVF1024,Flat.")
