@@ -268,14 +268,12 @@ def duplicate_groups_find(
         build_name=loaded.name, model=loaded.manifest.model, threshold=threshold,
         pair_count=len(edges), hidden_pairs=hidden,
     )
-    sets = UnionFind()
-    for a, b, _ in edges:
-        sets.union(a, b)
-    by_root: dict[int, list[tuple[int, int, float]]] = {}
+    groups = connected_components((a, b) for a, b, _ in edges)
+    group_of = {pk: n for n, group in enumerate(groups) for pk in group}
+    edges_of: list[list[tuple[int, int, float]]] = [[] for _ in groups]
     for edge in edges:
-        by_root.setdefault(sets.find(edge[0]), []).append(edge)
-    for group in sorted(sets.groups(), key=lambda group: (-len(group), group[0])):
-        group_edges = by_root[sets.find(group[0])]
+        edges_of[group_of[edge[0]]].append(edge)
+    for group, group_edges in zip(groups, edges_of, strict=True):
         members = sorted((_member(articles[pk]) for pk in group), key=lambda m: m.article_id)
         names = {pk: articles[pk].article_id for pk in group}
         keys = [(pair_key(names[a], names[b]), round(d, 6)) for a, b, d in group_edges]
