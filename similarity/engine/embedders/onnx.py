@@ -9,7 +9,6 @@ import os
 import re
 import threading
 import time
-import uuid
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -20,7 +19,7 @@ from PIL import Image
 
 from similarity.engine.embedders.base import Batch, Embedder
 from similarity.engine.embedders.wrapped import RuntimeEmbedder, RuntimeUnavailable
-from similarity.engine.files import fsync_file
+from similarity.engine.files import atomic_path, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +89,14 @@ def _export(embedder: Embedder, entry: Path) -> None:
     # Two images, so the tracer cannot specialise the batch dimension to 1.
     example = embedder.pixel_values(embedder.preprocess(blanks))
     entry.mkdir(parents=True, exist_ok=True)
-    temporary = _temporary(entry / FP32_FILE)
     started = time.perf_counter()
     try:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        with (
+            atomic_path(entry / FP32_FILE) as temporary,
+            warnings.catch_warnings(),
+            torch.inference_mode(False),
+            torch.no_grad(),
+        ):
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
             torch.onnx.export(
                 module,
@@ -106,18 +109,14 @@ def _export(embedder: Embedder, entry: Path) -> None:
                 opset_version=OPSET,
                 do_constant_folding=True,
             )
-        info = {"identity": embedder.identity(), "model": embedder.name, **runtime_versions()}
-        _write_atomically(entry / INFO_FILE, json.dumps(info, indent=2).encode())
-        fsync_file(temporary)
-        os.replace(temporary, entry / FP32_FILE)
+            info = {"identity": embedder.identity(), "model": embedder.name, **runtime_versions()}
+            atomic_write_bytes(entry / INFO_FILE, json.dumps(info, indent=2).encode())
     except RuntimeUnavailable:
         raise
     except Exception as error:
         raise RuntimeUnavailable(
             f"exporting {embedder.name!r} to ONNX failed: {type(error).__name__}: {error}"
         ) from error
-    finally:
-        temporary.unlink(missing_ok=True)
     work_counter["export"] += 1
     logger.info("Exported %s to %s in %.1f s", embedder.name, entry, time.perf_counter() - started)
 
@@ -125,32 +124,16 @@ def _export(embedder: Embedder, entry: Path) -> None:
 def _quantise(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    temporary = _temporary(target)
     started = time.perf_counter()
     try:
-        quantize_dynamic(str(source), str(temporary), weight_type=QuantType.QInt8)
-        fsync_file(temporary)
-        os.replace(temporary, target)
+        with atomic_path(target) as temporary:
+            quantize_dynamic(str(source), str(temporary), weight_type=QuantType.QInt8)
     except Exception as error:
         raise RuntimeUnavailable(
             f"int8 quantisation of {source} failed: {type(error).__name__}: {error}"
         ) from error
-    finally:
-        temporary.unlink(missing_ok=True)
     work_counter["quantise"] += 1
     logger.info("Quantised %s to int8 in %.1f s", source.parent.name, time.perf_counter() - started)
-
-
-def _temporary(path: Path) -> Path:
-    """A temp name beside ``path`` that no other process or container can share."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = _temporary(path)
-    temporary.write_bytes(data)
-    fsync_file(temporary)
-    os.replace(temporary, path)
 
 
 def session_options(threads: int | None) -> Any:

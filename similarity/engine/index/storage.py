@@ -15,7 +15,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from similarity.engine.files import fsync_file
+from similarity.engine.files import atomic_write_bytes, fsync_dir, fsync_file
 from similarity.engine.index.build import check_ids, mark_read_only
 from similarity.engine.index.manifest import (
     MANIFEST_FILE,
@@ -104,9 +104,9 @@ def write_build(
         )
         (tmp / MANIFEST_FILE).write_text(manifest_text(written))
         fsync_file(tmp / MANIFEST_FILE)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         os.rename(tmp, final)
-        _fsync_dir(builds)
+        fsync_dir(builds)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -120,11 +120,7 @@ def set_current(root: Path, build_name: str) -> None:
     build = root / BUILDS_DIR / build_name
     if build_name.startswith(TMP_PREFIX) or not (build / MANIFEST_FILE).is_file():
         raise ValueError(f"no finished build named {build_name!r} in {root / BUILDS_DIR}")
-    tmp = root / f"{TMP_PREFIX}{CURRENT_FILE}-{os.getpid()}"
-    tmp.write_text(build_name + "\n")
-    fsync_file(tmp)
-    os.replace(tmp, root / CURRENT_FILE)
-    _fsync_dir(root)
+    atomic_write_bytes(root / CURRENT_FILE, f"{build_name}\n".encode(), prefix=TMP_PREFIX)
     logger.info("CURRENT index build is now %s", build_name)
 
 
@@ -226,10 +222,3 @@ def _read_build(path: Path) -> BuildInfo | None:
         return None
     return BuildInfo(name=path.name, path=path, manifest=manifest)
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
