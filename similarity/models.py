@@ -40,8 +40,8 @@ class IndexBuild(models.Model):
         FAILED = "failed", "Failed"
         SKIPPED = "skipped", "Skipped (another build was running)"
 
-    # What a build found and did: shown by the admin and the API, written back by the build.
-    RESULT_FIELDS = (
+    # Summary of what a build found and did: shown by the admin and the API.
+    SUMMARY_FIELDS = (
         "mode",
         "build_name",
         "article_count",

@@ -69,7 +69,7 @@ class IndexBuildAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("status_badge", "error", "trigger", "task_link")}),
         ("Options", {"fields": ("model", "index_type", "full", "download")}),
-        ("Result", {"fields": IndexBuild.RESULT_FIELDS}),
+        ("Result", {"fields": IndexBuild.SUMMARY_FIELDS}),
         (
             "Timings",
             {

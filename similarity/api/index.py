@@ -31,7 +31,7 @@ class IndexBuildSerializer(serializers.ModelSerializer):
             "index_type",
             "full",
             "download",
-            *IndexBuild.RESULT_FIELDS,
+            *IndexBuild.SUMMARY_FIELDS,
             "error",
             "created_at",
             "started_at",

@@ -144,10 +144,10 @@ class _Heartbeat:
 
 
 # What a finished build writes back; never task_id (set by the enqueuer) or the lock fields.
-RESULT_FIELDS = (
+FINISH_FIELDS = (
     "status",
     "error",
-    *IndexBuild.RESULT_FIELDS,
+    *IndexBuild.SUMMARY_FIELDS,
     "timings",
     "failures",
     "manifest",
@@ -157,7 +157,7 @@ RESULT_FIELDS = (
 
 def _finish(build: IndexBuild) -> None:
     """Write the outcome, unless another process declared this build abandoned meanwhile."""
-    values = {name: getattr(build, name) for name in RESULT_FIELDS}
+    values = {name: getattr(build, name) for name in FINISH_FIELDS}
     updated = IndexBuild.objects.filter(pk=build.pk, status=IndexBuild.Status.RUNNING).update(
         **values
     )
