@@ -25,7 +25,7 @@ MSG_EMPTY_TEXT = "text must not be empty"
 
 
 @dataclass(frozen=True)
-class SimilarArticle:
+class SimilarResult:
     article_id: str
     title: str
     category: str
@@ -40,7 +40,7 @@ class SimilarArticle:
 class SearchResult:
     model: str
     index_build: str
-    results: list[SimilarArticle]
+    results: list[SimilarResult]
     article_id: str | None = None
 
 
@@ -90,7 +90,7 @@ def _hydrate_rows(ids: list[int]) -> dict[int, tuple]:
         return {row[0]: row for row in cursor.fetchall()}
 
 
-def _hydrate(loaded: LoadedIndex, ids: np.ndarray, distances: np.ndarray) -> list[SimilarArticle]:
+def _hydrate(loaded: LoadedIndex, ids: np.ndarray, distances: np.ndarray) -> list[SimilarResult]:
     rows = _hydrate_rows(ids.tolist())
     results = []
     for pk, distance in zip(ids.tolist(), distances.tolist(), strict=True):
@@ -100,7 +100,7 @@ def _hydrate(loaded: LoadedIndex, ids: np.ndarray, distances: np.ndarray) -> lis
         distance = max(0.0, float(distance))
         _, article_id, title, category, image_url, image = row
         results.append(
-            SimilarArticle(
+            SimilarResult(
                 article_id=article_id,
                 title=title,
                 category=category,

@@ -21,9 +21,8 @@ from catalog.models import Article
 from similarity.conf import similarity_settings
 from similarity.engine.files import atomic_text_file
 from similarity.engine.index import Neighbors, knn_query
-from similarity.models import Embedding
-from similarity.models import SimilarArticle as SimilarArticleRow
-from similarity.selectors.search import SimilarArticle
+from similarity.models import Embedding, SimilarArticle
+from similarity.selectors.search import SimilarResult
 from similarity.selectors.store import LoadedIndex, get_store
 
 logger = logging.getLogger(__name__)
@@ -254,9 +253,9 @@ def neighbors_store(
         pk for _, answer in answers for pk in answer.ids.tolist()
     }
     existing = existing_article_pks(referenced)
-    rows: list[SimilarArticleRow] = []
+    rows: list[SimilarArticle] = []
     with transaction.atomic():
-        SimilarArticleRow.objects.all().delete()
+        SimilarArticle.objects.all().delete()
         for query_id, answer in answers:
             if query_id not in existing:
                 continue
@@ -267,7 +266,7 @@ def neighbors_store(
                 if pk in existing
             ]
             for rank, (pk, distance) in enumerate(kept, start=1):
-                rows.append(SimilarArticleRow(
+                rows.append(SimilarArticle(
                     article_id=query_id, neighbor_id=pk, rank=rank,
                     distance=float(distance), build_name=loaded.name,
                 ))
@@ -282,8 +281,8 @@ def neighbors_store(
     return run
 
 
-def _insert(rows: list[SimilarArticleRow], run: NeighborsRun) -> None:
-    SimilarArticleRow.objects.bulk_create(rows, batch_size=INSERT_BATCH)
+def _insert(rows: list[SimilarArticle], run: NeighborsRun) -> None:
+    SimilarArticle.objects.bulk_create(rows, batch_size=INSERT_BATCH)
     run.rows += len(rows)
     rows.clear()
 
@@ -298,8 +297,8 @@ def neighbors_refresh_after_build(*, build: Any, timings: dict[str, Any], progre
     conf = similarity_settings()
     if not conf.store_neighbors or not build.build_name:
         return
-    first = SimilarArticleRow.objects.order_by("pk").values_list("build_name", flat=True).first()
-    stored_k = SimilarArticleRow.objects.filter(rank__gt=conf.neighbors_k).exists()
+    first = SimilarArticle.objects.order_by("pk").values_list("build_name", flat=True).first()
+    stored_k = SimilarArticle.objects.filter(rank__gt=conf.neighbors_k).exists()
     if first == build.build_name and not stored_k and build.mode in ("unchanged", "reused"):
         return
     try:
@@ -312,7 +311,7 @@ def neighbors_refresh_after_build(*, build: Any, timings: dict[str, Any], progre
     timings["neighbors_rows"] = run.rows
 
 
-def stored_neighbors(article: Article | str, k: int | None = None) -> list[SimilarArticle]:
+def stored_neighbors(article: Article | str, k: int | None = None) -> list[SimilarResult]:
     """Selector: an article's stored neighbours (itself excluded), nearest first, no Faiss.
 
     Same dataclass as similarity.selectors; [] when nothing is stored for it (STORE_NEIGHBORS
@@ -324,12 +323,12 @@ def stored_neighbors(article: Article | str, k: int | None = None) -> list[Simil
     else:
         filters = {"article_id": article.pk}
     rows = (
-        SimilarArticleRow.objects.filter(**filters, neighbor__is_active=True)
+        SimilarArticle.objects.filter(**filters, neighbor__is_active=True)
         .select_related("neighbor")
         .order_by("rank")[:k]
     )
     return [
-        SimilarArticle(
+        SimilarResult(
             article_id=row.neighbor.article_id,
             title=row.neighbor.title,
             category=row.neighbor.category,
