@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +42,6 @@ def embeddings_update(
     decode_workers: int = 2,
     reembed: bool = False,
     progress: bool = True,
-    heartbeat: Callable[[], None] | None = None,
     shard: tuple[int, int] | None = None,
 ) -> EmbedSummary:
     """Store an embedding for every indexable article whose (model, image hash) has none.
@@ -67,8 +66,6 @@ def embeddings_update(
         )
         for batch in batches:
             _store_batch(embedder, identity, batch, by_pk, summary, reembed=reembed)
-            if heartbeat is not None:
-                heartbeat()
     _delete_replaced_embeddings(identity)
     return summary
 

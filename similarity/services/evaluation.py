@@ -176,13 +176,13 @@ def _labelled(report, index, ids, vectors, names, labels, k, threshold, progress
     ]
     true_pairs = sum(n * (n - 1) // 2 for n in sizes.values())
     for value in sorted({*SWEEP, threshold}):
-        score = _detector(pairs, group_of, sizes, true_pairs, value)
+        score = _detector(pairs, group_of, true_pairs, value)
         report.sweep.append(score)
         if value == threshold:
             report.detector = score
 
 
-def _detector(pairs, group_of, sizes, true_pairs, threshold) -> DetectorScore:
+def _detector(pairs, group_of, true_pairs, threshold) -> DetectorScore:
     predicted = [(a, b) for a, b, d in pairs if d < threshold]
     correct = sum(group_of[a] == group_of[b] for a, b in predicted)
     grouped = correct_grouped = 0

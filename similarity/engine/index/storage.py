@@ -189,10 +189,10 @@ def prune_builds(root: Path, keep: int = 3) -> list[str]:
     return [b.name for b in doomed]
 
 
-def clean_stale_tmp(root: Path, *, max_age_seconds: float = STALE_TMP_SECONDS) -> list[Path]:
-    """Remove `.tmp-*` leftovers of crashed writes older than `max_age_seconds`."""
+def clean_stale_tmp(root: Path) -> list[Path]:
+    """Remove `.tmp-*` leftovers of crashed writes older than STALE_TMP_SECONDS."""
     root = Path(root)
-    cutoff = time.time() - max_age_seconds
+    cutoff = time.time() - STALE_TMP_SECONDS
     candidates = [*root.glob(f"{TMP_PREFIX}*"), *(root / BUILDS_DIR).glob(f"{TMP_PREFIX}*")]
     removed = []
     for path in candidates:
