@@ -59,9 +59,14 @@ class BuildManifest(Mapping[str, Any]):
             extra={key: value for key, value in data.items() if key not in known},
         )
 
-    # Mapping over the JSON keys.
+    # Mapping over the JSON keys (per request on the search path: no dict is built).
     def __getitem__(self, key: str) -> Any:
-        return self.to_dict()[key]
+        if key not in _FIELD_NAMES:
+            return self.extra[key]
+        value = getattr(self, key)
+        if value is None and key in OPTIONAL_MANIFEST_KEYS:
+            raise KeyError(key)
+        return value
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.to_dict())
@@ -78,3 +83,6 @@ def read_manifest(build_path: Path) -> BuildManifest:
 def manifest_text(manifest: BuildManifest) -> str:
     """manifest.json's content: sorted keys, indented, one trailing newline."""
     return json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(BuildManifest)) - {"extra"}

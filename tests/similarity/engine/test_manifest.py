@@ -91,3 +91,12 @@ def test_members_file_is_sorted_by_id_and_read_back(tmp_path):
     assert read_members(path).tolist() == [[10, 1], [20, 2], [30, 3]]
     with pytest.raises(ValueError, match="3 ids, 2"):
         members_table(ids=ids, embedding_pks=np.array([1, 2], dtype=np.int64))
+
+
+def test_mapping_view_matches_the_json_keys():
+    manifest = BuildManifest.from_dict({**OLD_MANIFEST, "build_id": None})
+    assert dict(manifest) == manifest.to_dict()
+    assert "build_id" not in manifest and manifest.get("build_id", "absent") == "absent"
+    assert manifest["some_future_key"] == {"nested": [1, 2]} and manifest["count"] == 3
+    with pytest.raises(KeyError):
+        manifest["extra"]
