@@ -165,6 +165,7 @@ LOOKALIKE: dict[str, object] = {
     "DOWNLOAD_RETRIES": int(os.environ.get("LOOKALIKE_DOWNLOAD_RETRIES", 3)),
     "DOWNLOAD_TIMEOUT": float(os.environ.get("LOOKALIKE_DOWNLOAD_TIMEOUT", 10.0)),
     "DOWNLOAD_MAX_PIXELS": int(os.environ.get("LOOKALIKE_DOWNLOAD_MAX_PIXELS", 64_000_000)),
+    "DOWNLOAD_ALLOW_PRIVATE": env_bool("LOOKALIKE_DOWNLOAD_ALLOW_PRIVATE", default=False),
     "MODEL": os.environ.get("LOOKALIKE_MODEL", "clip-ViT-B-32"),
     "INDEX_TYPE": os.environ.get("LOOKALIKE_INDEX_TYPE", "flat"),
     "BATCH_SIZE": int(os.environ.get("LOOKALIKE_BATCH_SIZE", 32)),
