@@ -384,6 +384,7 @@ def _failure_values(outcome: _Outcome, now: object) -> dict[str, object]:
     if job.image_name and job.downloaded_url and job.downloaded_url != job.url:
         error = MSG_URL_CHANGED.format(old=job.downloaded_url, error=error)
     return {"download_status": Article.DownloadStatus.FAILED, "download_error": error,
+            "refresh_error": "", "refresh_failed_at": None,
             "download_attempts": job.attempts + 1, "updated_at": now}
 
 

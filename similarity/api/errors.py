@@ -49,12 +49,18 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     """DRF EXCEPTION_HANDLER: similarity errors and DRF errors in the same JSON shape."""
     if isinstance(exc, SimilarityError):
         extra: dict[str, Any] = {}
+        message = str(exc)
         if isinstance(exc, ArticleNotIndexed):
-            extra = {"article_id": exc.article_id, "reason": exc.reason}
+            request = context.get("request")
+            if getattr(getattr(request, "user", None), "is_authenticated", False):
+                extra = {"article_id": exc.article_id, "reason": exc.reason}
+            else:  # download errors name hosts and ports: not for anonymous clients
+                extra = {"article_id": exc.article_id, "reason": exc.public_reason}
+                message = exc.public_message()
         elif isinstance(exc, ArticleNotFound):
             extra = {"article_id": exc.article_id}
         code = STATUS_BY_ERROR.get(type(exc), status.HTTP_400_BAD_REQUEST)
-        return Response(error_body(exc.code, str(exc), **extra), status=code)
+        return Response(error_body(exc.code, message, **extra), status=code)
 
     # Django's own Http404 / PermissionDenied carry no DRF code: use DRF's equivalents.
     if isinstance(exc, Http404):

@@ -12,6 +12,7 @@ from django.db import connection
 from PIL import Image
 
 from catalog.models import Article
+from catalog.selectors import DOWNLOAD_FAILED, article_id_storable
 from similarity.conf import similarity_settings
 from similarity.engine.threads import fork_safe_threads
 from similarity.errors import ArticleNotFound, ArticleNotIndexed, IndexNotReady, InvalidQuery
@@ -160,13 +161,17 @@ def similar_to_article(
     distance 0 (exact duplicates) never push the article itself from the first place.
     """
     k = validate_k(k)
+    if not article_id_storable(article_id):  # e.g. a NUL: no query (PostgreSQL would raise)
+        raise ArticleNotFound(article_id)
     loaded = get_store().get()
     row = _article_with_vector(article_id, loaded.manifest["model_identity"])
     if row is None:
         raise ArticleNotFound(article_id)
     pk, article_id, article_category, blob = row
     if not loaded.contains(pk):
-        raise ArticleNotIndexed(article_id, _not_indexed_reason(Article.objects.get(pk=pk)))
+        article = Article.objects.get(pk=pk)
+        raise ArticleNotIndexed(article_id, _not_indexed_reason(article),
+                                public_reason=_not_indexed_reason(article, public=True))
     if blob is None:
         raise ArticleNotIndexed(article_id, "its image changed since the last build")
     vector = np.frombuffer(bytes(blob), dtype="<f4")
@@ -187,11 +192,13 @@ def similar_to_article(
     )
 
 
-def _not_indexed_reason(article: Article) -> str:
+def _not_indexed_reason(article: Article, *, public: bool = False) -> str:
+    """Why an article is not indexed; ``public`` leaves out the download error's detail."""
     if not article.is_active:
         return "the article is inactive"
     if article.download_status == Article.DownloadStatus.FAILED:
-        return f"its image failed to download ({article.download_error or 'unknown error'})"
+        detail = DOWNLOAD_FAILED if public else article.download_error or "unknown error"
+        return f"its image failed to download ({detail})"
     if article.download_status == Article.DownloadStatus.PENDING:
         return "its image has not been downloaded yet"
     return "it was added or changed after the last index build"
