@@ -175,7 +175,7 @@ LOOKALIKE: dict[str, object] = {
     # API (similarity.conf holds the defaults and validates them).
     "API_AUTH": os.environ.get("LOOKALIKE_API_AUTH", "open"),
     "UPLOAD_MAX_BYTES": int(os.environ.get("LOOKALIKE_UPLOAD_MAX_BYTES", 10 * 1024 * 1024)),
-    "UPLOAD_MAX_PIXELS": int(os.environ.get("LOOKALIKE_UPLOAD_MAX_PIXELS", 40_000_000)),
+    "UPLOAD_MAX_PIXELS": int(os.environ.get("LOOKALIKE_UPLOAD_MAX_PIXELS", 25_000_000)),
     "UPLOAD_THROTTLE": os.environ.get("LOOKALIKE_UPLOAD_THROTTLE", "60/min"),
 }
 

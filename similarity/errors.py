@@ -42,6 +42,18 @@ class InvalidQuery(SimilarityError):
     code = "invalid_query"
 
 
+class InvalidImageQuery(InvalidQuery):
+    """The uploaded bytes are not an acceptable image (format, pixels, truncation...)."""
+
+    code = "invalid_image"
+
+
+class UploadsBusy(SimilarityError):
+    """Every upload decode slot of this process stayed busy for the whole wait."""
+
+    code = "uploads_busy"
+
+
 class BuildAlreadyRunning(SimilarityError):
     code = "build_already_running"
 

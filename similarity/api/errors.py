@@ -15,8 +15,10 @@ from similarity.errors import (
     ArticleNotIndexed,
     BuildAlreadyRunning,
     IndexNotReady,
+    InvalidImageQuery,
     InvalidQuery,
     SimilarityError,
+    UploadsBusy,
 )
 
 STATUS_BY_ERROR: dict[type[SimilarityError], int] = {
@@ -25,6 +27,8 @@ STATUS_BY_ERROR: dict[type[SimilarityError], int] = {
     BuildAlreadyRunning: status.HTTP_409_CONFLICT,
     IndexNotReady: status.HTTP_503_SERVICE_UNAVAILABLE,
     InvalidQuery: status.HTTP_400_BAD_REQUEST,
+    InvalidImageQuery: status.HTTP_400_BAD_REQUEST,
+    UploadsBusy: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 
@@ -34,10 +38,16 @@ class UploadTooLarge(exceptions.APIException):
     default_detail = "upload too large"
 
 
-class InvalidImage(exceptions.APIException):
+class LengthRequired(exceptions.APIException):
+    status_code = status.HTTP_411_LENGTH_REQUIRED
+    default_code = "length_required"
+    default_detail = "a Content-Length header is required"
+
+
+class EmptyUpload(exceptions.APIException):
     status_code = status.HTTP_400_BAD_REQUEST
-    default_code = "invalid_image"
-    default_detail = "not a usable image"
+    default_code = "empty_upload"
+    default_detail = "empty request body"
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:

@@ -196,8 +196,12 @@ def test_file_over_the_limit_is_413(client, catalog, photo_png):
 
 
 def test_missing_query_is_400(client, catalog):
+    response = client.post("/api/similar/", {"k": 3}, format="multipart")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_query"
+    assert error["message"] == "POST the image file as multipart field 'image' (fields received: k)"
     for response in (
-        client.post("/api/similar/", {"k": 3}, format="multipart"),
         client.get("/api/similar/"),
         client.get("/api/similar/?text=%20%20"),
     ):
