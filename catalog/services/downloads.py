@@ -70,6 +70,7 @@ class DownloadSummary:
     def __str__(self) -> str:
         stale = f", {self.stale} stale (URL changed meanwhile)" if self.stale else ""
         kept = f" ({self.kept} kept their previous image)" if self.kept else ""
+        stale += f", {self.swept} temp files of interrupted runs removed" if self.swept else ""
         return (
             f"{self.downloaded} downloaded, {self.skipped} skipped (unchanged), "
             f"{self.failed} failed{kept}{stale} in {self.elapsed:.1f}s "
