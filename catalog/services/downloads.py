@@ -216,7 +216,7 @@ def _download_one(
         with ImageTempFile(image_directory(media_root=media_root,
                                            article_id=job.article_id)) as temp:
             fetched = fetch_image(session, job.url, timeout=timeout, max_bytes=max_bytes,
-                                  max_pixels=max_pixels, cancel=cancel, sink=temp.handle)
+                                  max_pixels=max_pixels, cancel=cancel, sink=temp.write)
             name = article_image_path(job.article_id, fetched.ext)
             temp.commit(media_root / name)
     except ImageFetchError as exc:

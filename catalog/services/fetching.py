@@ -6,8 +6,8 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import requests
@@ -114,7 +114,7 @@ def fetch_image(
     max_bytes: int,
     max_pixels: int,
     cancel: threading.Event | None = None,
-    sink: BinaryIO | None = None,
+    sink: Callable[[bytes], object] | None = None,
 ) -> FetchedImage:
     """GET ``url`` and return its bytes if they are an acceptable image; else ImageFetchError.
 
@@ -122,8 +122,8 @@ def fetch_image(
     ``timeout * DEADLINE_FACTOR``, checked after every read (each returns whatever has
     arrived), so a trickling server is cut off at about that limit plus ``timeout``. The
     size limit is enforced while streaming (a declared Content-Length above it fails
-    early, but is never trusted on its own). Each chunk is also written to ``sink`` (a
-    temp file) as it arrives, when given.
+    early, but is never trusted on its own). Each chunk is also handed to ``sink`` (a
+    temp file's write) as it arrives, when given.
     """
     _check_scheme(url)
     content_type = ""
@@ -186,7 +186,7 @@ def fetch_image(
 
 def _read_body(
     response: requests.Response, *, max_bytes: int, body_timeout: float,
-    cancel: threading.Event | None, sink: BinaryIO | None = None,
+    cancel: threading.Event | None, sink: Callable[[bytes], object] | None = None,
 ) -> bytes:
     """Read the body, checking size, cancellation and the whole-body deadline after each read.
 
@@ -220,7 +220,7 @@ def _read_body(
             raise ImageFetchError(MSG_DEADLINE.format(limit=body_timeout))
         chunks.append(chunk)
         if sink is not None:
-            sink.write(chunk)
+            sink(chunk)
 
 
 def _check_scheme(url: str) -> None:

@@ -37,33 +37,45 @@ IMAGES_DIR = "images"
 class ImageTempFile:
     """A ``.download-*.tmp`` file beside the final path: written, then committed or removed.
 
+    The file is created by the first ``write`` (so it exists only while bytes arrive, and
+    each write refreshes its mtime: a live one never looks abandoned to the sweep).
     ``commit`` fsyncs and renames it over the final name (``os.replace``); leaving the block
     without committing removes it. A process killed meanwhile leaves it behind, for
     ``image_temp_files_sweep`` to remove on the next run.
     """
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
-        self.path = Path(name)
-        self.handle: BinaryIO = os.fdopen(fd, "wb")
+        self.directory = directory
+        self.path: Path | None = None
+        self._handle: BinaryIO | None = None
         self._committed = False
 
     def __enter__(self) -> ImageTempFile:
         return self
 
+    def write(self, data: bytes) -> None:
+        if self._handle is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self.directory, prefix=TEMP_PREFIX,
+                                        suffix=TEMP_SUFFIX)
+            self.path, self._handle = Path(name), os.fdopen(fd, "wb")
+        self._handle.write(data)
+
     def commit(self, path: Path) -> None:
-        self.handle.flush()
-        os.fchmod(self.handle.fileno(), 0o644)
-        os.fsync(self.handle.fileno())
-        self.handle.close()
+        if self._handle is None or self.path is None:
+            raise ValueError(f"nothing was written for {path}")
+        self._handle.flush()
+        os.fchmod(self._handle.fileno(), 0o644)
+        os.fsync(self._handle.fileno())
+        self._handle.close()
         os.replace(self.path, path)
         self._committed = True
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.handle.close()
-        if not self._committed:
+        if self._handle is not None:
+            self._handle.close()
+        if self.path is not None and not self._committed:
             self.path.unlink(missing_ok=True)
 
 
@@ -76,7 +88,7 @@ def image_file_write(*, media_root: Path, article_id: str, data: bytes, ext: str
     """Write ``data`` as the article's image file atomically; return its storage name."""
     name = article_image_path(article_id, ext)
     with ImageTempFile(image_directory(media_root=media_root, article_id=article_id)) as temp:
-        temp.handle.write(data)
+        temp.write(data)
         temp.commit(media_root / name)
     return name
 
