@@ -337,3 +337,65 @@ def _wait_for(probe: Callable[[], list[Path]], timeout: float = 30.0) -> list[Pa
             return found
         tick.wait(0.02)
     raise AssertionError("condition not met within the timeout")
+
+
+def test_https_connects_to_the_checked_address_keeping_host_and_sni(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guarded connection dials the checked IP; TLS still verifies the host name."""
+    import shutil
+    import ssl
+    from http.server import HTTPServer
+
+    import requests
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=images.shop.test",
+         "-addext", "subjectAltName=DNS:images.shop.test"],
+        check=True, capture_output=True,
+    )
+    seen: dict[str, str] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen["host"] = self.headers["Host"]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(JPEG)))
+            self.end_headers()
+            self.wfile.write(JPEG)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda sock, name, ctx: seen.update(sni=name or "")
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    dialled: list[str] = []
+
+    def resolve(host: str, port: int) -> list:
+        dialled.append(host)  # the name is resolved once, by the guard, and checked there
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(addresses, "public_addresses", resolve)
+    session = requests.Session()
+    session.mount("https://", addresses.GuardedAdapter())
+    try:
+        response = session.get(f"https://images.shop.test:{port}/a.jpg", verify=str(cert),
+                               timeout=10)
+    finally:
+        session.close()
+        server.shutdown()
+        server.server_close()
+
+    assert response.status_code == 200 and response.content == JPEG
+    assert seen == {"sni": "images.shop.test", "host": f"images.shop.test:{port}"}
+    assert dialled == ["images.shop.test"]
