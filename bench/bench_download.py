@@ -33,6 +33,7 @@ def main() -> None:
     # Everything must point at the temp dir before Django reads its settings.
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
     os.environ["LOOKALIKE_DATA_DIR"] = str(data_dir)
+    os.environ["LOOKALIKE_DOWNLOAD_ALLOW_PRIVATE"] = "1"  # the image server is on 127.0.0.1
     os.environ["DATABASE_URL"] = f"sqlite:///{data_dir / 'db.sqlite3'}"
     sys.path.insert(0, str(REPO))
     import django

@@ -51,6 +51,8 @@ class ArticleAdmin(admin.ModelAdmin):
         "downloaded_url",
         "download_status",
         "download_error",
+        "refresh_error",
+        "refresh_failed_at",
         "download_attempts",
         "downloaded_at",
         "created_at",
@@ -65,6 +67,8 @@ class ArticleAdmin(admin.ModelAdmin):
                 "fields": (
                     "download_status",
                     "download_error",
+                    "refresh_error",
+                    "refresh_failed_at",
                     "download_attempts",
                     "downloaded_url",
                     "downloaded_at",

@@ -13,6 +13,9 @@ DEFAULTS: dict[str, object] = {
     "DOWNLOAD_RETRIES": 3,
     "DOWNLOAD_TIMEOUT": 10.0,
     "DOWNLOAD_MAX_PIXELS": 64_000_000,
+    # Loopback, private, link-local... addresses are refused unless this is True (the demo,
+    # tests and benchmarks serve images on 127.0.0.1 and opt in).
+    "DOWNLOAD_ALLOW_PRIVATE": False,
 }
 
 
@@ -25,6 +28,7 @@ class CatalogSettings:
     download_retries: int
     download_timeout: float
     download_max_pixels: int
+    download_allow_private: bool = False
 
 
 def catalog_settings() -> CatalogSettings:
@@ -38,4 +42,5 @@ def catalog_settings() -> CatalogSettings:
         download_retries=int(values["DOWNLOAD_RETRIES"]),
         download_timeout=float(values["DOWNLOAD_TIMEOUT"]),
         download_max_pixels=int(values["DOWNLOAD_MAX_PIXELS"]),
+        download_allow_private=bool(values["DOWNLOAD_ALLOW_PRIVATE"]),
     )

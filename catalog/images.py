@@ -92,6 +92,59 @@ def validate_image_bytes(data: bytes, *, max_pixels: int) -> ImageInfo:
     )
 
 
+# EXIF orientation -> the transpose that makes the picture upright.
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def image_decode_reduced(data: bytes, *, max_pixels: int, min_side: int | None) -> Image.Image:
+    """Decode ``data`` once, reduced while decoding so both sides stay >= ``min_side``.
+
+    For uploads: the pixel limit is checked from the header before any pixel is decoded;
+    JPEGs decode at a reduced DCT scale (draft), other formats are shrunk by an integer
+    factor (``reduce``) right after decoding, so only one full-size buffer ever exists and
+    only briefly. The result is upright (EXIF orientation applied), in its own mode.
+    Raises ``ImageValidationError`` with the same messages as ``validate_image_bytes``.
+    """
+    if not data:
+        raise ImageValidationError(MSG_EMPTY)
+    try:
+        with Image.open(io.BytesIO(data), formats=tuple(ALLOWED_FORMATS)) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageValidationError(
+                    MSG_BOMB.format(pixels=width * height, limit=max_pixels)
+                )
+            if image.format == "JPEG" and min_side:
+                image.draft(image.mode, (min_side, min_side))
+            image.load()
+            orientation = image.getexif().get(0x0112)
+            factor = min(image.size) // min_side if min_side else 1
+            decoded = image.reduce(factor) if factor > 1 else image.copy()
+    except ImageValidationError:
+        raise
+    except Image.DecompressionBombError as exc:
+        match = _PILLOW_BOMB_PIXELS.search(str(exc))
+        pixels = match.group(1) if match else "too many"
+        raise ImageValidationError(MSG_BOMB.format(pixels=pixels, limit=max_pixels)) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageValidationError(_unidentified_message(data)) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        text = str(exc)
+        if "truncated" in text.lower() or "not enough data" in text or isinstance(exc, EOFError):
+            raise ImageValidationError(MSG_TRUNCATED) from exc
+        raise ImageValidationError(MSG_CORRUPT.format(error=text or type(exc).__name__)) from exc
+    upright = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    return decoded.transpose(upright) if upright is not None else decoded
+
+
 def _unidentified_message(data: bytes) -> str:
     """Say what the data looks like when Pillow recognises no allowed format."""
     head = data[:512].lstrip().lower()

@@ -40,6 +40,10 @@ class Article(models.Model):
         db_index=True,
     )
     download_error = models.TextField(blank=True)
+    # A re-download of an unchanged URL that failed: the previous image is kept (the article
+    # stays downloaded and searchable) and the failure is recorded here instead.
+    refresh_error = models.TextField(blank=True)
+    refresh_failed_at = models.DateTimeField(null=True, blank=True)
     download_attempts = models.PositiveIntegerField(default=0)
     downloaded_at = models.DateTimeField(null=True, blank=True)
     is_active = models.BooleanField(default=True, db_index=True)

@@ -6,6 +6,8 @@ from django.db.models import QuerySet
 
 from catalog.models import Article
 
+DOWNLOAD_FAILED = "download failed"
+
 ARTICLE_LIST_FIELDS = (
     "pk",
     "article_id",
@@ -30,6 +32,30 @@ def article_list(*, filters: dict[str, object]) -> QuerySet[Article]:
     return queryset
 
 
+def public_download_error(*, error: str, user: object) -> str:
+    """A download error as a client may read it: the detail for signed-in users only.
+
+    Download errors name hosts, addresses and ports (connection refused, refused private
+    address...): shown to anyone, they would turn the downloader into a port scanner. An
+    anonymous client reads ``DOWNLOAD_FAILED`` instead; staff and token users see it all.
+    """
+    if not error:
+        return ""
+    return error if getattr(user, "is_authenticated", False) else DOWNLOAD_FAILED
+
+
+def article_id_storable(article_id: str) -> bool:
+    """Whether any article can have this id: no NUL (PostgreSQL text refuses it), fits the column.
+
+    Checked before querying, so an id from a URL gives "not found" on every database
+    instead of a database error on some.
+    """
+    max_length = Article._meta.get_field("article_id").max_length or 0
+    return "\x00" not in article_id and 0 < len(article_id) <= max_length
+
+
 def article_get(*, article_id: str) -> Article | None:
-    """The article with the shop's ``article_id``, or None."""
+    """The article with the shop's ``article_id``, or None (also for ids no article can have)."""
+    if not article_id_storable(article_id):
+        return None
     return Article.objects.filter(article_id=article_id).first()

@@ -165,6 +165,7 @@ LOOKALIKE: dict[str, object] = {
     "DOWNLOAD_RETRIES": int(os.environ.get("LOOKALIKE_DOWNLOAD_RETRIES", 3)),
     "DOWNLOAD_TIMEOUT": float(os.environ.get("LOOKALIKE_DOWNLOAD_TIMEOUT", 10.0)),
     "DOWNLOAD_MAX_PIXELS": int(os.environ.get("LOOKALIKE_DOWNLOAD_MAX_PIXELS", 64_000_000)),
+    "DOWNLOAD_ALLOW_PRIVATE": env_bool("LOOKALIKE_DOWNLOAD_ALLOW_PRIVATE", default=False),
     "MODEL": os.environ.get("LOOKALIKE_MODEL", "clip-ViT-B-32"),
     "INDEX_TYPE": os.environ.get("LOOKALIKE_INDEX_TYPE", "flat"),
     "BATCH_SIZE": int(os.environ.get("LOOKALIKE_BATCH_SIZE", 32)),
@@ -174,7 +175,7 @@ LOOKALIKE: dict[str, object] = {
     # API (similarity.conf holds the defaults and validates them).
     "API_AUTH": os.environ.get("LOOKALIKE_API_AUTH", "open"),
     "UPLOAD_MAX_BYTES": int(os.environ.get("LOOKALIKE_UPLOAD_MAX_BYTES", 10 * 1024 * 1024)),
-    "UPLOAD_MAX_PIXELS": int(os.environ.get("LOOKALIKE_UPLOAD_MAX_PIXELS", 40_000_000)),
+    "UPLOAD_MAX_PIXELS": int(os.environ.get("LOOKALIKE_UPLOAD_MAX_PIXELS", 25_000_000)),
     "UPLOAD_THROTTLE": os.environ.get("LOOKALIKE_UPLOAD_THROTTLE", "60/min"),
 }
 

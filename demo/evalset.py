@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.conf import settings
 from PIL import Image, ImageOps
 
-from catalog.models import Article, article_image_path
+from catalog.models import Article
+from catalog.services.images import article_image_store
 from demo.sample_images import category_for, product_image
 
 CATALOG_FILE = "catalog.csv"
@@ -143,28 +142,16 @@ def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
 def evalset_import(directory: Path | str) -> int:
     """Import an evalset's catalog and store its images as already downloaded; returns count.
 
-    Stands in for download_images (the URLs point nowhere): same storage path, sha256 and
-    status as a real download.
+    Stands in for download_images (the URLs point nowhere): stored by the catalog's image
+    writer, as a real download is.
     """
     from catalog.services.imports import catalog_import
 
     root = Path(directory)
     catalog_import(path=root / CATALOG_FILE)
-    media_root = Path(settings.MEDIA_ROOT)
     count = 0
     for article in Article.objects.filter(image_url__startswith=URL_PREFIX):
         source = root / IMAGES_DIR / article.image_url.removeprefix(URL_PREFIX)
-        data = source.read_bytes()
-        name = article_image_path(article.article_id, source.suffix.lstrip("."))
-        target = media_root / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-        with Image.open(io.BytesIO(data)) as image:
-            article.image_width, article.image_height = image.size
-        article.image = name
-        article.image_sha256 = hashlib.sha256(data).hexdigest()
-        article.download_status = Article.DownloadStatus.DOWNLOADED
-        article.downloaded_url = article.image_url
-        article.save()
+        article_image_store(article=article, data=source.read_bytes())
         count += 1
     return count

@@ -73,7 +73,7 @@ def demo_run(*, out: Callable[[str], None], products: int = 60, model: str | Non
         out(f"Demo catalog: {len(rows)} articles written to {catalog_path}")
         summary = catalog_import(path=catalog_path, deactivate_missing=True)
         out(f"Import: {summary.describe()}")
-        downloaded = images_download()
+        downloaded = images_download(allow_private=True)  # the demo's server is on loopback
         out(f"Download: {downloaded}")
 
     spec = model or similarity_settings().model

@@ -25,8 +25,15 @@ DEFAULTS: dict[str, object] = {
     # API: "open" (anyone may read) or "token" (token or session login required to read).
     "API_AUTH": "open",
     "UPLOAD_MAX_BYTES": 10 * 1024 * 1024,
-    "UPLOAD_MAX_PIXELS": 40_000_000,
+    # Lower than DOWNLOAD_MAX_PIXELS: an upload is decoded while a client waits; 25 MP is a
+    # 100 MB decode buffer at most, once per upload (reduced right away to the model's size).
+    "UPLOAD_MAX_PIXELS": 25_000_000,
     "UPLOAD_THROTTLE": "60/min",  # DRF rate for image uploads per user or IP; "" = unlimited
+    # Uploads decoded at once per process; more wait up to UPLOAD_WAIT_SECONDS, then get 503.
+    "UPLOAD_CONCURRENCY": 2,
+    "UPLOAD_WAIT_SECONDS": 5.0,
+    # Text queries longer than this are refused with a 400 (CLIP reads at most 77 tokens).
+    "TEXT_MAX_CHARS": 300,
     # Neighbours and duplicates (services/neighbors.py, services/duplicates.py).
     "STORE_NEIGHBORS": False,  # refresh the SimilarArticle table after each build (opt-in)
     "NEIGHBORS_K": 10,
@@ -60,8 +67,11 @@ class SimilaritySettings:
     index_root: Path
     api_auth: str = "open"
     upload_max_bytes: int = 10 * 1024 * 1024
-    upload_max_pixels: int = 40_000_000
+    upload_max_pixels: int = 25_000_000
     upload_throttle: str = "60/min"
+    upload_concurrency: int = 2
+    upload_wait_seconds: float = 5.0
+    text_max_chars: int = 300
     store_neighbors: bool = False
     neighbors_k: int = 10
     neighbors_batch: int = 1024
@@ -99,6 +109,9 @@ def similarity_settings() -> SimilaritySettings:
         upload_max_bytes=int(values["UPLOAD_MAX_BYTES"]),
         upload_max_pixels=int(values["UPLOAD_MAX_PIXELS"]),
         upload_throttle=str(values["UPLOAD_THROTTLE"] or ""),
+        upload_concurrency=_at_least_one("UPLOAD_CONCURRENCY", values["UPLOAD_CONCURRENCY"]),
+        upload_wait_seconds=float(values["UPLOAD_WAIT_SECONDS"]),
+        text_max_chars=_at_least_one("TEXT_MAX_CHARS", values["TEXT_MAX_CHARS"]),
         store_neighbors=bool(values["STORE_NEIGHBORS"]),
         neighbors_k=int(values["NEIGHBORS_K"]),
         neighbors_batch=int(values["NEIGHBORS_BATCH"]),
@@ -106,6 +119,13 @@ def similarity_settings() -> SimilaritySettings:
             None if values["DUPLICATE_THRESHOLD"] is None else float(values["DUPLICATE_THRESHOLD"])
         ),
     )
+
+
+def _at_least_one(name: str, value: object) -> int:
+    number = int(str(value))
+    if number < 1:
+        raise ImproperlyConfigured(f"LOOKALIKE_{name} must be >= 1; got {value!r}")
+    return number
 
 
 def _api_auth(value: object) -> str:

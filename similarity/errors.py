@@ -20,10 +20,15 @@ class ArticleNotFound(SimilarityError):
 class ArticleNotIndexed(SimilarityError):
     code = "article_not_indexed"
 
-    def __init__(self, article_id: str, reason: str) -> None:
+    def __init__(self, article_id: str, reason: str, *, public_reason: str | None = None) -> None:
         super().__init__(f"article {article_id!r} is not in the index: {reason}")
         self.article_id = article_id
         self.reason = reason
+        # What an anonymous API client may read (no download error details).
+        self.public_reason = reason if public_reason is None else public_reason
+
+    def public_message(self) -> str:
+        return f"article {self.article_id!r} is not in the index: {self.public_reason}"
 
 
 class IndexNotReady(SimilarityError):
@@ -35,6 +40,18 @@ class IndexNotReady(SimilarityError):
 
 class InvalidQuery(SimilarityError):
     code = "invalid_query"
+
+
+class InvalidImageQuery(InvalidQuery):
+    """The uploaded bytes are not an acceptable image (format, pixels, truncation...)."""
+
+    code = "invalid_image"
+
+
+class UploadsBusy(SimilarityError):
+    """Every upload decode slot of this process stayed busy for the whole wait."""
+
+    code = "uploads_busy"
 
 
 class BuildAlreadyRunning(SimilarityError):

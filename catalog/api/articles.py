@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog.models import Article
-from catalog.selectors import article_get, article_list
+from catalog.selectors import article_get, article_list, public_download_error
 
 
 class ArticlePagination(LimitOffsetPagination):
@@ -82,7 +82,13 @@ class ArticleDetailApi(APIView):
         image_width = serializers.IntegerField(allow_null=True)
         image_height = serializers.IntegerField(allow_null=True)
         download_status = serializers.CharField()
-        download_error = serializers.CharField()
+        download_error = serializers.CharField(
+            help_text='Why the download failed; "download failed" for anonymous clients.'
+        )
+        refresh_error = serializers.CharField(
+            help_text="Why the last refresh failed while the previous image was kept "
+            '(the article stays searchable); "download failed" for anonymous clients.'
+        )
         is_active = serializers.BooleanField()
 
     def not_found(self, article_id: str) -> Exception:
@@ -104,7 +110,10 @@ class ArticleDetailApi(APIView):
             "image_width": article.image_width,
             "image_height": article.image_height,
             "download_status": article.download_status,
-            "download_error": article.download_error,
+            "download_error": public_download_error(
+                error=article.download_error, user=request.user
+            ),
+            "refresh_error": public_download_error(error=article.refresh_error, user=request.user),
             "is_active": article.is_active,
             **self.extra_fields(request, article),
         }

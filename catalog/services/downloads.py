@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,12 +28,22 @@ from catalog.services.fetching import (
     download_session,
     fetch_image,
 )
+from catalog.services.images import (
+    ImageTempFile,
+    image_directory,
+    image_fields,
+    image_temp_files_sweep,
+)
 
 logger = logging.getLogger(__name__)
 
 WRITE_BATCH = 200  # rows per write transaction: few SQLite commits, short locks
 JOB_CHUNK = 1000  # rows read per query when feeding the pool
 MSG_STORE = "could not store the image: {error}"
+MSG_URL_CHANGED = (
+    "the new image_url failed, so the previous image (from {old}) is no longer used: {error}"
+)
+MSG_KEPT = "refresh failed, the previous image is kept: {error}"
 
 @dataclass
 class DownloadSummary:
@@ -44,6 +53,8 @@ class DownloadSummary:
     failed: int = 0
     stale: int = 0  # image_url changed during the download: result dropped, row left pending
     not_retried: int = 0  # previously failed articles left alone (retry with only_failed)
+    kept: int = 0  # of the failed: a refresh of an unchanged URL; the previous image stays
+    swept: int = 0  # temp files of interrupted runs removed at the start
     bytes_downloaded: int = 0
     elapsed: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
@@ -58,9 +69,11 @@ class DownloadSummary:
 
     def __str__(self) -> str:
         stale = f", {self.stale} stale (URL changed meanwhile)" if self.stale else ""
+        kept = f" ({self.kept} kept their previous image)" if self.kept else ""
+        stale += f", {self.swept} temp files of interrupted runs removed" if self.swept else ""
         return (
             f"{self.downloaded} downloaded, {self.skipped} skipped (unchanged), "
-            f"{self.failed} failed{stale} in {self.elapsed:.1f}s "
+            f"{self.failed} failed{kept}{stale} in {self.elapsed:.1f}s "
             f"({self.images_per_second:.1f} images/s, {self.megabytes:.1f} MB)"
         )
 
@@ -75,6 +88,7 @@ def images_download(
     article_ids: Sequence[str] | None = None,
     progress: bool = True,
     backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
+    allow_private: bool | None = None,
 ) -> DownloadSummary:
     """Download the images of active articles that need it; return counts and failures.
 
@@ -83,16 +97,24 @@ def images_download(
     Failed articles are retried only with ``only_failed`` (or ``force``, which re-downloads
     every active article). Each fetch increments ``download_attempts``.
 
-    A failure marks the article failed with the reason in ``download_error`` and changes
-    nothing else: a previously downloaded file stays on disk and in ``image`` (it is stale,
-    and ``has_image`` is false) until a later success replaces it. Files are written
-    (temp file, fsync, os.replace) before their row is updated, rows are written in batches
+    A failed refresh of an unchanged URL (``force``) whose previous file is intact keeps
+    the article downloaded, with that image (it stays searchable); the failure goes to
+    ``refresh_error``/``refresh_failed_at``. Any other failure marks the article failed
+    with the reason in ``download_error`` (saying so when a changed URL took the previous
+    image out of use); the old file stays on disk and in ``image`` until a later success
+    replaces it. Each body streams into a ``.download-*.tmp`` file beside its final name,
+    fsynced and renamed once valid; temp files that interrupted runs left behind (older
+    than a minute, so a concurrent run's live ones survive) are swept at the start. Rows
+    are updated only after their file is in place, in batches
     from this thread only, and an old file with another extension is removed only after the
     new row is saved. A result for an article whose ``image_url`` changed meanwhile (an
     import ran) is not recorded: it is counted as stale and the row stays pending. Ctrl-C
     cancels queued work, records downloads already on disk, and leaves no temp files.
     ``Image.MAX_IMAGE_PIXELS`` is set process-wide to the configured pixel limit so
     Pillow's own decompression-bomb guard backs up the explicit check.
+
+    Private addresses (loopback, RFC 1918, link-local, ...) are refused at connect time on
+    every hop unless ``allow_private`` (default: the DOWNLOAD_ALLOW_PRIVATE setting).
     """
     conf = catalog_settings()
     workers = conf.download_workers if workers is None else workers
@@ -102,8 +124,10 @@ def images_download(
                       only_failed=only_failed, backoff_factor=backoff_factor)
     media_root = _writable_media_root(conf.media_root)
     Image.MAX_IMAGE_PIXELS = conf.download_max_pixels
+    allow_private = conf.download_allow_private if allow_private is None else allow_private
 
     started = time.perf_counter()
+    swept = image_temp_files_sweep(media_root=media_root)
     queryset = Article.objects.filter(is_active=True)
     if article_ids is not None:
         queryset = queryset.filter(article_id__in=list(article_ids))
@@ -113,12 +137,13 @@ def images_download(
     elif not force:
         queryset = queryset.exclude(download_status=Article.DownloadStatus.FAILED)
     pks = list(queryset.order_by("pk").values_list("pk", flat=True))
-    summary = DownloadSummary(total=len(pks))
+    summary = DownloadSummary(total=len(pks), swept=swept)
     if not only_failed and not force:
         summary.not_retried = failed.count()
 
     cancel = threading.Event()
-    session = download_session(workers=workers, retries=retries, backoff_factor=backoff_factor)
+    session = download_session(workers=workers, retries=retries, backoff_factor=backoff_factor,
+                               allow_private=allow_private)
     work = partial(
         _download_one, session=session, media_root=media_root, force=force, timeout=timeout,
         max_bytes=conf.download_max_bytes, max_pixels=conf.download_max_pixels, cancel=cancel,
@@ -169,6 +194,7 @@ class _Outcome:
     job: _Job
     skipped: bool = False
     error: str = ""
+    kept: bool = False  # the error is a failed refresh; the previous, intact image stays
     image_name: str = ""
     sha256: str = ""
     width: int = 0
@@ -183,22 +209,31 @@ def _download_one(
     """Worker: skip an intact file, else fetch and store. No database access here."""
     if cancel.is_set():
         raise DownloadCancelled
-    if not force and _is_intact(job, media_root):
+    intact: bool | None = None if force else _is_intact(job, media_root)
+    if intact:
         return _Outcome(job, skipped=True)
     try:
-        fetched = fetch_image(session, job.url, timeout=timeout, max_bytes=max_bytes,
-                              max_pixels=max_pixels, cancel=cancel)
-        name = article_image_path(job.article_id, fetched.ext)
-        _write_atomic(media_root / name, fetched.data)
+        with ImageTempFile(image_directory(media_root=media_root,
+                                           article_id=job.article_id)) as temp:
+            fetched = fetch_image(session, job.url, timeout=timeout, max_bytes=max_bytes,
+                                  max_pixels=max_pixels, cancel=cancel, sink=temp.write)
+            name = article_image_path(job.article_id, fetched.ext)
+            temp.commit(media_root / name)
     except ImageFetchError as exc:
-        return _Outcome(job, error=str(exc))
+        error = str(exc)
     except OSError as exc:
-        return _Outcome(job, error=MSG_STORE.format(error=exc))
+        error = MSG_STORE.format(error=exc)
     except DownloadCancelled:
         raise
     except Exception as exc:  # a bug must not stop the batch; it is logged and recorded
         logger.exception("Unexpected error downloading %s from %s", job.article_id, job.url)
-        return _Outcome(job, error=f"unexpected error: {exc!r}")
+        error = f"unexpected error: {exc!r}"
+    else:
+        error = ""
+    if error:
+        # Nothing was written over the previous file (temp files only), so it may still be good.
+        kept = _is_intact(job, media_root) if intact is None else intact
+        return _Outcome(job, error=error, kept=kept)
     return _Outcome(job, image_name=name, sha256=fetched.sha256, width=fetched.width,
                     height=fetched.height, size=len(fetched.data))
 
@@ -234,21 +269,17 @@ class _Recorder:
             return
         if outcome.error:
             self.summary.failed += 1
-            self.summary.failures.append((job.article_id, outcome.error))
-            self.failed.append((outcome, {
-                "download_status": Article.DownloadStatus.FAILED,
-                "download_error": outcome.error, "download_attempts": job.attempts + 1,
-                "updated_at": now,
-            }))
+            self.summary.kept += outcome.kept
+            self.summary.failures.append((job.article_id, _failure_text(outcome)))
+            self.failed.append((outcome, _failure_values(outcome, now)))
         else:
             self.summary.downloaded += 1
             self.summary.bytes_downloaded += outcome.size
             self.succeeded.append((outcome, {
-                "image": outcome.image_name, "image_sha256": outcome.sha256,
-                "image_width": outcome.width, "image_height": outcome.height,
-                "downloaded_url": job.url, "download_status": Article.DownloadStatus.DOWNLOADED,
-                "download_error": "", "download_attempts": job.attempts + 1,
-                "downloaded_at": now, "updated_at": now,
+                **image_fields(name=outcome.image_name, sha256=outcome.sha256,
+                               width=outcome.width, height=outcome.height, source_url=job.url,
+                               now=now),
+                "download_attempts": job.attempts + 1, "updated_at": now,
             }))
         if len(self.succeeded) + len(self.failed) >= WRITE_BATCH:
             self.flush()
@@ -301,7 +332,8 @@ class _Recorder:
         self.summary.stale += 1
         if outcome.error:
             self.summary.failed -= 1
-            self.summary.failures.remove((job.article_id, outcome.error))
+            self.summary.kept -= outcome.kept
+            self.summary.failures.remove((job.article_id, _failure_text(outcome)))
         else:
             self.summary.downloaded -= 1
             self.summary.bytes_downloaded -= outcome.size
@@ -339,19 +371,22 @@ def _is_ours(job: _Job) -> bool:
     return job.image_name == article_image_path(job.article_id, extension)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory; never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".download-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o644)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    finally:
-        Path(temp_name).unlink(missing_ok=True)  # no-op after a successful replace
+def _failure_text(outcome: _Outcome) -> str:
+    return MSG_KEPT.format(error=outcome.error) if outcome.kept else outcome.error
+
+
+def _failure_values(outcome: _Outcome, now: object) -> dict[str, object]:
+    """Row values for a failed fetch: a kept image records a refresh error only."""
+    job = outcome.job
+    if outcome.kept:
+        return {"refresh_error": outcome.error, "refresh_failed_at": now,
+                "download_attempts": job.attempts + 1, "updated_at": now}
+    error = outcome.error
+    if job.image_name and job.downloaded_url and job.downloaded_url != job.url:
+        error = MSG_URL_CHANGED.format(old=job.downloaded_url, error=error)
+    return {"download_status": Article.DownloadStatus.FAILED, "download_error": error,
+            "refresh_error": "", "refresh_failed_at": None,
+            "download_attempts": job.attempts + 1, "updated_at": now}
 
 
 def _validate_options(

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -16,6 +17,7 @@ from urllib3.exceptions import SSLError as Urllib3SSLError
 from urllib3.util.retry import Retry
 
 from catalog.images import ImageValidationError, validate_image_bytes
+from catalog.services.addresses import GuardedAdapter, PrivateAddressError
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +70,15 @@ class _CappedRetry(Retry):
 
 
 def download_session(
-    *, workers: int, retries: int, backoff_factor: float = DEFAULT_BACKOFF_FACTOR
+    *, workers: int, retries: int, backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
+    allow_private: bool = False,
 ) -> requests.Session:
     """A Session shared by all workers: pooled connections, retries with backoff.
 
     Connection errors, read timeouts, 429 and 5xx are retried (``retries`` times, GET only);
     any other status, e.g. 404, is final. Redirects are followed (at most MAX_REDIRECTS).
+    Unless ``allow_private``, every connection (each redirect hop's too) goes through
+    ``GuardedAdapter``: loopback, private, link-local... addresses are refused at connect time.
     """
     retry = _CappedRetry(
         total=retries,
@@ -87,7 +92,8 @@ def download_session(
         raise_on_status=False,  # hand back the last response so we report its status
         respect_retry_after_header=True,
     )
-    adapter = HTTPAdapter(pool_connections=32, pool_maxsize=workers, max_retries=retry)
+    adapter_class = HTTPAdapter if allow_private else GuardedAdapter
+    adapter = adapter_class(pool_connections=32, pool_maxsize=workers, max_retries=retry)
     session = requests.Session()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -108,6 +114,7 @@ def fetch_image(
     max_bytes: int,
     max_pixels: int,
     cancel: threading.Event | None = None,
+    sink: Callable[[bytes], object] | None = None,
 ) -> FetchedImage:
     """GET ``url`` and return its bytes if they are an acceptable image; else ImageFetchError.
 
@@ -115,7 +122,8 @@ def fetch_image(
     ``timeout * DEADLINE_FACTOR``, checked after every read (each returns whatever has
     arrived), so a trickling server is cut off at about that limit plus ``timeout``. The
     size limit is enforced while streaming (a declared Content-Length above it fails
-    early, but is never trusted on its own).
+    early, but is never trusted on its own). Each chunk is also handed to ``sink`` (a
+    temp file's write) as it arrives, when given.
     """
     _check_scheme(url)
     content_type = ""
@@ -134,9 +142,11 @@ def fetch_image(
             if declared.isdigit() and int(declared) > max_bytes:
                 raise ImageFetchError(MSG_TOO_LARGE.format(max_bytes=max_bytes))
             data = _read_body(response, max_bytes=max_bytes,
-                              body_timeout=timeout * DEADLINE_FACTOR, cancel=cancel)
+                              body_timeout=timeout * DEADLINE_FACTOR, cancel=cancel, sink=sink)
     except (ImageFetchError, DownloadCancelled):
         raise
+    except PrivateAddressError as exc:
+        raise ImageFetchError(str(exc)) from exc
     except requests.exceptions.Timeout as exc:
         raise ImageFetchError(MSG_TIMEOUT.format(timeout=timeout)) from exc
     except requests.exceptions.InvalidSchema as exc:
@@ -176,7 +186,7 @@ def fetch_image(
 
 def _read_body(
     response: requests.Response, *, max_bytes: int, body_timeout: float,
-    cancel: threading.Event | None,
+    cancel: threading.Event | None, sink: Callable[[bytes], object] | None = None,
 ) -> bytes:
     """Read the body, checking size, cancellation and the whole-body deadline after each read.
 
@@ -209,6 +219,8 @@ def _read_body(
         if time.monotonic() > deadline:
             raise ImageFetchError(MSG_DEADLINE.format(limit=body_timeout))
         chunks.append(chunk)
+        if sink is not None:
+            sink(chunk)
 
 
 def _check_scheme(url: str) -> None:

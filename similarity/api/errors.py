@@ -15,8 +15,10 @@ from similarity.errors import (
     ArticleNotIndexed,
     BuildAlreadyRunning,
     IndexNotReady,
+    InvalidImageQuery,
     InvalidQuery,
     SimilarityError,
+    UploadsBusy,
 )
 
 STATUS_BY_ERROR: dict[type[SimilarityError], int] = {
@@ -25,6 +27,8 @@ STATUS_BY_ERROR: dict[type[SimilarityError], int] = {
     BuildAlreadyRunning: status.HTTP_409_CONFLICT,
     IndexNotReady: status.HTTP_503_SERVICE_UNAVAILABLE,
     InvalidQuery: status.HTTP_400_BAD_REQUEST,
+    InvalidImageQuery: status.HTTP_400_BAD_REQUEST,
+    UploadsBusy: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 
@@ -34,10 +38,16 @@ class UploadTooLarge(exceptions.APIException):
     default_detail = "upload too large"
 
 
-class InvalidImage(exceptions.APIException):
+class LengthRequired(exceptions.APIException):
+    status_code = status.HTTP_411_LENGTH_REQUIRED
+    default_code = "length_required"
+    default_detail = "a Content-Length header is required"
+
+
+class EmptyUpload(exceptions.APIException):
     status_code = status.HTTP_400_BAD_REQUEST
-    default_code = "invalid_image"
-    default_detail = "not a usable image"
+    default_code = "empty_upload"
+    default_detail = "empty request body"
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -49,12 +59,18 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     """DRF EXCEPTION_HANDLER: similarity errors and DRF errors in the same JSON shape."""
     if isinstance(exc, SimilarityError):
         extra: dict[str, Any] = {}
+        message = str(exc)
         if isinstance(exc, ArticleNotIndexed):
-            extra = {"article_id": exc.article_id, "reason": exc.reason}
+            request = context.get("request")
+            if getattr(getattr(request, "user", None), "is_authenticated", False):
+                extra = {"article_id": exc.article_id, "reason": exc.reason}
+            else:  # download errors name hosts and ports: not for anonymous clients
+                extra = {"article_id": exc.article_id, "reason": exc.public_reason}
+                message = exc.public_message()
         elif isinstance(exc, ArticleNotFound):
             extra = {"article_id": exc.article_id}
         code = STATUS_BY_ERROR.get(type(exc), status.HTTP_400_BAD_REQUEST)
-        return Response(error_body(exc.code, str(exc), **extra), status=code)
+        return Response(error_body(exc.code, message, **extra), status=code)
 
     # Django's own Http404 / PermissionDenied carry no DRF code: use DRF's equivalents.
     if isinstance(exc, Http404):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -12,16 +11,22 @@ from django.db import connection
 from PIL import Image
 
 from catalog.models import Article
+from catalog.selectors import DOWNLOAD_FAILED, article_id_storable
 from similarity.conf import similarity_settings
 from similarity.engine.threads import fork_safe_threads
 from similarity.errors import ArticleNotFound, ArticleNotIndexed, IndexNotReady, InvalidQuery
 from similarity.models import Embedding
 from similarity.selectors.store import LoadedIndex, get_store
+from similarity.selectors.uploads import query_image_decode
 
 logger = logging.getLogger(__name__)
 
 MSG_BAD_K = "k must be an integer between 1 and {max_k}; got {k!r}"
 MSG_EMPTY_TEXT = "text must not be empty"
+MSG_TEXT_TOO_LONG = "text is {length} characters long; the limit is {limit} (TEXT_MAX_CHARS)"
+MSG_TEXT_TOKENS = (
+    "text of {length} characters has more tokens than the model reads; shorten the query"
+)
 
 
 @dataclass(frozen=True)
@@ -160,13 +165,17 @@ def similar_to_article(
     distance 0 (exact duplicates) never push the article itself from the first place.
     """
     k = validate_k(k)
+    if not article_id_storable(article_id):  # e.g. a NUL: no query (PostgreSQL would raise)
+        raise ArticleNotFound(article_id)
     loaded = get_store().get()
     row = _article_with_vector(article_id, loaded.manifest["model_identity"])
     if row is None:
         raise ArticleNotFound(article_id)
     pk, article_id, article_category, blob = row
     if not loaded.contains(pk):
-        raise ArticleNotIndexed(article_id, _not_indexed_reason(Article.objects.get(pk=pk)))
+        article = Article.objects.get(pk=pk)
+        raise ArticleNotIndexed(article_id, _not_indexed_reason(article),
+                                public_reason=_not_indexed_reason(article, public=True))
     if blob is None:
         raise ArticleNotIndexed(article_id, "its image changed since the last build")
     vector = np.frombuffer(bytes(blob), dtype="<f4")
@@ -187,11 +196,13 @@ def similar_to_article(
     )
 
 
-def _not_indexed_reason(article: Article) -> str:
+def _not_indexed_reason(article: Article, *, public: bool = False) -> str:
+    """Why an article is not indexed; ``public`` leaves out the download error's detail."""
     if not article.is_active:
         return "the article is inactive"
     if article.download_status == Article.DownloadStatus.FAILED:
-        return f"its image failed to download ({article.download_error or 'unknown error'})"
+        detail = DOWNLOAD_FAILED if public else article.download_error or "unknown error"
+        return f"its image failed to download ({detail})"
     if article.download_status == Article.DownloadStatus.PENDING:
         return "its image has not been downloaded yet"
     return "it was added or changed after the last index build"
@@ -222,17 +233,16 @@ def _query_embedder(loaded: LoadedIndex) -> Any:
 def similar_to_image(
     *, image: bytes | Image.Image, k: int | None = None, category: str | None = None
 ) -> SearchResult:
-    """The k articles most similar to an external image, embedded here with the index's model."""
-    from similarity.engine.imaging import ImageDecodeError, load_image
+    """The k articles most similar to an external image, embedded here with the index's model.
 
+    Bytes (an upload) are decoded once, reduced to the model's input size, under the upload
+    pixel limit and decode slots (``query_image_decode``).
+    """
     k = validate_k(k)
     loaded = get_store().get()
     embedder = _query_embedder(loaded)
     if isinstance(image, bytes | bytearray):
-        try:
-            image = load_image(io.BytesIO(image), target_size=embedder.image_size)
-        except ImageDecodeError as exc:
-            raise InvalidQuery(f"not a usable image: {exc}") from exc
+        image = query_image_decode(data=bytes(image), min_side=embedder.image_size)
     vector = embedder.embed_images([image])[0]
     ids, distances = _search(loaded, vector, k, category=category)
     return SearchResult(
@@ -251,14 +261,24 @@ def similar_to_text(
     k = validate_k(k)
     if not text or not text.strip():
         raise InvalidQuery(MSG_EMPTY_TEXT)
+    text = text.strip()
+    max_chars = similarity_settings().text_max_chars
+    if len(text) > max_chars:
+        raise InvalidQuery(MSG_TEXT_TOO_LONG.format(length=len(text), limit=max_chars))
     loaded = get_store().get()
     embedder = _query_embedder(loaded)
     if not embedder.supports_text:
         raise InvalidQuery(f"the index's model {loaded.manifest['model']!r} cannot embed text")
     try:
-        vector = embedder.embed_texts([text.strip()])[0]
+        vector = embedder.embed_texts([text])[0]
     except TextNotSupportedError as exc:
         raise InvalidQuery(str(exc)) from exc
+    except (IndexError, RuntimeError, ValueError) as exc:
+        # Tokenizers without truncation hand over too many tokens for the position table.
+        # Only a length problem if a one-word text embeds: else it is a real failure.
+        embedder.embed_texts(["a"])
+        logger.info("Text query of %d characters refused by the model: %s", len(text), exc)
+        raise InvalidQuery(MSG_TEXT_TOKENS.format(length=len(text))) from exc
     ids, distances = _search(loaded, vector, k, category=category)
     return SearchResult(
         model=loaded.manifest["model"],

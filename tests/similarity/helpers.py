@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
-from pathlib import Path
 
-from django.conf import settings
 from PIL import Image
 
-from catalog.models import Article, article_image_path
+from catalog.models import Article
+from catalog.services.images import article_image_store
 from demo.sample_images import category_for, product_image
 
 
 def store_image(article: Article, image: Image.Image, quality: int = 90) -> Article:
-    """Write ``image`` as the article's downloaded file and mark it downloaded."""
+    """Store ``image`` as the article's downloaded file (the catalog's one image writer)."""
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=quality)
-    data = buffer.getvalue()
-    name = article_image_path(article.article_id, "jpg")
-    path = Path(settings.MEDIA_ROOT) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    article.image = name
-    article.image_sha256 = hashlib.sha256(data).hexdigest()
-    article.download_status = Article.DownloadStatus.DOWNLOADED
-    article.downloaded_url = article.image_url
-    article.save()
-    return article
+    return article_image_store(article=article, data=buffer.getvalue())
 
 
 def make_catalog(count: int = 12, *, size: int = 96, start: int = 0) -> list[Article]:

@@ -66,3 +66,35 @@ def test_detail_unknown_is_404(client, db):
 def test_detail_without_index_says_null(client, db):
     Article.objects.create(article_id="X", image_url="http://127.0.0.1:9/x.jpg")
     assert client.get("/api/articles/X/").json()["indexed"] is None
+
+
+@pytest.mark.parametrize("path", ["/api/articles/{}/", "/api/articles/{}/similar/"])
+@pytest.mark.parametrize("article_id", ["%00", "A%00B", "x" * 300])
+def test_invalid_ids_are_404_with_the_json_error(client, catalog, path, article_id):
+    """A NUL makes PostgreSQL raise on a text comparison: no query is made for such ids."""
+    response = client.get(path.format(article_id))
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "article_not_found"
+
+
+def test_download_errors_are_detailed_for_signed_in_users_only(client, db, django_user_model):
+    Article.objects.create(
+        article_id="F", image_url="http://127.0.0.1:9/f.jpg",
+        download_status=Article.DownloadStatus.FAILED,
+        download_error="connection failed: [Errno 111] Connection refused (10.0.0.5:6379)",
+        refresh_error="HTTP 503 Service Unavailable",
+    )
+    body = client.get("/api/articles/F/").json()
+    assert (body["download_error"], body["refresh_error"]) == ("download failed",) * 2
+
+    client.force_authenticate(django_user_model.objects.create_user("shop", is_staff=True))
+    body = client.get("/api/articles/F/").json()
+    assert body["download_error"].endswith("(10.0.0.5:6379)")
+    assert body["refresh_error"] == "HTTP 503 Service Unavailable"
+
+
+def test_no_error_reads_empty(client, db):
+    Article.objects.create(article_id="OK", image_url="http://127.0.0.1:9/ok.jpg")
+    body = client.get("/api/articles/OK/").json()
+    assert (body["download_error"], body["refresh_error"]) == ("", "")

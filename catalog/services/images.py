@@ -1,0 +1,152 @@
+"""The one writer of an article's image file and image fields: validate, write atomically, record.
+
+The downloader writes files from worker threads and rows in batches, so it uses the pieces
+(``ImageTempFile``, ``image_fields``); everything else that stores an image (the eval
+catalog import, tests) calls ``article_image_store``. Either way the same rules hold: the
+file is never visible half-written, width and height are as displayed (after EXIF
+orientation), and ``downloaded_url`` says where the bytes came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from django.utils import timezone
+
+from catalog.conf import catalog_settings
+from catalog.images import validate_image_bytes
+from catalog.models import Article, article_image_path
+
+logger = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".download-"
+TEMP_SUFFIX = ".tmp"
+# Temp files younger than this may belong to a download running right now (another process).
+TEMP_GRACE_SECONDS = 60.0
+IMAGES_DIR = "images"
+
+
+class ImageTempFile:
+    """A ``.download-*.tmp`` file beside the final path: written, then committed or removed.
+
+    The file is created by the first ``write`` (so it exists only while bytes arrive, and
+    each write refreshes its mtime: a live one never looks abandoned to the sweep).
+    ``commit`` fsyncs and renames it over the final name (``os.replace``); leaving the block
+    without committing removes it. A process killed meanwhile leaves it behind, for
+    ``image_temp_files_sweep`` to remove on the next run.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path: Path | None = None
+        self._handle: BinaryIO | None = None
+        self._committed = False
+
+    def __enter__(self) -> ImageTempFile:
+        return self
+
+    def write(self, data: bytes) -> None:
+        if self._handle is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self.directory, prefix=TEMP_PREFIX,
+                                        suffix=TEMP_SUFFIX)
+            self.path, self._handle = Path(name), os.fdopen(fd, "wb")
+        self._handle.write(data)
+
+    def commit(self, path: Path) -> None:
+        if self._handle is None or self.path is None:
+            raise ValueError(f"nothing was written for {path}")
+        self._handle.flush()
+        os.fchmod(self._handle.fileno(), 0o644)
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        os.replace(self.path, path)
+        self._committed = True
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        if self.path is not None and not self._committed:
+            self.path.unlink(missing_ok=True)
+
+
+def image_directory(*, media_root: Path, article_id: str) -> Path:
+    """The directory of an article's image (the same whatever its extension)."""
+    return (media_root / article_image_path(article_id, "x")).parent
+
+
+def image_file_write(*, media_root: Path, article_id: str, data: bytes, ext: str) -> str:
+    """Write ``data`` as the article's image file atomically; return its storage name."""
+    name = article_image_path(article_id, ext)
+    with ImageTempFile(image_directory(media_root=media_root, article_id=article_id)) as temp:
+        temp.write(data)
+        temp.commit(media_root / name)
+    return name
+
+
+def image_fields(
+    *, name: str, sha256: str, width: int, height: int, source_url: str, now: datetime,
+) -> dict[str, object]:
+    """The Article field values that record a stored image (and clear earlier errors)."""
+    return {
+        "image": name, "image_sha256": sha256, "image_width": width, "image_height": height,
+        "downloaded_url": source_url, "download_status": Article.DownloadStatus.DOWNLOADED,
+        "download_error": "", "refresh_error": "", "refresh_failed_at": None,
+        "downloaded_at": now,
+    }
+
+
+def article_image_store(*, article: Article, data: bytes, source_url: str | None = None) -> Article:
+    """Validate ``data``, store it as ``article``'s image and mark the article downloaded.
+
+    ``source_url`` defaults to the article's ``image_url`` (the file then counts as fresh).
+    Raises ``ImageValidationError`` for bytes that are not an acceptable image.
+    """
+    conf = catalog_settings()
+    info = validate_image_bytes(data, max_pixels=conf.download_max_pixels)
+    name = image_file_write(media_root=conf.media_root, article_id=article.article_id,
+                            data=data, ext=info.ext)
+    old = article.image.name if article.image else ""
+    values = image_fields(
+        name=name, sha256=hashlib.sha256(data).hexdigest(), width=info.width,
+        height=info.height, source_url=source_url or article.image_url, now=timezone.now(),
+    )
+    for field, value in values.items():
+        setattr(article, field, value)
+    article.save(update_fields=[*values, "updated_at"])
+    # An old file of another extension goes once the row points at the new one (if ours).
+    ours = old == article_image_path(article.article_id, old.rsplit(".", 1)[-1])
+    if old and old != name and ours:
+        (conf.media_root / old).unlink(missing_ok=True)
+    return article
+
+
+def image_temp_files_sweep(*, media_root: Path, older_than: float = TEMP_GRACE_SECONDS) -> int:
+    """Remove temp files left by interrupted downloads (older than ``older_than`` seconds).
+
+    Younger ones are left alone: they may be another download run's files in flight.
+    """
+    root = media_root / IMAGES_DIR
+    if not root.is_dir():
+        return 0
+    cutoff = time.time() - older_than
+    removed = 0
+    for path in root.rglob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # another run swept it first
+            continue
+    if removed:
+        logger.info("Removed %d temp files left by interrupted downloads under %s", removed, root)
+    return removed
