@@ -39,6 +39,13 @@ DEFAULTS: dict[str, object] = {
     "NEIGHBORS_K": 10,
     "NEIGHBORS_BATCH": 1024,  # query vectors per Faiss search call
     "DUPLICATE_THRESHOLD": None,  # cosine distance; None = the model family's default below
+    # Supplier matching (services/matching.py): "similar" verdict at or under this distance;
+    # None = the model family's default below.
+    "SIMILAR_THRESHOLD": None,
+    "MATCH_BATCH_SIZE": 64,  # supplier photos fetched, embedded and matched per batch
+    # Zip uploads of supplier photos (admin): refused beyond these, before anything is used.
+    "MATCH_ZIP_MAX_FILES": 10_000,
+    "MATCH_ZIP_MAX_BYTES": 2 * 1024 * 1024 * 1024,  # uncompressed total, counted while read
 }
 
 # Duplicate thresholds per model family (cosine distance, strict "<"). How each was chosen:
@@ -47,6 +54,15 @@ DUPLICATE_THRESHOLDS: dict[str, float] = {
     "classic": 0.05,  # measured on the labelled eval catalog (manage.py evaluate)
     "clip": 0.05,  # not measurable offline (no weights here): conservative, documented guess
     "transformers": 0.05,  # same: conservative until measured on the shop's own labels
+}
+
+# "Similar" thresholds per model family (cosine distance, "<="): a supplier photo this close
+# to its best match probably shows a product the shop sells, worth a look. How each was
+# chosen: README "Matching supplier photos" and docs/benchmarks.md "Supplier matching".
+SIMILAR_THRESHOLDS: dict[str, float] = {
+    "classic": 0.25,  # @@CLASSIC@@
+    "clip": 0.25,  # not measurable offline (no weights here): a guess, set it per shop
+    "transformers": 0.25,  # @@TRANSFORMERS@@
 }
 
 API_AUTH_MODES = ("open", "token")
@@ -76,6 +92,16 @@ class SimilaritySettings:
     neighbors_k: int = 10
     neighbors_batch: int = 1024
     duplicate_threshold: float | None = None
+    similar_threshold: float | None = None
+    match_batch_size: int = 64
+    match_zip_max_files: int = 10_000
+    match_zip_max_bytes: int = 2 * 1024 * 1024 * 1024
+
+    def similar_threshold_for(self, model: str) -> float:
+        """The configured SIMILAR_THRESHOLD, else the default of ``model``'s family."""
+        if self.similar_threshold is not None:
+            return self.similar_threshold
+        return SIMILAR_THRESHOLDS[model_family(model)]
 
     def duplicate_threshold_for(self, model: str) -> float:
         """The configured DUPLICATE_THRESHOLD, else the default of ``model``'s family."""
@@ -118,6 +144,12 @@ def similarity_settings() -> SimilaritySettings:
         duplicate_threshold=(
             None if values["DUPLICATE_THRESHOLD"] is None else float(values["DUPLICATE_THRESHOLD"])
         ),
+        similar_threshold=(
+            None if values["SIMILAR_THRESHOLD"] is None else float(values["SIMILAR_THRESHOLD"])
+        ),
+        match_batch_size=_at_least_one("MATCH_BATCH_SIZE", values["MATCH_BATCH_SIZE"]),
+        match_zip_max_files=_at_least_one("MATCH_ZIP_MAX_FILES", values["MATCH_ZIP_MAX_FILES"]),
+        match_zip_max_bytes=_at_least_one("MATCH_ZIP_MAX_BYTES", values["MATCH_ZIP_MAX_BYTES"]),
     )
 
 

@@ -177,3 +177,56 @@ class DuplicateGroupReview(DuplicateDecision):
         proxy = True
         verbose_name = "duplicate group"
         verbose_name_plural = "duplicate groups"
+
+
+class MatchRun(models.Model):
+    """One supplier matching job started from the admin: its upload, progress and report.
+
+    The uploaded file and the report live in ``<DATA_DIR>/matching/<pk>/`` (not served);
+    the supplier photos' thumbnails in ``<MEDIA_ROOT>/matching/<pk>/`` (shown on review).
+    Written only by similarity.services.match_runs.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    class SourceKind(models.TextChoices):
+        FEED = "feed", "Supplier feed (CSV / JSON Lines)"
+        ZIP = "zip", "Zip of photos"
+
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    source_name = models.CharField(max_length=255, help_text="The uploaded file's name.")
+    source_kind = models.CharField(max_length=8, choices=SourceKind.choices)
+    source_file = models.CharField(max_length=255, help_text="Stored upload (under the data dir).")
+    k = models.PositiveSmallIntegerField(default=5, help_text="Nearest articles per photo.")
+    model = models.CharField(max_length=255, blank=True)
+    index_build = models.CharField(max_length=128, blank=True)
+    duplicate_threshold = models.FloatField(null=True, blank=True)
+    similar_threshold = models.FloatField(null=True, blank=True)
+    duplicate_count = models.PositiveIntegerField(default=0)
+    similar_count = models.PositiveIntegerField(default=0)
+    new_count = models.PositiveIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    timings = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, help_text="Why the run as a whole failed.")
+    task_id = models.CharField(max_length=64, blank=True)
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = "supplier match run"
+
+    def __str__(self) -> str:
+        return f"Match run #{self.pk} ({self.status})"
+
+    @property
+    def total_count(self) -> int:
+        return self.duplicate_count + self.similar_count + self.new_count + self.error_count

@@ -21,3 +21,12 @@ def index_build_task(build_id: int) -> str:
         logger.warning("Build #%s skipped: %s", build_id, exc)
         return IndexBuild.Status.SKIPPED
     return build.status
+
+
+def match_run_task(run_id: int) -> str:
+    """Run a queued supplier match run (admin upload) in a django-q2 worker; its final status."""
+    from similarity.models import MatchRun
+    from similarity.services.match_runs import match_run_execute
+
+    run = match_run_execute(run=MatchRun.objects.get(pk=run_id))
+    return run.status

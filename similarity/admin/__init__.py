@@ -1,3 +1,8 @@
-"""Similarity admin: the article panel and actions, build history, duplicate review."""
+"""Similarity admin: article panel and actions, build history, duplicate review, match runs."""
 
-from similarity.admin import articles, builds, duplicates  # noqa: F401  (registers the admins)
+from similarity.admin import (  # noqa: F401  (registers the admins)
+    articles,
+    builds,
+    duplicates,
+    match_runs,
+)

@@ -1,0 +1,230 @@
+"""The matching report (CSV or JSON Lines): written a line at a time, read back to resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from similarity.services.match_sources import MatchSourceError
+
+DUPLICATE = "duplicate"
+SIMILAR = "similar"
+NEW = "new"
+ERROR = "error"
+VERDICTS = (DUPLICATE, SIMILAR, NEW, ERROR)
+REPORT_EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FREE_FORM_EXTRA = "extra"  # CSV column holding a JSON Lines source's extra fields as JSON
+
+MSG_REPORT_FORMAT = "{path}: the report must end in .csv, .jsonl or .ndjson"
+MSG_REPORT_HEADER = (
+    "{path} already holds a report with other columns ({found}); expected ({expected}). "
+    "Resume with the same --k and source, or choose another --output"
+)
+
+
+@dataclass(frozen=True)
+class MatchRow:
+    """One line of the report: a supplier photo, its verdict and its nearest articles."""
+
+    supplier_ref: str
+    verdict: str
+    matches: list[tuple[str, float]] = field(default_factory=list)  # (article_id, distance)
+    error: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def report_columns(*, k: int, extra_columns: list[str] | None) -> list[str]:
+    """The CSV header: ref, verdict, k (match, distance) pairs, error, then the extras."""
+    pairs = [name for rank in range(1, k + 1) for name in (f"match_{rank}", f"distance_{rank}")]
+    extras = [FREE_FORM_EXTRA] if extra_columns is None else _safe_extras(extra_columns)
+    return ["supplier_ref", "verdict", *pairs, "error", *extras]
+
+
+def _safe_extras(extra_columns: list[str]) -> list[str]:
+    """Source columns named like a report column get a ``source_`` prefix."""
+    taken = {"supplier_ref", "verdict", "error"}
+    return [name if name not in taken and not name.startswith(("match_", "distance_"))
+            else f"source_{name}" for name in extra_columns]
+
+
+def _one_line(text: str) -> str:
+    """CSV cells on one line, so every report row is one line (what resuming reads)."""
+    return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+
+
+def report_format(path: Path) -> str:
+    kind = REPORT_EXTENSIONS.get(path.suffix.lower())
+    if kind is None:
+        raise MatchSourceError(MSG_REPORT_FORMAT.format(path=path))
+    return kind
+
+
+class ReportWriter:
+    """Appends rows to the report, one flushed line each (a killed run loses no written row).
+
+    Opening an existing report keeps its finished rows (their refs are in ``done``, so a
+    re-run skips them) and drops its error rows and any half-written last line, which are
+    matched again: the kept rows are copied to a temp file that replaces the report.
+    """
+
+    def __init__(self, *, path: Path, k: int, extra_columns: list[str] | None) -> None:
+        self.path = path
+        self.kind = report_format(path)
+        self.k = k
+        self.extra_columns = extra_columns
+        self.columns = report_columns(k=k, extra_columns=extra_columns)
+        self.done: set[str] = set()
+        self.kept = 0
+        self._handle: IO[str] | None = None
+        self._csv: Any = None
+
+    def __enter__(self) -> ReportWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and self.path.stat().st_size:
+            self._resume()
+        else:
+            self._handle = self.path.open("w", encoding="utf-8", newline="")
+            self._start()
+            if self.kind == "csv":
+                self._csv.writerow(self.columns)
+                self._handle.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def _start(self) -> None:
+        if self.kind == "csv":
+            self._csv = csv.writer(self._handle, lineterminator="\n")
+
+    def write(self, row: MatchRow) -> None:
+        assert self._handle is not None, "the report is not open"
+        if self.kind == "csv":
+            self._csv.writerow(self._csv_values(row))
+        else:
+            self._handle.write(json.dumps(_json_values(row), ensure_ascii=False) + "\n")
+        self._handle.flush()
+        self.done.add(row.supplier_ref)
+
+    def _csv_values(self, row: MatchRow) -> list[str]:
+        pairs: list[str] = []
+        for rank in range(self.k):
+            if rank < len(row.matches):
+                article_id, distance = row.matches[rank]
+                pairs += [article_id, f"{distance:.6f}"]
+            else:
+                pairs += ["", ""]
+        if self.extra_columns is None:
+            extras = [json.dumps(row.extra, ensure_ascii=False) if row.extra else ""]
+        else:
+            extras = [row.extra.get(name, "") for name in self.extra_columns]
+        values = [row.supplier_ref, row.verdict, *pairs, row.error, *extras]
+        return [_one_line(value) for value in values]
+
+    def _resume(self) -> None:
+        """Keep the finished rows of the existing report; drop errors and a torn last line."""
+        kept_lines, dropped = self._finished_lines()
+        if dropped:
+            temp = self.path.with_name(f".{self.path.name}.resume.tmp")
+            with temp.open("w", encoding="utf-8", newline="") as handle:
+                handle.writelines(kept_lines)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, self.path)
+        self._handle = self.path.open("a", encoding="utf-8", newline="")
+        self._start()
+
+    def _finished_lines(self) -> tuple[list[str], int]:
+        kept: list[str] = []
+        dropped = 0
+        for text, ref, verdict in self._read_lines():
+            if ref is None or verdict not in VERDICTS or verdict == ERROR:
+                dropped += 1
+                continue
+            if ref != "":
+                self.done.add(ref)
+                self.kept += 1
+            kept.append(text)
+        return kept, dropped
+
+    def _read_lines(self) -> Iterator[tuple[str, str | None, str | None]]:
+        """(raw line, ref, verdict) per line; ref None for a line that does not parse.
+
+        The header comes back with ref "" and verdict "new" so it is kept as is.
+        """
+        with self.path.open("r", encoding="utf-8", newline="") as handle:
+            lines = handle.readlines()
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] = lines[-1] + "\x00"  # torn by a kill mid-write: never parses
+        if self.kind == "jsonl":
+            for text in lines:
+                try:
+                    values = json.loads(text)
+                except ValueError:
+                    yield text, None, None
+                    continue
+                ok = isinstance(values, dict) and isinstance(values.get("supplier_ref"), str)
+                yield (text, values["supplier_ref"], values.get("verdict")) if ok else (
+                    text, None, None)
+            return
+        header = next(csv.reader([lines[0]])) if lines else []
+        if header != self.columns:
+            raise MatchSourceError(MSG_REPORT_HEADER.format(
+                path=self.path, found=", ".join(header), expected=", ".join(self.columns)))
+        yield lines[0], "", NEW
+        for text in lines[1:]:
+            values = next(csv.reader([text]), [])
+            if "\x00" in text or len(values) != len(self.columns):
+                yield text, None, None
+            else:
+                yield text, values[0], values[1]
+
+
+def _json_values(row: MatchRow) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "supplier_ref": row.supplier_ref,
+        "verdict": row.verdict,
+        "matches": [{"article_id": article_id, "distance": round(distance, 6)}
+                    for article_id, distance in row.matches],
+        "error": row.error,
+    }
+    if row.extra:
+        values["extra"] = row.extra
+    return values
+
+
+def report_rows_read(*, path: Path) -> Iterator[MatchRow]:
+    """The rows of a finished CSV or JSON Lines report (the admin review page reads these)."""
+    kind = report_format(path)
+    with path.open("r", encoding="utf-8", newline="") as handle:
+        if kind == "jsonl":
+            for text in handle:
+                values = json.loads(text)
+                yield MatchRow(
+                    supplier_ref=values["supplier_ref"], verdict=values["verdict"],
+                    matches=[(m["article_id"], float(m["distance"])) for m in values["matches"]],
+                    error=values.get("error", ""), extra=values.get("extra", {}),
+                )
+            return
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        pairs = sum(1 for name in header if name.startswith("match_"))
+        for values in reader:
+            record = dict(zip(header, values, strict=False))
+            matches = [
+                (record[f"match_{rank}"], float(record[f"distance_{rank}"]))
+                for rank in range(1, pairs + 1) if record.get(f"match_{rank}")
+            ]
+            extra_names = header[header.index("error") + 1:]
+            yield MatchRow(
+                supplier_ref=record["supplier_ref"], verdict=record["verdict"], matches=matches,
+                error=record.get("error", ""),
+                extra={name: record.get(name, "") for name in extra_names},
+            )

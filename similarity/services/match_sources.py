@@ -1,0 +1,222 @@
+"""Supplier sources for matching: a folder of photos, a CSV or JSON Lines feed, a safe zip."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+CSV_EXTENSIONS = {".csv"}
+JSONL_EXTENSIONS = {".jsonl", ".ndjson"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+REQUIRED_COLUMNS = ("supplier_ref", "image_url")
+CSV_FIELD_LIMIT = 10 * 1024 * 1024
+COPY_CHUNK = 1024 * 1024
+
+MSG_MISSING_SOURCE = "{path}: no such file or folder"
+MSG_FORMAT = (
+    "{path}: not a folder of photos, a CSV (.csv) or a JSON Lines (.jsonl, .ndjson) file"
+)
+MSG_HEADER = "{path}: the CSV header must contain {required}; missing {missing} (header: {header})"
+MSG_MISSING_REF = "missing supplier_ref"
+MSG_MISSING_URL = "missing image_url"
+MSG_BAD_JSON = "invalid JSON: {error}"
+MSG_NOT_OBJECT = "a JSON Lines row must be an object; got {kind}"
+MSG_ZIP_BAD = "{name}: not a readable zip file: {error}"
+MSG_ZIP_ENTRY = "{name}: entry {entry!r} would be written outside the folder; refused"
+MSG_ZIP_LINK = "{name}: entry {entry!r} is a symbolic link; refused"
+MSG_ZIP_FILES = "{name}: more than {limit} files (MATCH_ZIP_MAX_FILES); refused"
+MSG_ZIP_BYTES = "{name}: more than {limit} bytes once extracted (MATCH_ZIP_MAX_BYTES); refused"
+
+
+class MatchSourceError(Exception):
+    """The source as a whole cannot be used (missing, unreadable, wrong format, no header)."""
+
+
+@dataclass(frozen=True)
+class SupplierRow:
+    """One supplier photo to match: fetched from ``image_url`` or read from ``path``."""
+
+    supplier_ref: str
+    line: int  # line number in a feed, position in a folder
+    image_url: str = ""
+    path: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+    error: str = ""  # the row itself is unusable; reported as an error, never fetched
+
+
+@dataclass(frozen=True)
+class SupplierSource:
+    """An opened source: its extra columns (None = free-form, per row) and its rows (lazy)."""
+
+    path: Path
+    kind: str  # folder, csv or jsonl
+    extra_columns: list[str] | None
+
+    def rows(self) -> Iterator[SupplierRow]:
+        if self.kind == "folder":
+            return _folder_rows(self.path)
+        if self.kind == "csv":
+            return _csv_rows(self.path)
+        return _jsonl_rows(self.path)
+
+
+def supplier_source_open(*, path: Path | str) -> SupplierSource:
+    """The source at ``path``; MatchSourceError when it cannot be used at all.
+
+    A folder: every photo under it (by extension, sorted), ``supplier_ref`` its relative
+    path without extension. A CSV or JSON Lines feed: ``supplier_ref`` and ``image_url``
+    per row, other columns kept. Rows are read lazily, so memory stays flat.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return SupplierSource(path=path, kind="folder", extra_columns=[])
+    if not path.is_file():
+        raise MatchSourceError(MSG_MISSING_SOURCE.format(path=path))
+    suffix = path.suffix.lower()
+    if suffix in CSV_EXTENSIONS:
+        return SupplierSource(path=path, kind="csv", extra_columns=_csv_extra_columns(path))
+    if suffix in JSONL_EXTENSIONS:
+        return SupplierSource(path=path, kind="jsonl", extra_columns=None)
+    raise MatchSourceError(MSG_FORMAT.format(path=path))
+
+
+def _folder_rows(root: Path) -> Iterator[SupplierRow]:
+    files = sorted(
+        (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
+    for position, file in enumerate(files, start=1):
+        ref = file.relative_to(root).with_suffix("").as_posix()
+        yield SupplierRow(supplier_ref=ref, line=position, path=file)
+
+
+def _csv_reader(handle: object) -> csv.DictReader:
+    sample = handle.read(64 * 1024)  # type: ignore[attr-defined]
+    handle.seek(0)  # type: ignore[attr-defined]
+    try:
+        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    return csv.DictReader(handle, dialect=dialect)  # type: ignore[arg-type]
+
+
+def _csv_extra_columns(path: Path) -> list[str]:
+    try:
+        with path.open("r", encoding="utf-8-sig", newline="") as handle:
+            header = [name.strip() for name in (_csv_reader(handle).fieldnames or [])]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise MatchSourceError(f"{path}: unreadable CSV: {exc}") from exc
+    missing = [column for column in REQUIRED_COLUMNS if column not in header]
+    if missing:
+        raise MatchSourceError(MSG_HEADER.format(
+            path=path, required=", ".join(REQUIRED_COLUMNS), missing=", ".join(missing),
+            header=", ".join(header) or "empty",
+        ))
+    return [name for name in header if name and name not in REQUIRED_COLUMNS]
+
+
+def _csv_rows(path: Path) -> Iterator[SupplierRow]:
+    previous_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
+    try:
+        with path.open("r", encoding="utf-8-sig", newline="") as handle:
+            reader = _csv_reader(handle)
+            reader.fieldnames = [name.strip() for name in (reader.fieldnames or [])]
+            for values in reader:
+                yield _row(values, line=reader.line_num)
+    finally:
+        csv.field_size_limit(previous_limit)
+
+
+def _jsonl_rows(path: Path) -> Iterator[SupplierRow]:
+    with path.open("r", encoding="utf-8-sig") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            ref = f"line {number}"
+            try:
+                values = json.loads(text)
+            except ValueError as exc:
+                yield SupplierRow(supplier_ref=ref, line=number,
+                                  error=MSG_BAD_JSON.format(error=exc))
+                continue
+            if not isinstance(values, dict):
+                yield SupplierRow(supplier_ref=ref, line=number,
+                                  error=MSG_NOT_OBJECT.format(kind=type(values).__name__))
+                continue
+            yield _row(values, line=number)
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value).strip()
+
+
+def _row(values: dict, *, line: int) -> SupplierRow:
+    ref = _text(values.get("supplier_ref"))
+    url = _text(values.get("image_url"))
+    extra = {str(key): _text(value) for key, value in values.items()
+             if key and key not in REQUIRED_COLUMNS}
+    error = MSG_MISSING_REF if not ref else MSG_MISSING_URL if not url else ""
+    return SupplierRow(supplier_ref=ref or f"line {line}", line=line, image_url=url,
+                       extra=extra, error=error)
+
+
+def zip_extract_safe(
+    *, archive: Path, destination: Path, max_files: int, max_bytes: int
+) -> int:
+    """Extract the files of ``archive`` under ``destination``; the number of files written.
+
+    Refused as a whole (MatchSourceError, nothing left behind) when an entry is absolute,
+    climbs out with ``..``, is a symbolic link, or when the archive holds more than
+    ``max_files`` files or ``max_bytes`` once extracted. Sizes are counted while the data
+    is read, never taken from the archive's own headers.
+    """
+    name = archive.name
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            entries = [entry for entry in bundle.infolist() if not entry.is_dir()]
+            if len(entries) > max_files:
+                raise MatchSourceError(MSG_ZIP_FILES.format(name=name, limit=max_files))
+            targets = [_zip_target(name, entry, destination) for entry in entries]
+            written = 0
+            destination.mkdir(parents=True, exist_ok=True)
+            try:
+                for entry, target in zip(entries, targets, strict=True):
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with bundle.open(entry) as source, target.open("wb") as sink:
+                        while chunk := source.read(COPY_CHUNK):
+                            written += len(chunk)
+                            if written > max_bytes:
+                                raise MatchSourceError(
+                                    MSG_ZIP_BYTES.format(name=name, limit=max_bytes))
+                            sink.write(chunk)
+            except BaseException:
+                shutil.rmtree(destination, ignore_errors=True)
+                raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+        raise MatchSourceError(MSG_ZIP_BAD.format(name=name, error=exc)) from exc
+    return len(entries)
+
+
+def _zip_target(name: str, entry: zipfile.ZipInfo, destination: Path) -> Path:
+    """Where ``entry`` goes under ``destination``; MatchSourceError if anywhere else."""
+    mode = entry.external_attr >> 16
+    if (mode & 0o170000) == 0o120000:
+        raise MatchSourceError(MSG_ZIP_LINK.format(name=name, entry=entry.filename))
+    text = entry.filename.replace("\\", "/")
+    parts = PurePosixPath(text).parts
+    if (not parts or text.startswith("/") or ".." in parts or ":" in parts[0]
+            or any(part in ("", ".") for part in parts)):
+        raise MatchSourceError(MSG_ZIP_ENTRY.format(name=name, entry=entry.filename))
+    target = destination.joinpath(*parts)
+    if not target.resolve().is_relative_to(destination.resolve()):
+        raise MatchSourceError(MSG_ZIP_ENTRY.format(name=name, entry=entry.filename))
+    return target
