@@ -46,6 +46,15 @@ STATUS_TEXT = {
     503: "No index built yet (`index_not_ready`).",
 }
 
+# Answered by the HTTP server before Django (gunicorn's limit_request_line, 4094 bytes), as
+# HTML: declared so that clients (and the fuzzer) know a very long query string can get it.
+SERVER_STATUSES: dict[int, dict[str, Any]] = {
+    414: {
+        "content": {"text/html": {"schema": {"type": "string"}}},
+        "description": "Request line too long (the HTTP server's limit; not a JSON body).",
+    },
+}
+
 # Every operation may answer 401/403 (token mode, staff-only endpoints). The statuses beyond
 # those, per (path, method): keep in step with the views and the README's error table.
 COMMON_STATUSES = (401, 403)
@@ -95,6 +104,8 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
                         "description": STATUS_TEXT.get(status, "Error."),
                     },
                 )
+            for status, response in SERVER_STATUSES.items():
+                operation["responses"].setdefault(str(status), response)
     _extend_duplicates_page(result)
     return result
 
