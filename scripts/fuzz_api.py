@@ -62,8 +62,8 @@ def main() -> int:
         token = _prepare(env, tmp)
         server, base = _serve(env, tmp)
         schema = f"{base}/api/schema/?format=json"
-        staff = _fuzz(schema, ["-H", f"Authorization: Token {token}"], args, label="staff")
-        anonymous = _fuzz(schema, [], args, label="anonymous")
+        staff = _fuzz(schema, ["-H", f"Authorization: Token {token}"], args, tmp, label="staff")
+        anonymous = _fuzz(schema, [], args, tmp, label="anonymous")
         observed = _metrics_observed(base)
         failed = not (staff and anonymous and observed)
     finally:
@@ -147,7 +147,9 @@ def _serve(env: dict[str, str], tmp: Path) -> tuple[subprocess.Popen[bytes], str
     return server, base
 
 
-def _fuzz(schema: str, auth: list[str], args: argparse.Namespace, *, label: str) -> bool:
+def _fuzz(
+    schema: str, auth: list[str], args: argparse.Namespace, tmp: Path, *, label: str
+) -> bool:
     command = [
         str(BIN / "schemathesis"), "run", schema, *auth,
         "--checks", CHECKS,
@@ -159,7 +161,8 @@ def _fuzz(schema: str, auth: list[str], args: argparse.Namespace, *, label: str)
     print(f"fuzz ({label}): {' '.join(command[2:])}", flush=True)
     started = time.monotonic()
     try:
-        result = subprocess.run(command, cwd=ROOT, timeout=FUZZ_TIMEOUT)
+        # In the temp dir: schemathesis keeps its example database in ./.schemathesis.
+        result = subprocess.run(command, cwd=tmp, timeout=FUZZ_TIMEOUT)
     except subprocess.TimeoutExpired:
         print(f"fuzz ({label}): over {FUZZ_TIMEOUT} s", file=sys.stderr)
         return False
