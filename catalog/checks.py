@@ -24,8 +24,8 @@ def catalog_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Error
         if isinstance(value, bool) or not isinstance(value, type(default) | int):
             errors.append(Error(f"LOOKALIKE_{key} must be a number; got {value!r}",
                                 id="catalog.E001"))
-        elif value < 0 or (value == 0 and key not in ZERO_ALLOWED):
-            floor = ">= 0" if key in ZERO_ALLOWED else "> 0"
+        elif value < 0 or (value == 0 and key not in ZERO_ALLOWED and default != 0):
+            floor = ">= 0" if key in ZERO_ALLOWED or default == 0 else "> 0"
             errors.append(Error(f"LOOKALIKE_{key} must be {floor}; got {value!r}",
                                 id="catalog.E002"))
     return errors

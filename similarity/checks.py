@@ -11,8 +11,8 @@ from django.core.checks import Error, register
 
 from similarity.conf import API_AUTH_MODES, DEFAULTS, ENV_TYPES, RUNTIME_DEFAULTS
 
-# Keys that may be 0 (THREADS: one per core; RECALL_SAMPLE: skip the recall estimate);
-# every other number must be positive.
+# Keys that may be 0 (THREADS: one per core; RECALL_SAMPLE: skip the recall estimate), besides
+# those whose default is 0; every other number must be positive.
 ZERO_ALLOWED = {"THREADS", "RECALL_SAMPLE"}
 THROTTLE_RATE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")
 
@@ -36,10 +36,14 @@ def number_errors(
             errors.append(_error(app, 1, f"LOOKALIKE_{key} must be a number; got {value!r}"))
         elif kind is int and not isinstance(value, int):
             errors.append(_error(app, 1, f"LOOKALIKE_{key} must be an integer; got {value!r}"))
-        elif value < 0 or (value == 0 and key not in ZERO_ALLOWED):
-            floor = ">= 0" if key in ZERO_ALLOWED else "> 0"
+        elif value < 0 or (value == 0 and not _zero_allowed(key, defaults)):
+            floor = ">= 0" if _zero_allowed(key, defaults) else "> 0"
             errors.append(_error(app, 2, f"LOOKALIKE_{key} must be {floor}; got {value!r}"))
     return errors
+
+
+def _zero_allowed(key: str, defaults: Mapping[str, object]) -> bool:
+    return key in ZERO_ALLOWED or defaults[key] == 0
 
 
 @register()

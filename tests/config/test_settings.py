@@ -88,6 +88,17 @@ def test_unset_variables_leave_the_defaults_to_the_conf_modules(monkeypatch):
     assert lookalike_from_env(EnvReader(), ALL_DEFAULTS) == {}
 
 
+def test_a_new_key_needs_no_settings_change(monkeypatch):
+    defaults = {"NEW_LIMIT": 5, "NEW_FLAG": False, "NEW_RATIO": 0.5, "NEW_NAME": "x"}
+    monkeypatch.setenv("LOOKALIKE_NEW_LIMIT", "9")
+    monkeypatch.setenv("LOOKALIKE_NEW_FLAG", "yes")
+    monkeypatch.setenv("LOOKALIKE_NEW_RATIO", "0.25")
+    reader = EnvReader()
+    assert lookalike_from_env(reader, defaults) == {
+        "NEW_LIMIT": 9, "NEW_FLAG": True, "NEW_RATIO": 0.25}
+    reader.seal()
+
+
 def test_nullable_key_accepts_empty_and_none(monkeypatch):
     monkeypatch.setenv("LOOKALIKE_DUPLICATE_THRESHOLD", "none")
     values = lookalike_from_env(EnvReader(), SIMILARITY_DEFAULTS, types=ENV_TYPES)
@@ -107,6 +118,8 @@ def test_seal_names_the_variable_and_value(monkeypatch):
     [
         ({"DEFAULT_K": 50, "MAX_K": 10}, "similarity.E004"),
         ({"BATCH_SIZE": -1}, "similarity.E002"),
+        ({"KEEP_BUILDS": 0}, "similarity.E002"),
+        ({"THREADS": -2}, "similarity.E002"),
         ({"API_AUTH": "public"}, "similarity.E003"),
         ({"UPLOAD_THROTTLE": "lots"}, "similarity.E005"),
         ({"DUPLICATE_THRESHOLD": 0.5}, "similarity.E008"),
@@ -115,6 +128,7 @@ def test_seal_names_the_variable_and_value(monkeypatch):
     ],
 )
 def test_system_checks_reject_bad_values(settings, overrides, check_id):
+    call_command("check")  # the defaults pass
     settings.LOOKALIKE = {**settings.LOOKALIKE, **overrides}
     with pytest.raises(SystemCheckError, match=re.escape(check_id)):
         call_command("check")
