@@ -6,3 +6,6 @@ from django.apps import AppConfig
 class SimilarityConfig(AppConfig):
     name = "similarity"
     verbose_name = "Similarity"
+
+    def ready(self) -> None:
+        from similarity import checks  # noqa: F401  (registers the settings checks)

@@ -41,6 +41,10 @@ DEFAULTS: dict[str, object] = {
     "DUPLICATE_THRESHOLD": None,  # cosine distance; None = the model family's default below
 }
 
+# Types of the DEFAULTS keys whose default is None (LOOKALIKE_<KEY> parsing in settings.py;
+# "" or "none" sets None). Other keys are parsed with the type of their default.
+ENV_TYPES: dict[str, type] = {"DUPLICATE_THRESHOLD": float}
+
 # Duplicate thresholds per model family (cosine distance, strict "<"). How each was chosen:
 # README "Catalog similarity" and docs/benchmarks.md "Neighbours and duplicates".
 DUPLICATE_THRESHOLDS: dict[str, float] = {
