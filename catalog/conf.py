@@ -13,6 +13,7 @@ DEFAULTS: dict[str, object] = {
     "DOWNLOAD_RETRIES": 3,
     "DOWNLOAD_TIMEOUT": 10.0,
     "DOWNLOAD_MAX_PIXELS": 64_000_000,
+    "PROGRESS_LOG_SECONDS": 10.0,  # without a TTY, long loops log a progress line this often
 }
 
 
@@ -25,6 +26,7 @@ class CatalogSettings:
     download_retries: int
     download_timeout: float
     download_max_pixels: int
+    progress_log_seconds: float = 10.0
 
 
 def catalog_settings() -> CatalogSettings:
@@ -38,4 +40,5 @@ def catalog_settings() -> CatalogSettings:
         download_retries=int(values["DOWNLOAD_RETRIES"]),
         download_timeout=float(values["DOWNLOAD_TIMEOUT"]),
         download_max_pixels=int(values["DOWNLOAD_MAX_PIXELS"]),
+        progress_log_seconds=float(values["PROGRESS_LOG_SECONDS"]),
     )

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.db.models.functions import Mod
-from tqdm import tqdm
 
 from catalog.models import Article
+from catalog.progress import progress_bar
 from similarity.engine.embedders import Embedder
 from similarity.engine.embedders.pipeline import Timings, embed_sources
 from similarity.models import Embedding
@@ -75,7 +75,7 @@ def embeddings_update(
         from django.core.files.storage import default_storage
 
         sources = ((pk, default_storage.path(image)) for pk, _aid, image, _sha in todo)
-        bar = tqdm(total=len(todo), desc="Embedding", unit="img", disable=not progress)
+        bar = progress_bar(total=len(todo), desc="Embedding", unit="img", enabled=progress)
         try:
             for batch in embed_sources(
                 embedder,
