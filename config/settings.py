@@ -165,11 +165,12 @@ LOOKALIKE: dict[str, object] = {
     "DOWNLOAD_RETRIES": int(os.environ.get("LOOKALIKE_DOWNLOAD_RETRIES", 3)),
     "DOWNLOAD_TIMEOUT": float(os.environ.get("LOOKALIKE_DOWNLOAD_TIMEOUT", 10.0)),
     "DOWNLOAD_MAX_PIXELS": int(os.environ.get("LOOKALIKE_DOWNLOAD_MAX_PIXELS", 64_000_000)),
-    "MODEL": os.environ.get("LOOKALIKE_MODEL", "clip-ViT-B-32"),
     "INDEX_TYPE": os.environ.get("LOOKALIKE_INDEX_TYPE", "flat"),
     "BATCH_SIZE": int(os.environ.get("LOOKALIKE_BATCH_SIZE", 32)),
     "THREADS": int(os.environ.get("LOOKALIKE_THREADS", 0)),
     "STORE_NEIGHBORS": env_bool("LOOKALIKE_STORE_NEIGHBORS", default=False),
+    "BUILD_STALE_SECONDS": int(os.environ.get("LOOKALIKE_BUILD_STALE_SECONDS", 900)),
+    "PROGRESS_LOG_SECONDS": float(os.environ.get("LOOKALIKE_PROGRESS_LOG_SECONDS", 10.0)),
     "RUNTIME": os.environ.get("LOOKALIKE_RUNTIME", "torch"),
     # API (similarity.conf holds the defaults and validates them).
     "API_AUTH": os.environ.get("LOOKALIKE_API_AUTH", "open"),
@@ -177,6 +178,9 @@ LOOKALIKE: dict[str, object] = {
     "UPLOAD_MAX_PIXELS": int(os.environ.get("LOOKALIKE_UPLOAD_MAX_PIXELS", 40_000_000)),
     "UPLOAD_THROTTLE": os.environ.get("LOOKALIKE_UPLOAD_THROTTLE", "60/min"),
 }
+# MODEL only when set: unset, rebuilds keep the current index's model (similarity.conf).
+if os.environ.get("LOOKALIKE_MODEL"):
+    LOOKALIKE["MODEL"] = os.environ["LOOKALIKE_MODEL"]
 
 # The API: read access follows LOOKALIKE["API_AUTH"] (open or token), rebuilds are staff-only.
 REST_FRAMEWORK: dict[str, object] = {
