@@ -120,7 +120,7 @@ def build_start(**fields: object) -> IndexBuild:
         raise BuildAlreadyRunning(running) from None
 
 
-def build_claim(build: IndexBuild) -> bool:
+def build_claim(*, build: IndexBuild) -> bool:
     """Move a queued ``build`` to running; False when it is no longer queued.
 
     When another build runs, the queued build stays queued (the reaper hands it to a worker

@@ -63,7 +63,7 @@ def step_load_model(run: BuildRun) -> None:
     mark_openmp_used()
     model = run.build.model
     with Timeit(f"Loading model {model}", into=run.timings, key="load_model_seconds"):
-        run.embedder = embedder_load(model, run.threads)
+        run.embedder = embedder_load(model=model, threads=run.threads)
 
 
 def step_choose_runtime(run: BuildRun) -> None:
@@ -147,7 +147,7 @@ STEPS: tuple[tuple[str, Callable[[BuildRun], None]], ...] = (
 )
 
 
-def build_steps_run(run: BuildRun) -> None:
+def build_steps_run(*, run: BuildRun) -> None:
     """Run every step; each start and every progress-bar update inside it counts as progress.
 
     The index becomes current inside ``index``; a build that lost its lock (declared dead or
@@ -160,7 +160,7 @@ def build_steps_run(run: BuildRun) -> None:
     run.tracker.step("done")
 
 
-def embedder_load(model: str, threads: int) -> Any:
+def embedder_load(*, model: str, threads: int) -> Any:
     """The embedder for ``model``; a model that cannot be loaded fails the build in one line."""
     from similarity.engine.embedders import EmbedderLoadError, load_embedder
 

@@ -265,7 +265,7 @@ def index_build_run(
                 trigger=trigger,
             )
         )
-    elif not build_claim(build):
+    elif not build_claim(build=build):
         logger.warning("Build #%s is %s, not queued: not run", build.pk, build.status)
         return build
     run = BuildRun(
@@ -275,7 +275,7 @@ def index_build_run(
     started = time.perf_counter()
     try:
         with Heartbeat(build.pk):
-            build_steps_run(run)
+            build_steps_run(run=run)
     except BaseException as exc:
         build.status = IndexBuild.Status.FAILED
         known = isinstance(exc, BuildFailed | BuildTakenOver)
@@ -307,7 +307,7 @@ def embeddings_run(
     conf = similarity_settings()
     threads = fork_safe_threads(conf.threads)
     mark_openmp_used()
-    embedder = embedder_load(build_model_choose(requested=model)[0], threads)
+    embedder = embedder_load(model=build_model_choose(requested=model)[0], threads=threads)
     embedder, _choice = select_build_runtime(embedder, runtime, threads=threads)
     return embeddings_update(
         embedder=embedder,

@@ -26,10 +26,10 @@ def no_model_setting(settings):
     settings.LOOKALIKE = {k: v for k, v in settings.LOOKALIKE.items() if k != "MODEL"}
 
 
-def test_settings_hold_model_only_when_the_environment_sets_it():
+def test_settings_hold_model_only_when_the_environment_sets_it(tmp_path):
     code = "from django.conf import settings; print('MODEL' in settings.LOOKALIKE)"
     env = {k: v for k, v in os.environ.items() if k != "LOOKALIKE_MODEL"}
-    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    env.update(DJANGO_SETTINGS_MODULE="config.settings", LOOKALIKE_DATA_DIR=str(tmp_path))
     run = [sys.executable, "-c", f"import django; django.setup(); {code}"]
     cwd = django_settings.BASE_DIR
     unset = subprocess.run(run, env=env, cwd=cwd, capture_output=True, text=True, check=True)
