@@ -19,10 +19,13 @@ def schedule_build_reaper(using: str = "default", **kwargs: Any) -> None:
 
     ``update_or_create`` keeps one row per database; a qcluster runs it every minute.
     """
+    from django.db import connections
     from django_q.models import Schedule
 
     from similarity.tasks import REAP_SCHEDULE_NAME
 
+    if Schedule._meta.db_table not in connections[using].introspection.table_names():
+        return  # django_q not migrated yet (e.g. "migrate similarity"): its migrate adds it
     Schedule.objects.using(using).update_or_create(
         name=REAP_SCHEDULE_NAME,
         defaults={
