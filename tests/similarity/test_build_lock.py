@@ -191,3 +191,33 @@ def test_the_reaper_is_scheduled_every_minute_and_has_a_command(stale_60s):
     dead = running_build(beat=90, moved=90)
     call_command("reap_builds", stdout=out)
     assert f"build #{dead.pk} marked failed (dead): abandoned" in out.getvalue()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_rebuild_requests_queue_exactly_one_build(monkeypatch):
+    """Eight requests at once (threads, own connections): one queued row, one id for all."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from django.db import connection
+
+    if connection.vendor == "sqlite":
+        # The in-memory shared-cache test database locks whole tables ("database table is
+        # locked", no busy wait); a SQLite file serialises writers (IMMEDIATE transactions).
+        pytest.skip("threads racing on the in-memory SQLite test database; runs on PostgreSQL")
+    monkeypatch.setattr("similarity.services.builds._send_task", lambda build: None)  # broker
+    barrier = Barrier(8)
+
+    def request(_: int) -> tuple[int, bool]:
+        try:
+            barrier.wait(timeout=30)
+            queued = index_build_enqueue(download=False)
+            return queued.build.pk, queued.joined
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(request, range(8)))
+    assert len({build_id for build_id, _ in answers}) == 1
+    assert sorted(joined for _, joined in answers) == [False] + [True] * 7
+    assert IndexBuild.objects.filter(status=IndexBuild.Status.QUEUED).count() == 1
