@@ -80,6 +80,7 @@ class SimilaritySettings:
     neighbors_k: int = 10
     neighbors_batch: int = 1024
     duplicate_threshold: float | None = None
+    model_explicit: bool = False  # MODEL set in settings (LOOKALIKE_MODEL), not the default
 
     def duplicate_threshold_for(self, model: str) -> float:
         """The configured DUPLICATE_THRESHOLD, else the default of ``model``'s family."""
@@ -95,7 +96,8 @@ def model_family(model: str) -> str:
 
 def similarity_settings() -> SimilaritySettings:
     """Current similarity settings; read on every call so tests can override settings."""
-    values = {**DEFAULTS, **getattr(settings, "LOOKALIKE", {})}
+    configured = getattr(settings, "LOOKALIKE", {})
+    values = {**DEFAULTS, **configured}
     threads = int(values["THREADS"]) or (os.cpu_count() or 1)
     return SimilaritySettings(
         model=str(values["MODEL"]),
@@ -122,6 +124,7 @@ def similarity_settings() -> SimilaritySettings:
         duplicate_threshold=(
             None if values["DUPLICATE_THRESHOLD"] is None else float(values["DUPLICATE_THRESHOLD"])
         ),
+        model_explicit="MODEL" in configured,
     )
 
 
