@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: venv demo test lint bench serve clean
+.PHONY: venv demo test lint fuzz bench serve clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ lint: venv
 test: venv lint
 	scripts/ensure-chromium.sh
 	$(VENV)/bin/pytest
+
+# Schema-driven API fuzzing (schemathesis) against a live gunicorn on a throwaway catalog
+# and database; fails on any finding. FUZZ_ARGS="--max-examples 200" digs deeper.
+fuzz: venv
+	$(PY) scripts/fuzz_api.py $(FUZZ_ARGS)
 
 bench: venv
 	$(PY) bench/run_all.py $(BENCHMARKS)

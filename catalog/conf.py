@@ -16,6 +16,7 @@ DEFAULTS: dict[str, object] = {
     # Loopback, private, link-local... addresses are refused unless this is True (the demo,
     # tests and benchmarks serve images on 127.0.0.1 and opt in).
     "DOWNLOAD_ALLOW_PRIVATE": False,
+    "PROGRESS_LOG_SECONDS": 10.0,  # without a TTY, long loops log a progress line this often
 }
 
 
@@ -29,6 +30,7 @@ class CatalogSettings:
     download_timeout: float
     download_max_pixels: int
     download_allow_private: bool = False
+    progress_log_seconds: float = 10.0
 
 
 def catalog_settings() -> CatalogSettings:
@@ -43,4 +45,5 @@ def catalog_settings() -> CatalogSettings:
         download_timeout=float(values["DOWNLOAD_TIMEOUT"]),
         download_max_pixels=int(values["DOWNLOAD_MAX_PIXELS"]),
         download_allow_private=bool(values["DOWNLOAD_ALLOW_PRIVATE"]),
+        progress_log_seconds=float(values["PROGRESS_LOG_SECONDS"]),
     )

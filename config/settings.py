@@ -8,35 +8,30 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from marshmallow.validate import OneOf
+
+from catalog.conf import DEFAULTS as CATALOG_DEFAULTS
+from config.env import EnvReader, lookalike_from_env
+from similarity.conf import DEFAULTS as SIMILARITY_DEFAULTS
+from similarity.conf import ENV_TYPES as SIMILARITY_ENV_TYPES
+from similarity.conf import RUNTIME_DEFAULTS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    if value.lower() in {"1", "true", "yes", "on"}:
-        return True
-    if value.lower() in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false); got {value!r}")
-
-
-def env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+env = EnvReader()
 
 
 # Everything the app writes (SQLite database, images, indexes) lives under one directory.
-DATA_DIR = Path(os.environ.get("LOOKALIKE_DATA_DIR") or BASE_DIR / "var").resolve()
+DATA_DIR = Path(env.str("LOOKALIKE_DATA_DIR", "") or BASE_DIR / "var").resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
-DEBUG = env_bool("DEBUG", default=False)
+DEBUG = env.bool("DEBUG", default=False)
 
 
 def _secret_key() -> str:
     """SECRET_KEY from the environment, else one generated once and kept in the data dir."""
-    key = os.environ.get("SECRET_KEY")
+    key = env.str("SECRET_KEY", "")
     if key:
         return key
     key_file = DATA_DIR / "secret_key"
@@ -57,11 +52,11 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
-CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS")
 
 if not DEBUG:
-    SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", default=False)
+    SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
@@ -83,6 +78,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "similarity.observability.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -114,8 +110,8 @@ WSGI_APPLICATION = "config.wsgi.application"
 
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'db.sqlite3'}",
-        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
+        env.str("DATABASE_URL", "") or f"sqlite:///{DATA_DIR / 'db.sqlite3'}",
+        conn_max_age=env.int("DATABASE_CONN_MAX_AGE", 60),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -152,32 +148,18 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True  # serve admin assets without a collectstatic step
 # Serve downloaded images from Django itself (fine for admin use; put a web server in front
 # of MEDIA_ROOT for storefront traffic and set this to false).
-SERVE_MEDIA = env_bool("LOOKALIKE_SERVE_MEDIA", default=True)
+SERVE_MEDIA = env.bool("LOOKALIKE_SERVE_MEDIA", default=True)
 
 # Upload size limit for external image queries, enforced before decoding.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
-# One namespaced dict; read through catalog.conf / similarity.conf, never directly.
-LOOKALIKE: dict[str, object] = {
-    "DOWNLOAD_MAX_BYTES": int(os.environ.get("LOOKALIKE_DOWNLOAD_MAX_BYTES", 20 * 1024 * 1024)),
-    "DOWNLOAD_WORKERS": int(os.environ.get("LOOKALIKE_DOWNLOAD_WORKERS", 32)),
-    "DOWNLOAD_RETRIES": int(os.environ.get("LOOKALIKE_DOWNLOAD_RETRIES", 3)),
-    "DOWNLOAD_TIMEOUT": float(os.environ.get("LOOKALIKE_DOWNLOAD_TIMEOUT", 10.0)),
-    "DOWNLOAD_MAX_PIXELS": int(os.environ.get("LOOKALIKE_DOWNLOAD_MAX_PIXELS", 64_000_000)),
-    "DOWNLOAD_ALLOW_PRIVATE": env_bool("LOOKALIKE_DOWNLOAD_ALLOW_PRIVATE", default=False),
-    "MODEL": os.environ.get("LOOKALIKE_MODEL", "clip-ViT-B-32"),
-    "INDEX_TYPE": os.environ.get("LOOKALIKE_INDEX_TYPE", "flat"),
-    "BATCH_SIZE": int(os.environ.get("LOOKALIKE_BATCH_SIZE", 32)),
-    "THREADS": int(os.environ.get("LOOKALIKE_THREADS", 0)),
-    "STORE_NEIGHBORS": env_bool("LOOKALIKE_STORE_NEIGHBORS", default=False),
-    "RUNTIME": os.environ.get("LOOKALIKE_RUNTIME", "torch"),
-    # API (similarity.conf holds the defaults and validates them).
-    "API_AUTH": os.environ.get("LOOKALIKE_API_AUTH", "open"),
-    "UPLOAD_MAX_BYTES": int(os.environ.get("LOOKALIKE_UPLOAD_MAX_BYTES", 10 * 1024 * 1024)),
-    "UPLOAD_MAX_PIXELS": int(os.environ.get("LOOKALIKE_UPLOAD_MAX_PIXELS", 25_000_000)),
-    "UPLOAD_THROTTLE": os.environ.get("LOOKALIKE_UPLOAD_THROTTLE", "60/min"),
-}
+# One namespaced dict; read through catalog.conf / similarity.conf, never directly. Only the
+# LOOKALIKE_<KEY> variables that are set go in: the defaults live in the conf modules' DEFAULTS,
+# and every key there can be set from the environment with the type of its default.
+LOOKALIKE: dict[str, object] = lookalike_from_env(
+    env, SIMILARITY_DEFAULTS, RUNTIME_DEFAULTS, CATALOG_DEFAULTS, types=SIMILARITY_ENV_TYPES
+)
 
 # The API: read access follows LOOKALIKE["API_AUTH"] (open or token), rebuilds are staff-only.
 REST_FRAMEWORK: dict[str, object] = {
@@ -205,15 +187,21 @@ SPECTACULAR_SETTINGS: dict[str, object] = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Error responses and their {"error": ...} body, declared centrally for every operation.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "similarity.api.schema.add_error_responses",
+    ],
 }
 INSTALLED_APPS += ["drf_spectacular_sidecar"]  # static files only
 
-REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_URL = env.str("REDIS_URL", "")
+Q_TIMEOUT = env.int("LOOKALIKE_Q_TIMEOUT", 6 * 3600)
 Q_CLUSTER: dict[str, object] = {
     "name": "lookalike",
-    "workers": int(os.environ.get("LOOKALIKE_Q_WORKERS", 1)),
-    "timeout": int(os.environ.get("LOOKALIKE_Q_TIMEOUT", 6 * 3600)),
-    "retry": int(os.environ.get("LOOKALIKE_Q_TIMEOUT", 6 * 3600)) + 60,
+    "workers": env.int("LOOKALIKE_Q_WORKERS", 1),
+    "timeout": Q_TIMEOUT,
+    "retry": Q_TIMEOUT + 60,
     "max_attempts": 1,
     "save_limit": 250,
     "label": "Background tasks",
@@ -224,16 +212,28 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_LEVEL = (env.str("LOG_LEVEL", "INFO", validate=OneOf(LOG_LEVELS)) or "INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        "catalog": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-        "similarity": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+        "catalog": {"handlers": ["console"], "level": LOG_LEVEL},
+        "similarity": {"handlers": ["console"], "level": LOG_LEVEL},
+        # Server errors (500s, with their traceback) go to stderr even with DEBUG off; Django's
+        # default only mails them to ADMINS.
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
     },
 }
+
+# Observability (docs/operations.md): /metrics answers loopback clients only, or any client
+# that sends "Authorization: Bearer <METRICS_TOKEN>" when this is set.
+METRICS_TOKEN = env.str("METRICS_TOKEN", "")
+
+# Every bad value above, reported together in one line naming each variable and its value.
+env.seal()
 
 if not DEBUG and SECRET_KEY.startswith("django-insecure"):
     raise ImproperlyConfigured("SECRET_KEY is the insecure development key; set SECRET_KEY.")

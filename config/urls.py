@@ -6,11 +6,19 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import include, path, re_path
 from django.views.static import serve
 
+from similarity.observability.views import healthz, metrics, readyz
+
+# JSON 404 / 500 under /api/ (similarity.api.fallback), Django's pages elsewhere.
+handler404 = "config.handlers.not_found"
+handler500 = "config.handlers.server_error"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("similarity.api.urls")),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
 ]
-
 
 
 def media(request: HttpRequest, path: str) -> HttpResponse:

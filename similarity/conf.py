@@ -48,6 +48,10 @@ DEFAULTS: dict[str, object] = {
     "MATCH_ZIP_MAX_BYTES": 2 * 1024 * 1024 * 1024,  # uncompressed total, counted while read
 }
 
+# Types of the DEFAULTS keys whose default is None (LOOKALIKE_<KEY> parsing in settings.py;
+# "" or "none" sets None). Other keys are parsed with the type of their default.
+ENV_TYPES: dict[str, type] = {"DUPLICATE_THRESHOLD": float, "SIMILAR_THRESHOLD": float}
+
 # Duplicate thresholds per model family (cosine distance, strict "<"). How each was chosen:
 # README "Catalog similarity" and docs/benchmarks.md "Neighbours and duplicates".
 DUPLICATE_THRESHOLDS: dict[str, float] = {
@@ -60,10 +64,13 @@ DUPLICATE_THRESHOLDS: dict[str, float] = {
 # to its best match probably shows a product the shop sells, worth a look. How each was
 # chosen: README "Matching supplier photos" and docs/benchmarks.md "Supplier matching".
 SIMILAR_THRESHOLDS: dict[str, float] = {
-    "classic": 0.25,  # @@CLASSIC@@
+    "classic": 0.25,  # generated packshots: copies <= 0.04, look-alikes 0.13-0.37, others > 0.7
+    "efficientnet": 0.25,  # (model branch) to be measured like classic on generated packshots
     "clip": 0.25,  # not measurable offline (no weights here): a guess, set it per shop
-    "transformers": 0.25,  # @@TRANSFORMERS@@
+    "transformers": 0.25,  # same: a guess until measured on the shop's own photos
 }
+
+SIMILAR_THRESHOLD_FALLBACK = 0.25  # a family without its own entry
 
 API_AUTH_MODES = ("open", "token")
 
@@ -92,6 +99,7 @@ class SimilaritySettings:
     neighbors_k: int = 10
     neighbors_batch: int = 1024
     duplicate_threshold: float | None = None
+    model_explicit: bool = False  # MODEL set in settings (LOOKALIKE_MODEL), not the default
     similar_threshold: float | None = None
     match_batch_size: int = 64
     match_zip_max_files: int = 10_000
@@ -101,7 +109,7 @@ class SimilaritySettings:
         """The configured SIMILAR_THRESHOLD, else the default of ``model``'s family."""
         if self.similar_threshold is not None:
             return self.similar_threshold
-        return SIMILAR_THRESHOLDS[model_family(model)]
+        return SIMILAR_THRESHOLDS.get(model_family(model), SIMILAR_THRESHOLD_FALLBACK)
 
     def duplicate_threshold_for(self, model: str) -> float:
         """The configured DUPLICATE_THRESHOLD, else the default of ``model``'s family."""
@@ -117,7 +125,8 @@ def model_family(model: str) -> str:
 
 def similarity_settings() -> SimilaritySettings:
     """Current similarity settings; read on every call so tests can override settings."""
-    values = {**DEFAULTS, **getattr(settings, "LOOKALIKE", {})}
+    configured = getattr(settings, "LOOKALIKE", {})
+    values = {**DEFAULTS, **configured}
     threads = int(values["THREADS"]) or (os.cpu_count() or 1)
     return SimilaritySettings(
         model=str(values["MODEL"]),
@@ -144,6 +153,7 @@ def similarity_settings() -> SimilaritySettings:
         duplicate_threshold=(
             None if values["DUPLICATE_THRESHOLD"] is None else float(values["DUPLICATE_THRESHOLD"])
         ),
+        model_explicit="MODEL" in configured,
         similar_threshold=(
             None if values["SIMILAR_THRESHOLD"] is None else float(values["SIMILAR_THRESHOLD"])
         ),

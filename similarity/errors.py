@@ -60,3 +60,14 @@ class BuildAlreadyRunning(SimilarityError):
     def __init__(self, running_id: int | None) -> None:
         super().__init__(f"another index build is running (#{running_id})")
         self.running_id = running_id
+
+
+class BuildTakenOver(SimilarityError):
+    code = "build_taken_over"
+
+    def __init__(self, build_id: int) -> None:
+        super().__init__(
+            f"build #{build_id} was marked failed by another process (no heartbeat or no "
+            "progress for BUILD_STALE_SECONDS); it stopped"
+        )
+        self.build_id = build_id

@@ -53,11 +53,20 @@ class IndexBuild(models.Model):
         "recall_at_10",
     )
 
+    class ModelSource(models.TextChoices):
+        EXPLICIT = "explicit", "Asked for (--model)"
+        SETTING = "setting", "LOOKALIKE_MODEL setting"
+        CURRENT = "current index", "Model of the current index"
+        DEFAULT = "default", "Default (no index yet, no setting)"
+
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
     )
     trigger = models.CharField(max_length=32, default="shell")
     model = models.CharField(max_length=255)
+    model_source = models.CharField(
+        max_length=16, choices=ModelSource.choices, blank=True, help_text="Why this model."
+    )
     index_type = models.CharField(max_length=64)
     full = models.BooleanField(default=False)
     download = models.BooleanField(default=False)
@@ -78,6 +87,13 @@ class IndexBuild(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    progress_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last time the build moved on (a batch, a phase)."
+    )
+    phase = models.CharField(max_length=32, blank=True, help_text="Step running or last done.")
+    process = models.CharField(
+        max_length=128, blank=True, help_text="host:pid of the process running the build."
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -88,7 +104,13 @@ class IndexBuild(models.Model):
                 fields=["status"],
                 condition=models.Q(status="running"),
                 name="indexbuild_single_running",
-            )
+            ),
+            # At most one queued rebuild: further requests join it (services.builds).
+            models.UniqueConstraint(
+                fields=["status"],
+                condition=models.Q(status="queued"),
+                name="indexbuild_single_queued",
+            ),
         ]
 
     def __str__(self) -> str:

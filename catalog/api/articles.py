@@ -30,6 +30,8 @@ def media_url(request: Request, name: str) -> str | None:
 class ArticleListApi(APIView):
     """GET /api/articles/ — the catalog, paginated (limit/offset), with filters."""
 
+    pagination_class = ArticlePagination  # the schema declares the page envelope and limit/offset
+
     class FilterSerializer(serializers.Serializer):
         category = serializers.CharField(required=False, allow_blank=True)
         status = serializers.ChoiceField(choices=Article.DownloadStatus.choices, required=False)

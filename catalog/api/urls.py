@@ -11,7 +11,8 @@ def article_patterns(detail_view: type[ArticleDetailApi] = ArticleDetailApi) -> 
     """Article list and detail; ``detail_view`` lets an app extend the detail answer.
 
     Article ids may hold any character, "/" included (<path:>): routes below an article
-    (".../similar/") must be listed before these.
+    (".../similar/") must be listed before these. Ids no article can have (a NUL, which
+    PostgreSQL text cannot hold) are answered 404 by the views without a query.
     """
     return [
         path("articles/", ArticleListApi.as_view(), name="article-list"),

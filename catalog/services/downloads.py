@@ -17,10 +17,10 @@ import requests
 from django.db import transaction
 from django.utils import timezone
 from PIL import Image
-from tqdm import tqdm
 
 from catalog.conf import catalog_settings
 from catalog.models import Article, article_image_path
+from catalog.progress import ProgressBar, progress_bar
 from catalog.services.fetching import (
     DEFAULT_BACKOFF_FACTOR,
     DownloadCancelled,
@@ -149,8 +149,7 @@ def images_download(
         max_bytes=conf.download_max_bytes, max_pixels=conf.download_max_pixels, cancel=cancel,
     )
     recorder = _Recorder(summary, media_root)
-    bar = tqdm(total=len(pks), unit="img", desc="Downloading images",
-               disable=None if progress else True)
+    bar = progress_bar(total=len(pks), unit="img", desc="Downloading images", enabled=progress)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="image-download")
     in_flight: set[Future[_Outcome]] = set()
     try:
@@ -253,7 +252,9 @@ class _Recorder:
         self.succeeded: list[tuple[_Outcome, dict[str, object]]] = []
         self.failed: list[tuple[_Outcome, dict[str, object]]] = []
 
-    def collect(self, futures: Iterable[Future[_Outcome]], bar: tqdm, strict: bool = True) -> None:
+    def collect(
+        self, futures: Iterable[Future[_Outcome]], bar: ProgressBar, strict: bool = True
+    ) -> None:
         for future in futures:
             if not strict and (not future.done() or future.exception() is not None):
                 continue

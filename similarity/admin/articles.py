@@ -44,6 +44,10 @@ MSG_TOO_MANY = (
     "Use “Rebuild the similarity index”, which downloads in the background."
 )
 MSG_BUILD_QUEUED = "Index build {link} queued (model {model}); it runs in the background."
+MSG_BUILD_JOINED = (
+    "A rebuild was already queued: your request joined index build {link} (model {model}); "
+    "it runs in the background."
+)
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,8 @@ class SimilarArticleAdmin(ArticleAdmin):
         description="Rebuild the similarity index (whole catalog)", permissions=["change"]
     )
     def rebuild_index(self, request: HttpRequest, queryset: QuerySet[Article]) -> None:
-        build = index_build_enqueue(trigger="admin")
+        queued = index_build_enqueue(trigger="admin")
+        build = queued.build
         link = format_html(
             '<a href="{}">#{}</a>',
             reverse("admin:similarity_indexbuild_change", args=[build.pk]),
@@ -152,7 +157,11 @@ class SimilarArticleAdmin(ArticleAdmin):
         )
         self.message_user(
             request,
-            format_html(MSG_BUILD_QUEUED, link=link, model=build.model),
+            format_html(
+                MSG_BUILD_JOINED if queued.joined else MSG_BUILD_QUEUED,
+                link=link,
+                model=build.model,
+            ),
             messages.SUCCESS,
         )
 

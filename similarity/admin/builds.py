@@ -68,7 +68,7 @@ class IndexBuildAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     fieldsets = (
         (None, {"fields": ("status_badge", "error", "trigger", "task_link")}),
-        ("Options", {"fields": ("model", "index_type", "full", "download")}),
+        ("Options", {"fields": ("model", "model_source", "index_type", "full", "download")}),
         ("Result", {"fields": IndexBuild.SUMMARY_FIELDS}),
         (
             "Timings",
@@ -77,6 +77,9 @@ class IndexBuildAdmin(admin.ModelAdmin):
                     "created_at",
                     "started_at",
                     "heartbeat_at",
+                    "progress_at",
+                    "phase",
+                    "process",
                     "finished_at",
                     "duration_display",
                     "timings_table",

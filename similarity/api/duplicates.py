@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from similarity.api.permissions import StaffAccess
 from similarity.services.duplicates import DuplicateGroup, duplicate_groups_find
 
 
@@ -27,6 +28,9 @@ class DuplicatesApi(APIView):
     closest pairs; ``pair_count`` is the real number. Pairs a reviewer marked "not duplicates"
     are left out; fully reviewed groups are hidden.
     """
+
+    pagination_class = DuplicatePagination  # the schema declares the page envelope
+    permission_classes = [StaffAccess]  # review data: staff only, also with API_AUTH=open
 
     @extend_schema_serializer(component_name="DuplicateMember")
     class MemberSerializer(serializers.Serializer):

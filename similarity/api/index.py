@@ -28,6 +28,7 @@ class IndexBuildSerializer(serializers.ModelSerializer):
             "status",
             "trigger",
             "model",
+            "model_source",
             "index_type",
             "full",
             "download",
@@ -35,6 +36,9 @@ class IndexBuildSerializer(serializers.ModelSerializer):
             "error",
             "created_at",
             "started_at",
+            "heartbeat_at",
+            "progress_at",
+            "phase",
             "finished_at",
         ]
 
@@ -99,8 +103,16 @@ class IndexApi(APIView):
         )
 
 
+MSG_QUEUED = "build #{id} queued"
+MSG_JOINED = "a rebuild was already queued: this request joined build #{id}"
+
+
 class IndexRebuildApi(APIView):
-    """POST /api/index/rebuild/ (staff) — queue a background build; 202 with its status URL."""
+    """POST /api/index/rebuild/ (staff) — queue a background build; 202 with its status URL.
+
+    At most one build is queued: while one is, further requests join it (same id,
+    ``joined: true``); ``full``/``download`` asked by any of them apply to it.
+    """
 
     permission_classes = [IsAdminUser]
 
@@ -114,15 +126,25 @@ class IndexRebuildApi(APIView):
         id = serializers.IntegerField()
         status = serializers.CharField()
         status_url = serializers.URLField()
+        joined = serializers.BooleanField(help_text="True: joined the build already queued.")
+        detail = serializers.CharField()
 
     @extend_schema(request=InputSerializer, responses={202: OutputSerializer})
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        build = index_build_enqueue(trigger="api", **serializer.validated_data)
+        queued = index_build_enqueue(trigger="api", **serializer.validated_data)
+        build = queued.build
         location = request.build_absolute_uri(build_url(build))
+        message = MSG_JOINED if queued.joined else MSG_QUEUED
         return Response(
-            {"id": build.pk, "status": build.status, "status_url": location},
+            {
+                "id": build.pk,
+                "status": build.status,
+                "status_url": location,
+                "joined": queued.joined,
+                "detail": message.format(id=build.pk),
+            },
             status=status.HTTP_202_ACCEPTED,
             headers={"Location": location},
         )

@@ -1,4 +1,4 @@
-"""API access and limits: read access per the API_AUTH setting, upload throttling."""
+"""API access and limits: read access per API_AUTH, staff-only views, upload throttling."""
 
 from __future__ import annotations
 
@@ -20,6 +20,14 @@ class ReadAccess(BasePermission):
         if similarity_settings().api_auth == "open":
             return True
         return bool(request.user and request.user.is_authenticated)
+
+
+class StaffAccess(BasePermission):
+    """A staff user (session or token) in every API_AUTH mode: for what anonymous clients of
+    an open API must not see (duplicate review, build errors and failures)."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(request.user and request.user.is_authenticated and request.user.is_staff)
 
 
 class UploadThrottle(ScopedRateThrottle):

@@ -1,18 +1,19 @@
 """API routes (mounted under /api/)."""
 
-from django.urls import path
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from catalog.api.urls import article_patterns
 from similarity.api.articles import IndexedArticleDetailApi
 from similarity.api.duplicates import DuplicatesApi
+from similarity.api.fallback import NOT_FOUND_NAME, api_not_found
 from similarity.api.index import IndexApi, IndexBuildDetailApi, IndexRebuildApi
 from similarity.api.search import ArticleSimilarApi, SimilarSearchApi
 
 app_name = "api"
 
-# Article ids may hold any character, "/" included (<path:>); the similar route comes before
-# the catalog's article routes so ".../similar/" is never read as part of an id.
+# Article ids may hold any character but NUL, "/" included (catalog.api.urls); the similar
+# route comes before the catalog's article routes so ".../similar/" is never read as an id.
 urlpatterns = [
     path(
         "articles/<path:article_id>/similar/",
@@ -27,4 +28,6 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("duplicates/", DuplicatesApi.as_view(), name="duplicates"),
+    # Last: any other /api/ path answers a JSON 404 in the API's error shape.
+    re_path(r"^(?P<rest>.*)$", api_not_found, name=NOT_FOUND_NAME),
 ]

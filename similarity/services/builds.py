@@ -1,33 +1,93 @@
-"""Index builds: download + embed + index as one recorded, single-flight run."""
+"""Index builds: download + embed + index as one recorded, single-flight run.
+
+The lock, heartbeat, progress and reaping live in ``build_lock``; the steps of a run in
+``build_steps``. Here: which model a build uses, queuing (at most one queued rebuild;
+further requests join it), running a build and the periodic check.
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from similarity.conf import similarity_settings
 from similarity.engine.threads import fork_safe_threads, mark_openmp_used
-from similarity.errors import BuildAlreadyRunning
+from similarity.errors import BuildTakenOver
 from similarity.models import IndexBuild
+from similarity.services.build_lock import (
+    BuildTracker,
+    Heartbeat,
+    Reaped,
+    build_claim,
+    build_start,
+    running_builds_reap,
+)
+from similarity.services.build_steps import (
+    MSG_NOTHING_TO_INDEX,
+    BuildFailed,
+    BuildRun,
+    build_steps_run,
+    embedder_load,
+    select_build_runtime,
+)
 from similarity.services.embeddings import embeddings_update
-from similarity.services.indexing import collect_inputs, index_update
 
 logger = logging.getLogger(__name__)
 
-MSG_NOTHING_TO_INDEX = (
-    "nothing to index: no active article has a downloaded, decodable image "
-    "(run manage.py download_images first)"
-)
-HEARTBEAT_SECONDS = 10.0
+__all__ = [
+    "MSG_NOTHING_TO_INDEX",
+    "BuildFailed",
+    "build_model_choose",
+    "builds_reap",
+    "embeddings_run",
+    "index_build_create",
+    "index_build_enqueue",
+    "index_build_run",
+    "select_build_runtime",
+]
+
+ENQUEUE_ATTEMPTS = 5  # create-or-join races lost in a row before giving up (never in practice)
 
 
-class BuildFailed(Exception):
-    """A build could not complete; the message is for the shop's engineer."""
+def build_model_choose(*, requested: str | None) -> tuple[str, str]:
+    """The model a build uses and why: (model, IndexBuild.ModelSource value).
+
+    An explicit request (``--model``) wins, then the LOOKALIKE_MODEL setting when it is set,
+    then the current index's model (so a rebuild never switches model by itself, e.g. back
+    to CLIP after a fallback to classic), then the default.
+    """
+    from similarity.engine.index import current_build
+
+    Source = IndexBuild.ModelSource
+    if requested:
+        return requested, Source.EXPLICIT
+    conf = similarity_settings()
+    if conf.model_explicit:
+        return conf.model, Source.SETTING
+    current = current_build(conf.index_root)
+    if current is not None and current.manifest.get("model"):
+        return str(current.manifest["model"]), Source.CURRENT
+    return conf.model, Source.DEFAULT
+
+
+def _build_fields(
+    *, model: str | None, index_type: str | None, full: bool, download: bool, trigger: str
+) -> dict[str, Any]:
+    chosen, source = build_model_choose(requested=model)
+    return {
+        "model": chosen,
+        "model_source": source,
+        "index_type": index_type or similarity_settings().index_type,
+        "full": full,
+        "download": download,
+        "trigger": trigger,
+    }
 
 
 def index_build_create(
@@ -38,15 +98,23 @@ def index_build_create(
     download: bool = False,
     trigger: str = "shell",
 ) -> IndexBuild:
-    """Record a queued build with its options (defaults from settings)."""
-    conf = similarity_settings()
+    """Record a queued build with its options (model: see build_model_choose).
+
+    IntegrityError when a build is already queued (at most one; index_build_enqueue joins it).
+    """
     return IndexBuild.objects.create(
-        model=model or conf.model,
-        index_type=index_type or conf.index_type,
-        full=full,
-        download=download,
-        trigger=trigger,
+        **_build_fields(
+            model=model, index_type=index_type, full=full, download=download, trigger=trigger
+        )
     )
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """A rebuild request's answer: the queued build, and whether it joined one already queued."""
+
+    build: IndexBuild
+    joined: bool
 
 
 def index_build_enqueue(
@@ -56,91 +124,89 @@ def index_build_enqueue(
     full: bool = False,
     download: bool = True,
     trigger: str = "api",
-) -> IndexBuild:
-    """Queue a background build (django-q2) once the surrounding transaction commits."""
+) -> BuildRequest:
+    """Queue a background build (django-q2) once the surrounding transaction commits.
+
+    At most one build is queued (a database constraint): a request while one is queued joins
+    it, widening its options (``full``/``download`` when asked) and gets its id.
+    """
+    running_builds_reap()
+    for _attempt in range(ENQUEUE_ATTEMPTS):
+        queued = IndexBuild.objects.filter(status=IndexBuild.Status.QUEUED).first()
+        if queued is not None:
+            if _join(queued, full=full, download=download):
+                queued.refresh_from_db()
+                return BuildRequest(queued, joined=True)
+            continue  # it started meanwhile: queue a new one
+        try:
+            with transaction.atomic():
+                build = index_build_create(
+                    model=model, index_type=index_type, full=full, download=download,
+                    trigger=trigger,
+                )
+        except IntegrityError:
+            continue  # another request queued one meanwhile: join it
+        transaction.on_commit(lambda build=build: _send_task(build))
+        return BuildRequest(build, joined=False)
+    raise RuntimeError(f"could not queue or join a build after {ENQUEUE_ATTEMPTS} attempts")
+
+
+def _join(queued: IndexBuild, *, full: bool, download: bool) -> bool:
+    """Widen the queued build's options; False when it is no longer queued."""
+    return bool(
+        IndexBuild.objects.filter(pk=queued.pk, status=IndexBuild.Status.QUEUED).update(
+            full=Case(When(full=True, then=Value(True)), default=Value(full)),
+            download=Case(When(download=True, then=Value(True)), default=Value(download)),
+        )
+    )
+
+
+def _send_task(build: IndexBuild) -> None:
     from django_q.tasks import async_task
 
-    build = index_build_create(
-        model=model, index_type=index_type, full=full, download=download, trigger=trigger
+    task_id = async_task(
+        "similarity.tasks.index_build_task", build.pk, task_name=f"index-build-{build.pk}"
     )
-
-    def enqueue() -> None:
-        task_id = async_task(
-            "similarity.tasks.index_build_task", build.pk, task_name=f"index-build-{build.pk}"
-        )
-        IndexBuild.objects.filter(pk=build.pk, task_id="").update(task_id=str(task_id or ""))
-
-    transaction.on_commit(enqueue)
-    return build
+    # By pk alone: with sync tasks (tests) the build has already run by now.
+    IndexBuild.objects.filter(pk=build.pk).update(task_id=str(task_id or ""))
 
 
-def _acquire(build: IndexBuild) -> None:
-    """Move ``build`` to running, or raise BuildAlreadyRunning (the database is the lock)."""
-    now = timezone.now()
-    stale_before = now - timezone.timedelta(seconds=similarity_settings().build_stale_seconds)
-    abandoned = IndexBuild.objects.filter(
-        status=IndexBuild.Status.RUNNING, heartbeat_at__lt=stale_before
-    ).update(
-        status=IndexBuild.Status.FAILED,
-        error="abandoned: its process stopped sending heartbeats",
-        finished_at=now,
-    )
-    if abandoned:
-        logger.warning("Marked %d abandoned build(s) as failed", abandoned)
-    try:
-        with transaction.atomic():
-            IndexBuild.objects.filter(pk=build.pk).update(
-                status=IndexBuild.Status.RUNNING, started_at=now, heartbeat_at=now
-            )
-    except IntegrityError:
-        running = IndexBuild.objects.filter(status=IndexBuild.Status.RUNNING).first()
-        running_id = running.pk if running else None
-        IndexBuild.objects.filter(pk=build.pk).update(
-            status=IndexBuild.Status.SKIPPED,
-            error=f"another build was running (#{running_id})",
-            finished_at=now,
-        )
-        build.refresh_from_db()
-        raise BuildAlreadyRunning(running_id) from None
-    build.refresh_from_db()
+@dataclass
+class ReapReport:
+    reaped: list[Reaped] = field(default_factory=list)
+    requeued: int | None = None  # id of a queued build handed to a worker again
+
+    def __str__(self) -> str:
+        lines = [f"build #{r.build_id} marked failed ({r.reason}): {r.error}" for r in self.reaped]
+        if self.requeued is not None:
+            lines.append(f"queued build #{self.requeued} handed to a worker again")
+        return "\n".join(lines) or "nothing to do: no dead, hung or waiting build"
 
 
-class _Heartbeat:
-    """Beats for a running build from a daemon thread, through every phase of the build.
+def builds_reap() -> ReapReport:
+    """The periodic check: fail dead and hung builds; restart a queued build left waiting.
 
-    A beat inside one phase only (say, the embedding loop) would let a long download, index
-    build or neighbour refresh look abandoned, and a second build would take over.
+    A queued build is handed to a worker again when no build runs and its task has ended
+    without running it (it found another build running) or, after the stale time, it never
+    reached the task queue.
     """
+    report = ReapReport(reaped=running_builds_reap())
+    if IndexBuild.objects.filter(status=IndexBuild.Status.RUNNING).exists():
+        return report
+    queued = IndexBuild.objects.filter(status=IndexBuild.Status.QUEUED).first()
+    if queued is not None and _waiting(queued):
+        _send_task(queued)
+        report.requeued = queued.pk
+    return report
 
-    def __init__(self, build_pk: int, interval: float = HEARTBEAT_SECONDS) -> None:
-        self.build_pk = build_pk
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"build-{build_pk}-heartbeat", daemon=True
-        )
 
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
+def _waiting(build: IndexBuild) -> bool:
+    if not build.task_id:
+        age = (timezone.now() - build.created_at).total_seconds()
+        return age > similarity_settings().build_stale_seconds
+    from django_q.models import Task
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.interval + 30)
-
-    def _run(self) -> None:
-        from django.db import connection
-
-        try:
-            while not self._stop.wait(self.interval):
-                try:
-                    IndexBuild.objects.filter(
-                        pk=self.build_pk, status=IndexBuild.Status.RUNNING
-                    ).update(heartbeat_at=timezone.now())
-                except Exception:  # a busy database: the next beat tries again
-                    logger.warning("Heartbeat of build #%s failed", self.build_pk, exc_info=True)
-        finally:
-            connection.close()
+    return Task.objects.filter(id=build.task_id).exists()
 
 
 # What a finished build writes back; never task_id (set by the enqueuer) or the lock fields.
@@ -185,166 +251,44 @@ def index_build_run(
 ) -> IndexBuild:
     """Run a build: (download,) embed what is missing, update or rebuild the index, switch.
 
+    Without ``build`` a new running build is recorded (BuildAlreadyRunning when another
+    runs); with a queued ``build`` it is claimed (returned as it is when no longer queued).
     The new index becomes current only when it is completely written; any failure leaves
     the previous index serving and the build recorded as failed with its error. Same inputs
     as the current index: nothing is written (status "unchanged"). ``runtime`` (default:
     the RUNTIME setting) is the embedding runtime; see ``select_build_runtime``.
     """
     if build is None:
-        build = index_build_create(
-            model=model, index_type=index_type, full=full, download=download, trigger=trigger
+        build = build_start(
+            **_build_fields(
+                model=model, index_type=index_type, full=full, download=download,
+                trigger=trigger,
+            )
         )
-    _acquire(build)
-    timings: dict[str, Any] = {}
+    elif not build_claim(build=build):
+        logger.warning("Build #%s is %s, not queued: not run", build.pk, build.status)
+        return build
+    run = BuildRun(
+        build=build, tracker=BuildTracker(build.pk), reembed=reembed, batch_size=batch_size,
+        progress=progress, runtime=runtime,
+    )
     started = time.perf_counter()
     try:
-        with _Heartbeat(build.pk):
-            _run(
-                build,
-                timings,
-                reembed=reembed,
-                batch_size=batch_size,
-                progress=progress,
-                runtime=runtime,
-            )
+        with Heartbeat(build.pk):
+            build_steps_run(run=run)
     except BaseException as exc:
         build.status = IndexBuild.Status.FAILED
-        build.error = str(exc) if isinstance(exc, BuildFailed) else f"{type(exc).__name__}: {exc}"
+        known = isinstance(exc, BuildFailed | BuildTakenOver)
+        build.error = str(exc) if known else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, KeyboardInterrupt):
             build.error = "interrupted"
         raise
     finally:
-        timings["total_seconds"] = round(time.perf_counter() - started, 3)
-        build.timings = timings
+        run.timings["total_seconds"] = round(time.perf_counter() - started, 3)
+        build.timings = run.timings
         build.finished_at = timezone.now()
         _finish(build)
     return build
-
-
-def _load_embedder(model: str, threads: int) -> Any:
-    """The embedder for ``model``; a model that cannot be loaded fails the build in one line."""
-    from similarity.engine.embedders import EmbedderLoadError, load_embedder
-
-    try:
-        return load_embedder(model, threads=threads)
-    except EmbedderLoadError as exc:
-        raise BuildFailed(str(exc)) from exc
-
-
-def select_build_runtime(
-    embedder: Any, runtime: str | None = None, *, threads: int | None = None
-) -> tuple[Any, Any]:
-    """``embedder`` on ``runtime`` (default: the RUNTIME setting) once it passes the gate.
-
-    Calibration images are generated (``engine.embedders.calibration``), so the gate is
-    deterministic for a model. BuildFailed when an explicit runtime is unavailable or
-    disagrees with torch fp32; ``auto`` falls back instead. The runtime does not change the
-    model identity: vectors from runtimes that passed the gate may share one index.
-    """
-    from similarity.conf import runtime_settings
-    from similarity.engine.embedders import EmbedderLoadError
-    from similarity.engine.embedders.calibration import calibration_images
-    from similarity.engine.embedders.runtimes import REFERENCE, select_runtime, validate_runtime
-
-    conf = runtime_settings()
-    name = validate_runtime(runtime or conf.runtime)
-    count = conf.calibration_images if name != REFERENCE else 0
-    calibration = calibration_images(count)
-    try:
-        chosen, choice = select_runtime(
-            embedder,
-            name,
-            calibration=calibration,
-            cache_dir=conf.onnx_cache_dir,
-            threads=threads,
-            min_cosine=conf.min_cosine,
-            min_overlap=conf.min_overlap,
-        )
-    except EmbedderLoadError as exc:
-        raise BuildFailed(str(exc)) from exc
-    logger.info("Embedding runtime: %s (requested %s)", choice.runtime, choice.requested)
-    return chosen, choice
-
-
-def _run(
-    build: IndexBuild,
-    timings: dict[str, Any],
-    *,
-    reembed: bool,
-    batch_size: int | None,
-    progress: bool,
-    runtime: str | None = None,
-) -> None:
-    from similarity.engine.index import Timeit, set_faiss_threads
-
-    conf = similarity_settings()
-    threads = fork_safe_threads(conf.threads)
-    set_faiss_threads(threads)
-    mark_openmp_used()
-
-    if build.download:
-        from catalog.services.downloads import images_download
-
-        with Timeit("Downloading images", into=timings, key="download_seconds"):
-            summary = images_download(progress=progress)
-        logger.info("Download: %s", summary)
-
-    with Timeit(f"Loading model {build.model}", into=timings, key="load_model_seconds"):
-        embedder = _load_embedder(build.model, threads)
-
-    with Timeit("Choosing the embedding runtime", into=timings, key="runtime_seconds"):
-        embedder, runtime_choice = select_build_runtime(embedder, runtime, threads=threads)
-
-    with Timeit("Embedding new and changed images", into=timings, key="embed_seconds"):
-        embedded = embeddings_update(
-            embedder=embedder,
-            batch_size=batch_size or conf.batch_size,
-            decode_workers=conf.decode_workers,
-            reembed=reembed,
-            progress=progress,
-        )
-    timings["embed"] = embedded.timings.as_dict()
-    build.embedded_count = embedded.embedded
-    build.reused_count = embedded.reused
-    build.failed_count = len(embedded.failures)
-    build.failures = [
-        {"article_id": article_id, "reason": reason}
-        for article_id, reason in embedded.failures[:1000]
-    ]
-
-    identity = embedder.identity()
-    with Timeit("Collecting vectors", into=timings, key="collect_seconds"):
-        inputs = collect_inputs(identity)
-    if not len(inputs.ids):
-        raise BuildFailed(MSG_NOTHING_TO_INDEX)
-    outcome = index_update(
-        inputs=inputs,
-        model=build.model,
-        identity=identity,
-        index_type=build.index_type,
-        full=build.full,
-        extra_manifest={
-            "build_id": build.pk,
-            "supports_text": embedder.supports_text,
-            **runtime_choice.as_manifest(),
-        },
-    )
-    timings.update(outcome.timings)
-    build.mode = outcome.mode
-    build.build_name = outcome.build_name
-    build.article_count = outcome.count
-    build.added_count = outcome.added
-    build.removed_count = outcome.removed
-    build.recall_at_10 = outcome.recall_at_10
-    build.manifest = outcome.manifest
-    build.status = (
-        IndexBuild.Status.UNCHANGED if outcome.mode == "unchanged" else IndexBuild.Status.SUCCEEDED
-    )
-
-    # --- Post-build: refresh stored neighbours (SimilarArticle; STORE_NEIGHBORS setting) ---
-    from similarity.services.neighbors import neighbors_refresh_after_build
-
-    neighbors_refresh_after_build(build=build, timings=timings, progress=progress)
 
 
 def embeddings_run(
@@ -363,7 +307,7 @@ def embeddings_run(
     conf = similarity_settings()
     threads = fork_safe_threads(conf.threads)
     mark_openmp_used()
-    embedder = _load_embedder(model or conf.model, threads)
+    embedder = embedder_load(model=build_model_choose(requested=model)[0], threads=threads)
     embedder, _choice = select_build_runtime(embedder, runtime, threads=threads)
     return embeddings_update(
         embedder=embedder,

@@ -10,9 +10,9 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.db.models.functions import Mod
-from tqdm import tqdm
 
 from catalog.models import Article
+from catalog.progress import progress_bar
 from similarity.engine.embedders import Embedder
 from similarity.engine.embedders.pipeline import Timings, embed_sources
 from similarity.models import Embedding
@@ -99,7 +99,8 @@ def _embedded_batches(
     from django.core.files.storage import default_storage
 
     sources = ((row.pk, default_storage.path(row.image)) for row in todo)
-    with tqdm(total=len(todo), desc="Embedding", unit="img", disable=not progress) as bar:
+    bar = progress_bar(total=len(todo), desc="Embedding", unit="img", enabled=progress)
+    try:
         yield from embed_sources(
             embedder,
             sources,
@@ -108,6 +109,8 @@ def _embedded_batches(
             progress=bar.update,
             timings=timings,
         )
+    finally:
+        bar.close()
 
 
 def _store_batch(

@@ -57,6 +57,10 @@ class SupplierSource:
     kind: str  # folder, csv or jsonl
     extra_columns: list[str] | None
 
+    def count(self) -> int:
+        """How many rows the source holds (one streaming pass; for the progress bar)."""
+        return sum(1 for _ in self.rows())
+
     def rows(self) -> Iterator[SupplierRow]:
         if self.kind == "folder":
             return _folder_rows(self.path)

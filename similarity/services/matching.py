@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import requests
 from PIL import Image
-from tqdm import tqdm
 
 from catalog.conf import catalog_settings
 from catalog.images import ImageValidationError, image_decode_reduced
 from catalog.models import Article
+from catalog.progress import progress_bar
 from catalog.services.fetching import ImageFetchError, download_session, fetch_image
 from similarity.conf import similarity_settings
 from similarity.engine.files import atomic_write_bytes
@@ -170,9 +170,11 @@ def supplier_photos_match(
     with (
         ReportWriter(path=output, k=k, extra_columns=supplier_source.extra_columns) as report,
         ThreadPoolExecutor(workers, thread_name_prefix="match-fetch") as pool,
-        tqdm(desc="Matching supplier photos", unit="photo", disable=not progress) as bar,
     ):
         summary.already_done = report.kept
+        total = max(0, supplier_source.count() - report.kept) if progress else 0
+        bar = progress_bar(total=total, desc="Matching supplier photos", unit="photo",
+                           enabled=progress)
         rows = _pending_rows(supplier_source.rows(), report.done)
         try:
             while batch := list(itertools.islice(rows, batch_size)):
@@ -184,6 +186,7 @@ def supplier_photos_match(
                 if on_batch is not None:
                     on_batch(summary)
         finally:
+            bar.close()
             session.close()
     summary.timings["total_seconds"] = time.perf_counter() - started
     return summary

@@ -15,9 +15,9 @@ from typing import IO, Any
 import numpy as np
 from django.db import transaction
 from django.db.models import F
-from tqdm import tqdm
 
 from catalog.models import Article
+from catalog.progress import progress_bar
 from similarity.conf import similarity_settings
 from similarity.engine.files import atomic_text_file
 from similarity.engine.index import Neighbors, knn_query
@@ -137,7 +137,9 @@ def iter_catalog_neighbors(
     batch_size = batch_size or similarity_settings().neighbors_batch
     identity = loaded.manifest.model_identity
     groups = _categories(loaded.ids) if category_only else {"": loaded.ids}
-    bar = tqdm(total=len(loaded.ids), unit="article", desc="Neighbours", disable=not progress)
+    bar = progress_bar(
+        total=len(loaded.ids), unit="article", desc="Neighbours", enabled=progress
+    )
     with bar:
         for members in groups.values():
             allowed = members if category_only else None

@@ -576,8 +576,10 @@ def test_command_prints_summary_and_failures(loopback: LoopbackServer) -> None:
     bad = ArticleFactory(image_url=loopback.url("/gone.jpg"))
     out = io.StringIO()
 
-    call_command("download_images", "--workers", "2", "--timeout", "2", stdout=out)
+    with pytest.raises(CommandError, match=r"1 download\(s\) failed") as failed:
+        call_command("download_images", "--workers", "2", "--timeout", "2", stdout=out)
 
+    assert failed.value.returncode == 2  # done, with failed items (README "Exit codes")
     text = out.getvalue()
     assert "1 downloaded, 0 skipped (unchanged), 1 failed in " in text
     assert "images/s" in text and " MB)" in text

@@ -199,14 +199,14 @@ def test_heartbeat_thread_beats_for_a_running_build():
 
     from django.utils import timezone
 
-    from similarity.services.builds import _Heartbeat
+    from similarity.services.build_lock import Heartbeat
 
     build = index_build_create(model="classic")
     old = timezone.now() - timezone.timedelta(hours=1)
     IndexBuild.objects.filter(pk=build.pk).update(
         status=IndexBuild.Status.RUNNING, heartbeat_at=old
     )
-    with _Heartbeat(build.pk, interval=0.02):
+    with Heartbeat(build.pk, interval=0.02):
         deadline = time.monotonic() + 10
         while IndexBuild.objects.get(pk=build.pk).heartbeat_at == old:
             assert time.monotonic() < deadline, "no heartbeat within 10 s"

@@ -114,7 +114,8 @@ def test_not_duplicate_decision_survives_rebuild_and_reimport(catalog, tmp_path)
     assert len(groups) == 1 and "D3b" in groups[0].article_ids
 
 
-def test_api_duplicates(catalog, client):
+def test_api_duplicates(catalog, admin_client):
+    client = admin_client  # review data: staff only (test_observability covers anonymous)
     response = client.get("/api/duplicates/", {"threshold": "0.05", "limit": 1})
     assert response.status_code == 200
     body = response.json()
@@ -129,8 +130,8 @@ def test_api_duplicates(catalog, client):
     assert "got '2'" in bad.json()["error"]["message"]
 
 
-def test_api_duplicates_without_index(client):
-    response = client.get("/api/duplicates/")
+def test_api_duplicates_without_index(admin_client):
+    response = admin_client.get("/api/duplicates/")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "index_not_ready"
 
@@ -171,11 +172,11 @@ def cap_of_two(monkeypatch):
     monkeypatch.setattr(duplicates, "MIN_PAIR_CAP", 2)
 
 
-def test_too_many_pairs_is_a_clear_error_everywhere(catalog, cap_of_two, client, admin_client):
+def test_too_many_pairs_is_a_clear_error_everywhere(catalog, cap_of_two, admin_client):
     assert len(duplicate_groups_find(threshold=0.02).groups) <= 2  # few pairs: fine
     with pytest.raises(TooManyPairs, match=r"more than 2 pairs .* lower the threshold"):
         duplicate_groups_find(threshold=THRESHOLD)
-    response = client.get("/api/duplicates/", {"threshold": THRESHOLD})
+    response = admin_client.get("/api/duplicates/", {"threshold": THRESHOLD})
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "too_many_pairs" and "lower the threshold" in error["message"]
@@ -186,7 +187,9 @@ def test_too_many_pairs_is_a_clear_error_everywhere(catalog, cap_of_two, client,
     assert page.status_code == 200 and "lower the threshold" in page.content.decode()
 
 
-def test_groups_list_only_the_closest_pairs_with_the_real_count(catalog, monkeypatch, client):
+def test_groups_list_only_the_closest_pairs_with_the_real_count(
+    catalog, monkeypatch, admin_client
+):
     full = duplicate_groups_find(threshold=THRESHOLD).groups[0]
     assert full.pair_count == len(full.pairs) == 3
     monkeypatch.setattr(duplicates, "PAIRS_LISTED", 1)
@@ -194,7 +197,7 @@ def test_groups_list_only_the_closest_pairs_with_the_real_count(catalog, monkeyp
     assert capped.pairs == full.pairs[:1]
     assert capped.pair_count == 3 and capped.max_distance == full.max_distance
     assert full.max_distance == max(pair.distance for pair in full.pairs)
-    group = client.get("/api/duplicates/", {"threshold": THRESHOLD}).json()["results"][0]
+    group = admin_client.get("/api/duplicates/", {"threshold": THRESHOLD}).json()["results"][0]
     assert group["pair_count"] == 3 and len(group["pairs"]) == 1
     assert group["max_distance"] == full.max_distance
 

@@ -23,7 +23,7 @@ def test_enqueued_rebuild_runs_as_a_django_q_task(settings, django_capture_on_co
     settings.LOOKALIKE = {**settings.LOOKALIKE, "MODEL": "classic"}
     make_catalog(5)
     with django_capture_on_commit_callbacks(execute=True):
-        build = index_build_enqueue(download=False, trigger="test")
+        build = index_build_enqueue(download=False, trigger="test").build
         assert IndexBuild.objects.get(pk=build.pk).status == IndexBuild.Status.QUEUED
     build.refresh_from_db()
     assert build.status == IndexBuild.Status.SUCCEEDED

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from catalog.exitcodes import EXIT_PARTIAL
 from catalog.services.downloads import images_download
 
 FAILURES_SHOWN = 20
@@ -14,7 +15,8 @@ FAILURES_SHOWN = 20
 class Command(BaseCommand):
     help = (
         "Download pending or changed article images concurrently; failures are recorded "
-        "on each article and listed in the summary."
+        "on each article and listed in the summary. Exits 0 when every download succeeded, "
+        f"{EXIT_PARTIAL} when some failed (the others are stored), 1 on unusable options."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -47,4 +49,9 @@ class Command(BaseCommand):
         if summary.not_retried:
             self.stdout.write(
                 f"{summary.not_retried} previously failed not retried (use --only-failed)."
+            )
+        if summary.failed:
+            raise CommandError(
+                f"{summary.failed} download(s) failed; the other images are stored",
+                returncode=EXIT_PARTIAL,
             )

@@ -7,10 +7,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from catalog.exitcodes import EXIT_PARTIAL
 from catalog.services.imports import CatalogImportError, catalog_import
 
-# Exit status when the file imported but some rows were skipped (like rsync's "partial").
-EXIT_ROWS_SKIPPED = 2
+EXIT_ROWS_SKIPPED = EXIT_PARTIAL  # the file imported but some rows were skipped
 
 
 class Command(BaseCommand):

@@ -7,19 +7,25 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from catalog.exitcodes import EXIT_PARTIAL
 from similarity.engine.embedders.runtimes import RUNTIME_CHOICES
 from similarity.engine.embedders.specs import DEFAULT_MODEL
-from similarity.errors import BuildAlreadyRunning
+from similarity.errors import BuildAlreadyRunning, BuildTakenOver
 from similarity.services.builds import BuildFailed, index_build_run
 
 
 class Command(BaseCommand):
-    help = "Embed new and changed images and build (or update) the similarity index."
+    help = (
+        "Embed new and changed images and build (or update) the similarity index. Exits 0 "
+        f"when done, {EXIT_PARTIAL} when done but some images could not be embedded, 1 when "
+        "the build failed or another build runs."
+    )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("--model", help="Embedder (default: LOOKALIKE_MODEL, else "
-                            f"{DEFAULT_MODEL}): a sentence-transformers name or local "
-                            "directory, transformers:<name-or-path>, or classic.")
+        parser.add_argument("--model", help="Embedder: a sentence-transformers name or local "
+                            "directory, transformers:<name-or-path>, or classic. Default: "
+                            "LOOKALIKE_MODEL if set, else the current index's model, else "
+                            f"{DEFAULT_MODEL}.")
         parser.add_argument("--index", dest="index_type", help="flat (exact, default), auto, "
                             "ivf, hnsw, or a Faiss factory string such as IVF1024,Flat.")
         parser.add_argument("--full", action="store_true",
@@ -50,8 +56,13 @@ class Command(BaseCommand):
                 trigger="shell",
                 runtime=options["runtime"],
             )
-        except (BuildFailed, BuildAlreadyRunning, ValueError) as exc:
+        except (BuildFailed, BuildAlreadyRunning, BuildTakenOver, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         for failure in build.failures[:20]:
             self.stderr.write(f"skipped {failure['article_id']}: {failure['reason']}")
-        self.stdout.write(build.describe())
+        self.stdout.write(f"{build.describe()} (model {build.model}: {build.model_source})")
+        if build.failed_count:
+            raise CommandError(
+                f"{build.failed_count} image(s) could not be embedded; the others are indexed",
+                returncode=EXIT_PARTIAL,
+            )

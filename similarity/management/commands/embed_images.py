@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from catalog.exitcodes import EXIT_PARTIAL
 from similarity.engine.embedders.runtimes import RUNTIME_CHOICES
 from similarity.services.builds import BuildFailed, embeddings_run
 
@@ -25,11 +26,13 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
 class Command(BaseCommand):
     help = (
         "Embed the images that have no stored vector yet, without building the index. Run "
-        "several with --shard 0/N .. N-1/N to share a large catalog, then build_index."
+        "several with --shard 0/N .. N-1/N to share a large catalog, then build_index. "
+        f"Exits 0 when done, {EXIT_PARTIAL} when some images could not be embedded, 1 on a "
+        "failure."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("--model", help="Embedder (default: LOOKALIKE_MODEL).")
+        parser.add_argument("--model", help="Embedder (default: what build_index would use).")
         parser.add_argument("--runtime", choices=RUNTIME_CHOICES,
                             help="Embedding runtime (default: the RUNTIME setting).")
         parser.add_argument("--batch-size", type=int, help="Images per model batch.")
@@ -57,3 +60,8 @@ class Command(BaseCommand):
             f"{len(summary.failures)} failed"
             + (f" (shard {shard[0]}/{shard[1]})" if shard else "")
         )
+        if summary.failures:
+            raise CommandError(
+                f"{len(summary.failures)} image(s) could not be embedded; the others are stored",
+                returncode=EXIT_PARTIAL,
+            )

@@ -8,12 +8,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from catalog.exitcodes import EXIT_PARTIAL
 from similarity.errors import IndexNotReady
 from similarity.services.match_sources import MatchSourceError
 from similarity.services.matching import supplier_photos_match
 
-# Exit status when the report is complete but some rows failed (as import_catalog).
-EXIT_ROWS_FAILED = 2
+EXIT_ROWS_FAILED = EXIT_PARTIAL  # the report is complete but some rows failed
 ERRORS_SHOWN = 20
 
 

@@ -1,0 +1,39 @@
+"""JSON answers for what no API view handles: unknown /api/ paths (404) and server errors."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
+from django.urls import Resolver404, resolve
+
+from similarity.api.errors import error_body
+
+NOT_FOUND_NAME = "not-found"
+MSG_NO_ENDPOINT = "no API endpoint at {path}"
+MSG_SERVER_ERROR = "server error; it has been logged"
+
+
+def api_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """The last /api/ route: unknown paths answer 404 in the API's error shape.
+
+    Being a route, it also shadows CommonMiddleware's APPEND_SLASH redirect, which is redone
+    here for GET/HEAD of a known endpoint without its trailing slash.
+    """
+    slashless = not request.path.endswith("/")
+    if settings.APPEND_SLASH and request.method in ("GET", "HEAD") and slashless:
+        try:
+            match = resolve(request.path_info + "/")
+        except Resolver404:
+            match = None
+        if match is not None and match.url_name != NOT_FOUND_NAME:
+            query = request.META.get("QUERY_STRING", "")
+            target = request.path + "/" + (f"?{query}" if query else "")
+            return HttpResponsePermanentRedirect(target)
+    return JsonResponse(
+        error_body("not_found", MSG_NO_ENDPOINT.format(path=request.path)), status=404
+    )
+
+
+def api_server_error(request: HttpRequest) -> HttpResponse:
+    """A 500 under /api/ in the API's error shape (django.request logs the traceback)."""
+    return JsonResponse(error_body("server_error", MSG_SERVER_ERROR), status=500)

@@ -1,0 +1,127 @@
+"""OpenAPI contract in one place: the error body and every error status of each operation.
+
+A drf-spectacular postprocessing hook adds them to the generated schema, so views keep only
+their success responses. A status a view starts answering must be listed here as well; the
+schema-driven fuzzer (scripts/fuzz-api.sh) fails CI on any status the schema does not declare.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ERROR_COMPONENT = "Error"
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": 'Every error of the API: {"error": {"code", "message", ...}}.',
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string", "description": "Stable, machine-readable code."},
+                "message": {"type": "string"},
+                "fields": {
+                    "type": "object",
+                    "additionalProperties": True,
+                    "description": "invalid_input only: the messages of each bad field.",
+                },
+                "article_id": {"type": "string"},
+                "reason": {"type": "string"},
+            },
+            "required": ["code", "message"],
+            "additionalProperties": True,
+        }
+    },
+    "required": ["error"],
+}
+
+STATUS_TEXT = {
+    400: "Invalid input or query (`invalid_input`, `invalid_query`, `invalid_image`, ...).",
+    401: "Credentials required (`LOOKALIKE_API_AUTH=token`, or a staff-only endpoint).",
+    403: "Authenticated but not allowed (staff-only endpoints).",
+    404: "Unknown article, build or path.",
+    409: "Conflict: the article is not in the index, or a build is already running.",
+    413: "Upload larger than `LOOKALIKE_UPLOAD_MAX_BYTES`.",
+    415: "Unsupported media type of the request body.",
+    429: "Throttled (`LOOKALIKE_UPLOAD_THROTTLE`).",
+    503: "No index built yet (`index_not_ready`).",
+}
+
+# Answered by the HTTP server before Django (gunicorn's limit_request_line, 4094 bytes), as
+# HTML: declared so that clients (and the fuzzer) know a very long query string can get it.
+SERVER_STATUSES: dict[int, dict[str, Any]] = {
+    414: {
+        "content": {"text/html": {"schema": {"type": "string"}}},
+        "description": "Request line too long (the HTTP server's limit; not a JSON body).",
+    },
+}
+
+# Every operation may answer 401/403 (token mode, staff-only endpoints). The statuses beyond
+# those, per (path, method): keep in step with the views and the README's error table.
+COMMON_STATUSES = (401, 403)
+ERROR_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
+    ("/api/articles/", "get"): (400,),
+    ("/api/articles/{article_id}/", "get"): (404,),
+    ("/api/articles/{article_id}/similar/", "get"): (400, 404, 409, 503),
+    ("/api/similar/", "get"): (400, 503),
+    ("/api/similar/", "post"): (400, 411, 413, 415, 429, 503),
+    ("/api/index/", "get"): (),
+    ("/api/index/rebuild/", "post"): (400, 409, 415),
+    ("/api/index/builds/{build_id}/", "get"): (404,),
+    ("/api/duplicates/", "get"): (400, 503),
+}
+# An operation missing from the table still declares the statuses its shape implies.
+DEFAULT_BY_SHAPE = {"parameters": 400, "path": 404, "body": 400}
+
+
+def operation_error_statuses(path: str, method: str, operation: dict[str, Any]) -> list[int]:
+    """The error statuses ``method path`` can answer, per ERROR_STATUSES or its shape."""
+    statuses = set(COMMON_STATUSES)
+    if (path, method) in ERROR_STATUSES:
+        statuses.update(ERROR_STATUSES[(path, method)])
+    else:
+        parameters = operation.get("parameters", [])
+        if any(p.get("in") == "query" for p in parameters) or "requestBody" in operation:
+            statuses.add(DEFAULT_BY_SHAPE["parameters"])
+        if any(p.get("in") == "path" for p in parameters):
+            statuses.add(DEFAULT_BY_SHAPE["path"])
+    return sorted(statuses)
+
+
+def add_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool,
+                        **kwargs: Any) -> dict[str, Any]:
+    """POSTPROCESSING_HOOKS entry: the Error component, and each operation's error statuses."""
+    result.setdefault("components", {}).setdefault("schemas", {})[ERROR_COMPONENT] = ERROR_SCHEMA
+    reference = {"$ref": f"#/components/schemas/{ERROR_COMPONENT}"}
+    for path, operations in result.get("paths", {}).items():
+        for method, operation in operations.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            for status in operation_error_statuses(path, method, operation):
+                operation["responses"].setdefault(
+                    str(status),
+                    {
+                        "content": {"application/json": {"schema": reference}},
+                        "description": STATUS_TEXT.get(status, "Error."),
+                    },
+                )
+            for status, response in SERVER_STATUSES.items():
+                operation["responses"].setdefault(str(status), response)
+    _extend_duplicates_page(result)
+    return result
+
+
+def _extend_duplicates_page(result: dict[str, Any]) -> None:
+    # GET /api/duplicates/ adds the threshold, model and build to the usual page envelope.
+    page = result["components"]["schemas"].get("PaginatedDuplicateGroupList")
+    if page is None:
+        return
+    page["properties"].update(
+        {
+            "threshold": {"type": "number", "format": "double"},
+            "model": {"type": "string"},
+            "index_build": {"type": "string"},
+        }
+    )
+    page.setdefault("required", [])
+    page["required"] = sorted({*page["required"], "count", "results", "threshold", "model",
+                               "index_build"})

@@ -1,0 +1,99 @@
+"""System checks (manage.py check, runserver, migrate) for the similarity settings."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, register
+
+from similarity.conf import API_AUTH_MODES, DEFAULTS, ENV_TYPES, RUNTIME_DEFAULTS
+
+# Keys that may be 0 (THREADS: one per core; RECALL_SAMPLE: skip the recall estimate), besides
+# those whose default is 0; every other number must be positive.
+ZERO_ALLOWED = {"THREADS", "RECALL_SAMPLE"}
+THROTTLE_RATE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")
+
+
+def lookalike_values(defaults: Mapping[str, object]) -> dict[str, object]:
+    """``defaults`` overlaid with the project's LOOKALIKE dict (the keys of ``defaults`` only)."""
+    configured = getattr(settings, "LOOKALIKE", {})
+    return {key: configured.get(key, default) for key, default in defaults.items()}
+
+
+def number_errors(
+    defaults: Mapping[str, object], *, types: Mapping[str, type], app: str
+) -> list[Error]:
+    """Type and sign of every numeric key of ``defaults`` (generic: new keys are covered)."""
+    errors = []
+    for key, value in lookalike_values(defaults).items():
+        kind = types.get(key) or type(defaults[key])
+        if kind is bool or kind not in (int, float) or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            errors.append(_error(app, 1, f"LOOKALIKE_{key} must be a number; got {value!r}"))
+        elif kind is int and not isinstance(value, int):
+            errors.append(_error(app, 1, f"LOOKALIKE_{key} must be an integer; got {value!r}"))
+        elif value < 0 or (value == 0 and not _zero_allowed(key, defaults)):
+            floor = ">= 0" if _zero_allowed(key, defaults) else "> 0"
+            errors.append(_error(app, 2, f"LOOKALIKE_{key} must be {floor}; got {value!r}"))
+    return errors
+
+
+def _zero_allowed(key: str, defaults: Mapping[str, object]) -> bool:
+    return key in ZERO_ALLOWED or defaults[key] == 0
+
+
+@register()
+def similarity_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    values = lookalike_values({**DEFAULTS, **RUNTIME_DEFAULTS})
+    errors = number_errors({**DEFAULTS, **RUNTIME_DEFAULTS}, types=ENV_TYPES, app="similarity")
+    if str(values["API_AUTH"]).strip().lower() not in API_AUTH_MODES:
+        errors.append(_error("similarity", 3, f"LOOKALIKE_API_AUTH must be one of "
+                             f"{', '.join(API_AUTH_MODES)}; got {values['API_AUTH']!r}"))
+    max_k, default_k = values["MAX_K"], values["DEFAULT_K"]
+    if isinstance(max_k, int) and isinstance(default_k, int) and default_k > max_k:
+        errors.append(_error("similarity", 4, f"LOOKALIKE_DEFAULT_K ({default_k}) must not "
+                             f"exceed LOOKALIKE_MAX_K ({max_k})"))
+    neighbors_k = values["NEIGHBORS_K"]
+    if isinstance(max_k, int) and isinstance(neighbors_k, int) and neighbors_k > max_k:
+        errors.append(_error("similarity", 4, f"LOOKALIKE_NEIGHBORS_K ({neighbors_k}) must not "
+                             f"exceed LOOKALIKE_MAX_K ({max_k})"))
+    throttle = str(values["UPLOAD_THROTTLE"] or "")
+    if throttle and not THROTTLE_RATE.match(throttle):
+        errors.append(_error("similarity", 5, "LOOKALIKE_UPLOAD_THROTTLE must be a rate like "
+                             f"60/min (or empty for no limit); got {throttle!r}"))
+    errors += _runtime_errors(values)
+    errors += _threshold_errors(values["DUPLICATE_THRESHOLD"])
+    return errors
+
+
+def _runtime_errors(values: Mapping[str, object]) -> list[Error]:
+    from similarity.engine.embedders.runtimes import RUNTIME_CHOICES  # numpy/PIL: only here
+
+    errors = []
+    runtime = str(values["RUNTIME"]).strip().lower()
+    if runtime not in RUNTIME_CHOICES:
+        errors.append(_error("similarity", 6, f"LOOKALIKE_RUNTIME must be one of "
+                             f"{', '.join(RUNTIME_CHOICES)}; got {values['RUNTIME']!r}"))
+    for key in ("RUNTIME_MIN_COSINE", "RUNTIME_MIN_OVERLAP"):
+        value = values[key]
+        if isinstance(value, int | float) and not 0 < value <= 1:
+            errors.append(_error("similarity", 7, f"LOOKALIKE_{key} must be in (0, 1]; "
+                                 f"got {value!r}"))
+    return errors
+
+
+def _threshold_errors(threshold: object) -> list[Error]:
+    from similarity.services.duplicates import MAX_THRESHOLD
+
+    if isinstance(threshold, int | float) and not 0 < threshold <= MAX_THRESHOLD:
+        return [_error("similarity", 8, f"LOOKALIKE_DUPLICATE_THRESHOLD must be in "
+                       f"(0, {MAX_THRESHOLD}]; got {threshold!r}")]
+    return []
+
+
+def _error(app: str, number: int, message: str) -> Error:
+    return Error(message, id=f"{app}.E{number:03d}")

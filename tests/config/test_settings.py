@@ -1,0 +1,141 @@
+"""Settings from the environment: typed parsing, clear errors, system checks, README table."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+from catalog.conf import DEFAULTS as CATALOG_DEFAULTS
+from config.env import EnvReader, SettingsError, lookalike_from_env
+from similarity.conf import DEFAULTS as SIMILARITY_DEFAULTS
+from similarity.conf import ENV_TYPES, RUNTIME_DEFAULTS
+
+ROOT = Path(__file__).resolve().parents[2]
+ALL_DEFAULTS = {**SIMILARITY_DEFAULTS, **RUNTIME_DEFAULTS, **CATALOG_DEFAULTS}
+
+
+def manage_check(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+    environ.update(DJANGO_SETTINGS_MODULE="config.settings", LOOKALIKE_DATA_DIR=str(tmp_path))
+    environ.update(env)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "check"],
+        env=environ, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+
+
+def test_bad_value_is_one_clear_line_naming_variable_and_value(tmp_path):
+    result = manage_check(tmp_path, LOOKALIKE_BATCH_SIZE="abc")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["Error: invalid environment: LOOKALIKE_BATCH_SIZE='abc': "
+                     "not a valid integer"]
+
+
+def test_every_bad_value_is_reported_at_once(tmp_path):
+    result = manage_check(tmp_path, LOOKALIKE_STORE_NEIGHBORS="maybe", DEBUG="sometimes")
+    assert result.returncode == 1
+    assert "LOOKALIKE_STORE_NEIGHBORS='maybe': not a valid boolean" in result.stderr
+    assert "DEBUG='sometimes': not a valid boolean" in result.stderr
+
+
+def test_invalid_combination_fails_the_system_check(tmp_path):
+    result = manage_check(tmp_path, LOOKALIKE_DEFAULT_K="500", LOOKALIKE_API_AUTH="closed")
+    assert result.returncode == 1
+    assert "similarity.E004" in result.stderr and "DEFAULT_K (500)" in result.stderr
+    assert "LOOKALIKE_API_AUTH must be one of open, token; got 'closed'" in result.stderr
+
+
+def test_good_environment_passes_the_check(tmp_path):
+    result = manage_check(tmp_path, LOOKALIKE_BATCH_SIZE="8", LOOKALIKE_DUPLICATE_THRESHOLD="0.1")
+    assert result.returncode == 0, result.stderr
+
+
+def sample_value(key: str, default: object) -> tuple[str, object]:
+    kind = ENV_TYPES.get(key) or type(default)
+    if kind is bool:
+        return ("true", True) if not default else ("false", False)
+    if kind is int:
+        return "7", 7
+    if kind is float:
+        return "0.125", 0.125
+    return "custom", "custom"
+
+
+@pytest.mark.parametrize("key", sorted(ALL_DEFAULTS))
+def test_every_default_key_is_settable_from_the_environment(monkeypatch, key):
+    raw, expected = sample_value(key, ALL_DEFAULTS[key])
+    monkeypatch.setenv(f"LOOKALIKE_{key}", raw)
+    reader = EnvReader()
+    values = lookalike_from_env(
+        reader, SIMILARITY_DEFAULTS, RUNTIME_DEFAULTS, CATALOG_DEFAULTS, types=ENV_TYPES
+    )
+    reader.seal()
+    assert values[key] == expected
+
+
+def test_unset_variables_leave_the_defaults_to_the_conf_modules(monkeypatch):
+    for key in ALL_DEFAULTS:
+        monkeypatch.delenv(f"LOOKALIKE_{key}", raising=False)
+    assert lookalike_from_env(EnvReader(), ALL_DEFAULTS) == {}
+
+
+def test_a_new_key_needs_no_settings_change(monkeypatch):
+    defaults = {"NEW_LIMIT": 5, "NEW_FLAG": False, "NEW_RATIO": 0.5, "NEW_NAME": "x"}
+    monkeypatch.setenv("LOOKALIKE_NEW_LIMIT", "9")
+    monkeypatch.setenv("LOOKALIKE_NEW_FLAG", "yes")
+    monkeypatch.setenv("LOOKALIKE_NEW_RATIO", "0.25")
+    reader = EnvReader()
+    assert lookalike_from_env(reader, defaults) == {
+        "NEW_LIMIT": 9, "NEW_FLAG": True, "NEW_RATIO": 0.25}
+    reader.seal()
+
+
+def test_nullable_key_accepts_empty_and_none(monkeypatch):
+    monkeypatch.setenv("LOOKALIKE_DUPLICATE_THRESHOLD", "none")
+    values = lookalike_from_env(EnvReader(), SIMILARITY_DEFAULTS, types=ENV_TYPES)
+    assert values["DUPLICATE_THRESHOLD"] is None
+
+
+def test_seal_names_the_variable_and_value(monkeypatch):
+    monkeypatch.setenv("LOOKALIKE_DOWNLOAD_TIMEOUT", "soon")
+    reader = EnvReader()
+    lookalike_from_env(reader, CATALOG_DEFAULTS)
+    with pytest.raises(SettingsError, match=r"LOOKALIKE_DOWNLOAD_TIMEOUT='soon': not a valid"):
+        reader.seal()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "check_id"),
+    [
+        ({"DEFAULT_K": 50, "MAX_K": 10}, "similarity.E004"),
+        ({"BATCH_SIZE": -1}, "similarity.E002"),
+        ({"KEEP_BUILDS": 0}, "similarity.E002"),
+        ({"THREADS": -2}, "similarity.E002"),
+        ({"API_AUTH": "public"}, "similarity.E003"),
+        ({"UPLOAD_THROTTLE": "lots"}, "similarity.E005"),
+        ({"DUPLICATE_THRESHOLD": 0.5}, "similarity.E008"),
+        ({"MAX_K": "many"}, "similarity.E001"),
+        ({"DOWNLOAD_TIMEOUT": 0}, "catalog.E002"),
+    ],
+)
+def test_system_checks_reject_bad_values(settings, overrides, check_id):
+    call_command("check")  # the defaults pass
+    settings.LOOKALIKE = {**settings.LOOKALIKE, **overrides}
+    with pytest.raises(SystemCheckError, match=re.escape(check_id)):
+        call_command("check")
+
+
+def test_readme_settings_table_lists_every_key():
+    readme = (ROOT / "README.md").read_text()
+    listed = set(re.findall(r"^\| `LOOKALIKE_([A-Z0-9_]+)` \|", readme, flags=re.M))
+    missing = sorted(set(ALL_DEFAULTS) - listed)
+    assert not missing, f"README settings table lacks: {', '.join(missing)}"
