@@ -1,14 +1,15 @@
 """Supplier matching on real photos: store photos matched against a catalog of packshots.
 
 Usage: LOOKALIKE_REALPHOTOS=/work/shared/realphotos .venv/bin/python bench/bench_matching.py
-       [--models classic,efficientnet-lite0] [--keep DIR]
+       [--models classic,efficientnet-lite0] [--feed] [--keep DIR]
 
 The catalog is the 81 packshots of ``<LOOKALIKE_REALPHOTOS>/grocery`` (one article per
 product, stored with the catalog's one image writer, ``article_image_store``); the supplier
 feed is a folder of the 486 store photos (phone photos taken in shops). Each model builds
 its index, then ``supplier_photos_match`` (the service behind ``manage.py match_images``)
 matches the folder; hit@1 / hit@5 = the right packshot first / in the top 5. Throughput is
-the whole run (read, decode, embed, search, report) in photos per second. The distance of
+the whole run (read, decode, embed, search, report) in photos per second; ``--feed`` also
+matches the photos as a CSV feed served over HTTP on 127.0.0.1 (fetch path included). The distance of
 the best match, for right and wrong answers, shows where a "similar" threshold would sit.
 """
 
@@ -84,7 +85,20 @@ def supplier_folder(labels: list[dict[str, str]], images: Path, folder: Path) ->
     return truth
 
 
-def measure(model: str, folder: Path, truth: dict[str, str], work: Path) -> dict[str, object]:
+def supplier_feed(folder: Path, server: object, work: Path) -> Path:
+    """The same store photos as a CSV feed served over HTTP on 127.0.0.1 (the fetch path)."""
+    feed = work / "supplier.csv"
+    with feed.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["supplier_ref", "image_url"])
+        for photo in sorted(folder.iterdir()):
+            url = server.add(f"/{photo.name}", photo.read_bytes())  # type: ignore[attr-defined]
+            writer.writerow([photo.stem, url])
+    return feed
+
+
+def measure(model: str, source: Path, truth: dict[str, str], work: Path,
+            label: str = "folder") -> dict[str, object]:
     from similarity.services.builds import index_build_run
     from similarity.services.match_reports import report_rows_read
     from similarity.services.matching import supplier_photos_match
@@ -92,9 +106,10 @@ def measure(model: str, folder: Path, truth: dict[str, str], work: Path) -> dict
     build = index_build_run(model=model, progress=False, trigger="bench")
     if build.status not in ("succeeded", "unchanged"):
         raise SystemExit(f"{model}: build {build.status}: {build.error}")
-    report = work / f"report-{model}.csv"
+    report = work / f"report-{model}-{label}.csv"
     report.unlink(missing_ok=True)
-    summary = supplier_photos_match(source=folder, output=report, k=5, progress=False)
+    summary = supplier_photos_match(source=source, output=report, k=5, progress=False,
+                                    allow_private=True)
     hit1 = hit5 = 0
     right, wrong = [], []
     for row in report_rows_read(path=report):
@@ -106,7 +121,7 @@ def measure(model: str, folder: Path, truth: dict[str, str], work: Path) -> dict
             (right if ids[0] == expected else wrong).append(row.matches[0][1])
     total = len(truth)
     return {
-        "model": model, "photos": total, "errors": summary.failed,
+        "model": f"{model} ({label})", "photos": total, "errors": summary.failed,
         "hit1": hit1 / total, "hit5": hit5 / total,
         "photos_per_second": summary.photos_per_second,
         "seconds": summary.timings["total_seconds"],
@@ -121,6 +136,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="classic", help="comma-separated model specs")
     parser.add_argument("--keep", default="", help="use (and keep) this data dir")
+    parser.add_argument("--feed", action="store_true", help="also match the photos as a CSV "
+                        "feed served over HTTP on 127.0.0.1 (measures the fetch path)")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds the feed's "
+                        "server waits before each answer (a CDN across a real network)")
     args = parser.parse_args()
     root = realphotos_root()
     if not (root / "grocery" / "labels.csv").exists():
@@ -139,17 +158,27 @@ def main() -> None:
     print("| model | photos | hit@1 | hit@5 | photos/s | run s | verdicts (dup/sim/new/err) "
           "| best distance p10/p50/p90: right / wrong |")
     print("|---|---:|---:|---:|---:|---:|---|---|")
-    for model in args.models.split(","):
-        result = measure(model.strip(), work / "supplier", truth, work)
-        counts = result["counts"]
-        print(f"| {result['model']} | {result['photos']} | {result['hit1']:.3f} | "
-              f"{result['hit5']:.3f} | {result['photos_per_second']:.1f} | "
-              f"{result['seconds']:.1f} | {counts['duplicate']}/{counts['similar']}/"
-              f"{counts['new']}/{counts['error']} | {result['right_best']} / "
-              f"{result['wrong_best']} |", flush=True)
-        print(f"  timings: { {k: round(v, 2) for k, v in result['timings'].items()} }, "
-              f"thresholds duplicate/similar: {result['thresholds']}", flush=True)
+    from demo.loopback import LoopbackServer
 
+    runs = [(model.strip(), "folder") for model in args.models.split(",")]
+    if args.feed:
+        runs += [(model.strip(), "feed") for model in args.models.split(",")]
+    with LoopbackServer(latency=args.latency) as server:
+        feed = supplier_feed(work / "supplier", server, work) if args.feed else None
+        for model, label in runs:
+            source = work / "supplier" if label == "folder" else feed
+            report_run(measure(model, source, truth, work, label))
+
+
+def report_run(result: dict[str, object]) -> None:
+    counts = result["counts"]
+    print(f"| {result['model']} | {result['photos']} | {result['hit1']:.3f} | "
+          f"{result['hit5']:.3f} | {result['photos_per_second']:.1f} | "
+          f"{result['seconds']:.1f} | {counts['duplicate']}/{counts['similar']}/"
+          f"{counts['new']}/{counts['error']} | {result['right_best']} / "
+          f"{result['wrong_best']} |", flush=True)
+    print(f"  timings: { {k: round(v, 2) for k, v in result['timings'].items()} }, "
+          f"thresholds duplicate/similar: {result['thresholds']}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -128,7 +128,8 @@ def supplier_photos_match(
     the row could not be fetched, decoded or embedded (the batch goes on). Photos are
     fetched with the catalog's downloader (size, pixel and time limits, retries, private
     addresses refused unless ``allow_private`` / DOWNLOAD_ALLOW_PRIVATE), in batches of
-    ``batch_size`` (MATCH_BATCH_SIZE), so memory stays flat. An existing report is resumed:
+    ``batch_size`` (MATCH_BATCH_SIZE), the next batch fetched while one is embedded: memory
+    holds two batches at most. An existing report is resumed:
     its finished rows are kept and skipped, its error rows are tried again.
     ``thumbnails_dir`` also stores a small JPEG of each photo (``supplier_thumbnail_name``).
     Raises MatchSourceError (unusable source or report), IndexNotReady, ValueError.
@@ -176,16 +177,24 @@ def supplier_photos_match(
         bar = progress_bar(total=total, desc="Matching supplier photos", unit="photo",
                            enabled=progress)
         rows = _pending_rows(supplier_source.rows(), report.done)
+        pending = _prefetch(rows, pool=pool, prepare=prepare, batch_size=batch_size)
         try:
-            while batch := list(itertools.islice(rows, batch_size)):
-                _batch_match(batch, loaded=loaded, embedder=embedder, k=k, pool=pool,
-                             prepare=prepare, report=report, summary=summary)
-                bar.update(len(batch))
+            while pending:
+                step = time.perf_counter()
+                photos = [future.result() for future in pending]
+                summary.timings["fetch_seconds"] += time.perf_counter() - step
+                # The next batch downloads and decodes while this one is embedded and written.
+                pending = _prefetch(rows, pool=pool, prepare=prepare, batch_size=batch_size)
+                _batch_match(photos, loaded=loaded, embedder=embedder, k=k, report=report,
+                             summary=summary)
+                bar.update(len(photos))
                 bar.set_postfix(errors=summary.failed, refresh=False)
                 summary.timings["total_seconds"] = time.perf_counter() - started
                 if on_batch is not None:
                     on_batch(summary)
         finally:
+            for future in pending:
+                future.cancel()
             bar.close()
             session.close()
     summary.timings["total_seconds"] = time.perf_counter() - started
@@ -206,15 +215,19 @@ def _pending_rows(rows: Iterator[SupplierRow], done: set[str]) -> Iterator[Suppl
             yield row
 
 
+def _prefetch(
+    rows: Iterator[SupplierRow], *, pool: ThreadPoolExecutor,
+    prepare: Callable[[SupplierRow], _Photo], batch_size: int,
+) -> list[Future[_Photo]]:
+    """Start fetching and decoding the next ``batch_size`` rows in the pool."""
+    return [pool.submit(prepare, row) for row in itertools.islice(rows, batch_size)]
+
+
 def _batch_match(
-    batch: list[SupplierRow], *, loaded: LoadedIndex, embedder: Any, k: int,
-    pool: ThreadPoolExecutor, prepare: Callable[[SupplierRow], _Photo], report: ReportWriter,
+    photos: list[_Photo], *, loaded: LoadedIndex, embedder: Any, k: int, report: ReportWriter,
     summary: MatchSummary,
 ) -> None:
-    """Fetch and decode the batch in threads, embed it at once, search, write in order."""
-    step = time.perf_counter()
-    photos = list(pool.map(prepare, batch))
-    summary.timings["fetch_seconds"] += time.perf_counter() - step
+    """Embed the batch's decoded photos at once, search, write every row in source order."""
     good = [photo for photo in photos if photo.image is not None]
     answers: dict[int, list[tuple[str, float]]] = {}
     if good:
