@@ -21,6 +21,7 @@ from similarity.services.match_reports import VERDICTS
 from similarity.services.match_runs import (
     match_run_create,
     match_run_csv,
+    match_run_delete,
     match_run_rows,
     match_run_thumbnails_url,
 )
@@ -61,6 +62,13 @@ class MatchRunAdmin(admin.ModelAdmin):
     def review_link(self, run: MatchRun) -> str:
         url = reverse("admin:similarity_matchrun_review", args=[run.pk])
         return format_html('<a href="{}">Review</a>', url)
+
+    def delete_model(self, request: HttpRequest, obj: MatchRun) -> None:
+        match_run_delete(run=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for run in queryset:
+            match_run_delete(run=run)
 
     def get_urls(self) -> list:
         review = self.admin_site.admin_view(self.review_view)

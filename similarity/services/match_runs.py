@@ -140,6 +140,14 @@ def _record_final(run: MatchRun, summary: MatchSummary) -> None:
     )
 
 
+def match_run_delete(*, run: MatchRun) -> None:
+    """Delete the run's row, its folder under the data dir and its thumbnails."""
+    directories = (match_run_directory(run=run), match_run_thumbnails_directory(run=run))
+    run.delete()
+    for directory in directories:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def match_run_rows(*, run: MatchRun, verdict: str | None = None) -> Iterator[MatchRow]:
     """The report's rows, optionally of one verdict; nothing before the report exists."""
     path = match_run_report_path(run=run)

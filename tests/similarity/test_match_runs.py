@@ -88,6 +88,11 @@ def test_zip_upload_runs_as_a_task_and_the_review_page_lists_it(
     detail = admin_client.get(reverse("admin:similarity_matchrun_change", args=[run.pk]))
     assert detail.status_code == 200 and b'name="status"' not in detail.content  # read-only
 
+    response = admin_client.post(reverse("admin:similarity_matchrun_delete", args=[run.pk]),
+                                 {"post": "yes"})
+    assert response.status_code == 302 and not MatchRun.objects.exists()
+    assert not thumbnail.exists() and not match_run_report_path(run=run).exists()
+
 
 def test_feed_upload_keeps_extra_columns(
     admin_client, catalog, loopback, django_capture_on_commit_callbacks
