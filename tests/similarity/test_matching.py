@@ -148,8 +148,9 @@ def test_rerun_skips_rows_already_in_the_report_and_retries_errors(catalog, loop
     assert report.read_text().count("supplier_ref,verdict") == 1  # the header once
 
 
-def test_a_torn_last_line_is_matched_again(catalog, loopback, tmp_path):
-    source, report = feed(loopback, tmp_path), tmp_path / "report.csv"
+@pytest.mark.parametrize("name", ["report.csv", "report.jsonl"])
+def test_a_torn_last_line_is_matched_again(catalog, loopback, tmp_path, name):
+    source, report = feed(loopback, tmp_path), tmp_path / name
     supplier_photos_match(source=source, output=report, k=2, progress=False)
     text = report.read_text()
     report.write_text(text[: text.index("COPY-7") + 9])  # killed in the middle of a line
@@ -231,3 +232,25 @@ def test_no_index_is_an_unusable_run(tmp_path):
     with pytest.raises(CommandError, match="no index has been built") as error:
         call_command("match_images", str(folder), "--output", str(tmp_path / "r.csv"))
     assert error.value.returncode == 1
+
+
+def test_the_index_runtime_is_used_and_loaded_once_per_process(catalog, monkeypatch):
+    from dataclasses import replace
+
+    from similarity.selectors.store import get_store
+    from similarity.services import builds, matching
+
+    calls = []
+
+    def select(embedder, runtime, *, threads=None):
+        calls.append(runtime)
+        return ("on-" + runtime, None)
+
+    monkeypatch.setattr(builds, "select_build_runtime", select)
+    monkeypatch.setattr(matching, "_runtime_embedders", {})
+    loaded = get_store().get()
+    assert matching.match_embedder(loaded).identity().startswith("classic")  # torch: as is
+    onnx = replace(loaded, manifest=replace(loaded.manifest, extra={"runtime": "onnx"}))
+    assert matching.match_embedder(onnx) == "on-onnx"
+    assert matching.match_embedder(onnx) == "on-onnx"
+    assert calls == ["onnx"]
