@@ -43,3 +43,10 @@ def test_without_efficientnet_weights_classic_is_last(monkeypatch):
 def test_nothing_loadable_is_one_error_listing_every_reason():
     with pytest.raises(EmbedderLoadError, match=r"no embedding model can be loaded: .*does not"):
         embedder_load_with_fallback(spec=MISSING, fallbacks=("/nonexistent/other",))
+
+
+def test_efficientnet_has_its_own_measured_duplicate_threshold():
+    from similarity.conf import DUPLICATE_THRESHOLDS, model_family
+
+    assert model_family("efficientnet-lite0") == "efficientnet"
+    assert "efficientnet" in DUPLICATE_THRESHOLDS
