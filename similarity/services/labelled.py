@@ -25,7 +25,7 @@ MSG_LABELS_COLUMNS = (
     "category; got {columns}"
 )
 MSG_KIND_COLUMN = "--query-kind/--catalog-kind need a kind column in the labels file {path}"
-BATCH = 1024
+SCORES_PER_BATCH = 1 << 24  # query x base similarities held at once (64 MB of float32)
 RECALL_AT = 5
 SUPPLIER_AT = 5
 
@@ -166,15 +166,23 @@ def _supplier_scores(scores, vectors, names, products, labels, query_kind, catal
 def _exact_neighbours(queries: np.ndarray, base: np.ndarray, depth: int, *,
                       exclude_self: bool) -> np.ndarray:
     """(n, depth) row indices into ``base`` by descending cosine (ties: lower index first)."""
-    depth = min(depth, len(base) - (1 if exclude_self else 0))
-    out = np.empty((len(queries), max(depth, 0)), dtype=np.int64)
-    for start in range(0, len(queries), BATCH):
-        similarity = queries[start:start + BATCH] @ base.T
+    depth = max(min(depth, len(base) - (1 if exclude_self else 0)), 0)
+    out = np.empty((len(queries), depth), dtype=np.int64)
+    batch = max(1, SCORES_PER_BATCH // max(len(base), 1))
+    for start in range(0, len(queries), batch):
+        similarity = queries[start:start + batch] @ base.T
         if exclude_self:
             rows = np.arange(similarity.shape[0])
             similarity[rows, rows + start] = -np.inf
-        order = np.argsort(-similarity, axis=1, kind="stable")[:, :depth]
-        out[start:start + BATCH] = order
+        if depth < similarity.shape[1]:
+            top = np.argpartition(-similarity, depth - 1, axis=1)[:, :depth] if depth else (
+                np.empty((len(similarity), 0), dtype=np.int64))
+        else:
+            top = np.broadcast_to(np.arange(similarity.shape[1]), similarity.shape).copy()
+        top = np.sort(top, axis=1)  # lower index first among equal similarities
+        ranked = np.take_along_axis(similarity, top, axis=1)
+        order = np.argsort(-ranked, axis=1, kind="stable")
+        out[start:start + batch] = np.take_along_axis(top, order, axis=1)
     return out
 
 

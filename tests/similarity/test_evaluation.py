@@ -94,3 +94,23 @@ def test_article_lookups_are_chunked(monkeypatch):
     assert names == {a.pk: a.article_id for a in articles}
     assert len(captured.captured_queries) == 3  # 3 + 3 + 1 ids
     assert index_evaluate(k=3, progress=False) == expected
+
+
+def test_evaluate_models_prints_one_row_per_model_and_keeps_the_current_index(evalset, tmp_path):
+    from similarity.selectors.store import get_store
+
+    before = get_store().get().manifest["model"]
+    out = StringIO()
+    target = tmp_path / "models.json"
+    call_command("evaluate", "--labels", str(evalset.labels), "--models", "classic",
+                 "--k", "5", "--json", str(target), "--no-progress", stdout=out)
+    header, row = out.getvalue().strip().splitlines()
+    assert header.split()[:4] == ["model", "queries", "recall@5", "recall@5"]
+    assert row.split()[0] == "classic" and float(row.split()[4]) >= 0.95  # hit@1
+    assert json.loads(target.read_text())[0]["retrieval"]["product_hit_at_1"] >= 0.95
+    assert get_store().get().manifest["model"] == before
+    with pytest.raises(CommandError, match="kind column"):
+        call_command("evaluate", "--labels", str(evalset.labels), "--query-kind", "a",
+                     "--catalog-kind", "b", "--no-progress", stdout=StringIO())
+    with pytest.raises(CommandError, match="--models needs --labels"):
+        call_command("evaluate", "--models", "classic")
