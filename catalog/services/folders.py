@@ -19,17 +19,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
 from catalog.conf import catalog_settings
 from catalog.images import ImageValidationError, validate_image_bytes
 from catalog.models import Article, article_image_path
+from catalog.services.images import article_image_store
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 MAX_ID_LENGTH = Article._meta.get_field("article_id").max_length
@@ -196,39 +195,9 @@ def _upsert(entry: _Entry, *, conf: Any, dry_run: bool) -> str:
             return "unchanged"
     if dry_run:
         return "created" if article is None else "updated"
-    article_image_store(article_id=entry.article_id, name=name, data=data,
-                        media_root=conf.media_root)
-    values = {
-        **wanted, "image": name, "image_sha256": sha256, "image_width": info.width,
-        "image_height": info.height, "downloaded_url": url,
-        "download_status": Article.DownloadStatus.DOWNLOADED, "download_error": "",
-        "downloaded_at": timezone.now(),
-    }
     with transaction.atomic():
-        old_name = article.image.name if article is not None else ""
-        _, created = Article.objects.update_or_create(article_id=entry.article_id,
-                                                      defaults=values)
-    if old_name and old_name != name and old_name == article_image_path(
-            entry.article_id, old_name.rsplit(".", 1)[-1]):
-        (conf.media_root / old_name).unlink(missing_ok=True)
+        article, created = Article.objects.update_or_create(
+            article_id=entry.article_id, defaults=wanted
+        )
+        article_image_store(article=article, data=data, source_url=url)
     return "created" if created else "updated"
-
-
-def article_image_store(*, article_id: str, name: str, data: bytes, media_root: Path) -> Path:
-    """Write an article's image bytes to ``media_root / name`` atomically; returns the path.
-
-    Temp file in the same directory, fsync, ``os.replace``: never half-written.
-    """
-    path = media_root / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".import-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o644)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    finally:
-        Path(temp_name).unlink(missing_ok=True)
-    return path
