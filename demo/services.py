@@ -19,7 +19,6 @@ from demo.sample_images import category_for, product_image
 logger = logging.getLogger(__name__)
 
 DEMO_PORT = 8765  # a fixed port keeps image URLs stable across runs (re-runs skip downloads)
-FALLBACK_MODEL = "classic"
 
 
 @dataclass(frozen=True)
@@ -57,8 +56,8 @@ def demo_run(*, out: Callable[[str], None], products: int = 60, model: str | Non
     """Import, download, embed and index the demo catalog; return the model actually used."""
     from catalog.services.downloads import images_download
     from similarity.conf import similarity_settings
-    from similarity.engine.embedders import EmbedderLoadError, load_embedder
     from similarity.services.builds import index_build_run
+    from similarity.services.models import embedder_load_with_fallback
 
     images = demo_images(products)
     with LoopbackServer(port=DEMO_PORT) as server:
@@ -76,18 +75,20 @@ def demo_run(*, out: Callable[[str], None], products: int = 60, model: str | Non
         downloaded = images_download(allow_private=True)  # the demo's server is on loopback
         out(f"Download: {downloaded}")
 
-    spec = model or similarity_settings().model
-    try:
-        load_embedder(spec, threads=similarity_settings().threads)
-    except EmbedderLoadError as exc:
+    requested = model or similarity_settings().model
+    choice = embedder_load_with_fallback(spec=requested, threads=similarity_settings().threads)
+    spec = choice.spec
+    if choice.fell_back:
         banner = "!" * 78
         out(banner)
-        out(f"! Model {spec!r} cannot be loaded here: {exc}")
-        out(f"! FALLING BACK to the weight-free {FALLBACK_MODEL!r} embedder (a baseline for")
-        out("! near-duplicates). Provide the model as a local directory or in the Hugging")
-        out("! Face cache and set LOOKALIKE_MODEL to use it.")
+        for failed, error in choice.failures:
+            out(f"! Model {failed!r} cannot be loaded here: {error}")
+        out(f"! FALLING BACK to {spec!r}"
+            + (" (ImageNet EfficientNet-Lite0: learned, offline)." if spec != "classic"
+               else " (weight-free: a baseline for near-duplicates)."))
+        out("! Provide the model as a local directory or in the Hugging Face cache and set")
+        out("! LOOKALIKE_MODEL to use it.")
         out(banner)
-        spec = FALLBACK_MODEL
     build = index_build_run(model=spec, trigger="demo")
     out(build.describe())
     return spec
