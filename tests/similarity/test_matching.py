@@ -34,8 +34,8 @@ def jpeg(image: Image.Image, quality: int = 80) -> bytes:
 
 
 def near_copy(seed: int) -> bytes:
-    """A supplier's copy of a catalog photo: another size, another JPEG quality."""
-    return jpeg(product_image(seed, size=240).resize((200, 200)), quality=75)
+    """A supplier's copy of a catalog photo (make_catalog's, 160 px): resized, recompressed."""
+    return jpeg(product_image(seed, size=160).resize((200, 200)), quality=75)
 
 
 def unrelated(seed: int) -> bytes:
@@ -120,7 +120,7 @@ def test_folder_source_refs_are_relative_paths_and_jsonl_report(catalog, tmp_pat
 def test_similar_threshold_option_turns_new_into_similar(catalog, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
-    (folder / "other.jpg").write_bytes(jpeg(product_image(105, size=200)))  # a look-alike
+    (folder / "other.jpg").write_bytes(jpeg(product_image(103, size=200)))  # a look-alike
     first = supplier_photos_match(source=folder, output=tmp_path / "a.csv", progress=False,
                                   similar_threshold=0.01)
     second = supplier_photos_match(source=folder, output=tmp_path / "b.csv", progress=False,
