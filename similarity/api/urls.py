@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from catalog.api.urls import article_patterns
 from similarity.api.articles import IndexedArticleDetailApi
+from similarity.api.batch import SimilarBatchApi
 from similarity.api.duplicates import DuplicatesApi
 from similarity.api.index import IndexApi, IndexBuildDetailApi, IndexRebuildApi
 from similarity.api.search import ArticleSimilarApi, SimilarSearchApi
@@ -21,6 +22,7 @@ urlpatterns = [
     ),
     *article_patterns(detail_view=IndexedArticleDetailApi),
     path("similar/", SimilarSearchApi.as_view(), name="similar"),
+    path("similar/batch/", SimilarBatchApi.as_view(), name="similar-batch"),
     path("index/", IndexApi.as_view(), name="index"),
     path("index/rebuild/", IndexRebuildApi.as_view(), name="index-rebuild"),
     path("index/builds/<int:build_id>/", IndexBuildDetailApi.as_view(), name="index-build-detail"),

@@ -35,10 +35,21 @@ class LoadedIndex:
     manifest: BuildManifest
     index: Any  # faiss.Index
     ids: np.ndarray  # sorted article pks in the index
+    embedding_pks: np.ndarray | None = None  # the Embedding behind each of ``ids``
 
     def contains(self, pk: int) -> bool:
         position = int(np.searchsorted(self.ids, pk))
         return position < len(self.ids) and int(self.ids[position]) == pk
+
+    def members_embeddings(self, ids: np.ndarray) -> np.ndarray:
+        """The Embedding pks behind ``ids`` (which must all be members of this build)."""
+        if self.embedding_pks is None:
+            raise ValueError(f"build {self.name} was loaded without its members' embeddings")
+        positions = np.searchsorted(self.ids, ids)
+        positions = np.minimum(positions, len(self.ids) - 1)
+        if not np.array_equal(self.ids[positions], ids):
+            raise ValueError(f"ids not in build {self.name}: {np.setdiff1d(ids, self.ids)[:5]}")
+        return self.embedding_pks[positions]
 
 
 class IndexStore:
@@ -98,6 +109,7 @@ class IndexStore:
             manifest=info.manifest,
             index=index,
             ids=np.ascontiguousarray(members[:, 0]),
+            embedding_pks=np.ascontiguousarray(members[:, 1]),
         )
 
 
