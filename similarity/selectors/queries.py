@@ -79,8 +79,8 @@ def query_vector_validate(
     if len(vector) != dimension:
         raise InvalidQuery(MSG_VECTOR_LENGTH.format(
             length=len(vector), model=manifest.model, dimension=dimension))
-    vector32 = vector.astype(np.float32)  # values beyond float32 become inf: refused below
-    bad = np.flatnonzero(~np.isfinite(vector32))
+    too_big = np.abs(vector) > np.finfo(np.float32).max  # would become inf in float32
+    bad = np.flatnonzero(~np.isfinite(vector) | too_big)
     if bad.size:
         raise InvalidQuery(MSG_VECTOR_FINITE.format(position=int(bad[0]),
                                                     value=float(vector[bad[0]])))
