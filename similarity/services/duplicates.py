@@ -288,7 +288,7 @@ def duplicate_groups_find(
         if n is not None and n == group_of.get(b):  # pairs across groups belong to neither
             edges_of[n].append((a, b, d))
     for star, group_edges in zip(stars, edges_of, strict=True):
-        members = sorted((_member(articles[pk]) for pk in star.members),
+        members = sorted((group_member(articles[pk]) for pk in star.members),
                          key=lambda m: m.article_id)
         names = {pk: articles[pk].article_id for pk in star.members}
         keys = [(pair_key(names[a], names[b]), round(d, 6)) for a, b, d in group_edges]
@@ -307,7 +307,7 @@ def duplicate_groups_find(
     return report
 
 
-def _member(article: Article) -> GroupMember:
+def group_member(article: Article) -> GroupMember:
     return GroupMember(
         pk=article.pk, article_id=article.article_id, title=article.title,
         category=article.category, image=article.image.name or "", image_url=article.image_url,

@@ -18,6 +18,7 @@ from similarity.engine.index.search import (
     Neighbors,
     brute_force_knn,
     knn_query,
+    range_query,
     range_search_batched,
     recall_at_k,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "load_index",
     "members_table",
     "prune_builds",
+    "range_query",
     "range_search_batched",
     "read_manifest",
     "read_members",
