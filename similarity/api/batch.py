@@ -27,6 +27,7 @@ from similarity.selectors.queries import MAX_BATCH_ITEMS, BatchQuery, similar_ba
 QUERY_KINDS = ("article_id", "image_url", "vector", "text")
 MSG_ONE_KIND = "give exactly one of article_id, image_url, vector or text; got {given}"
 MSG_NOT_OBJECT = "each item must be a JSON object; got {kind}"
+MSG_NO_BATCH = "POST a JSON object with 'items' (a list of up to 64 queries)"
 
 
 @extend_schema_serializer(component_name="BatchQuery")
@@ -106,13 +107,13 @@ class SimilarBatchApi(APIView):
         return []  # counted per image_url item, in post()
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        reject_large_body(request)
+        reject_large_body(request, empty_message=f"empty request body: {MSG_NO_BATCH}")
         super().initial(request, *args, **kwargs)
 
     @extend_schema(request=BatchRequestSchema, responses=BatchOutputSerializer)
     def post(self, request: Request) -> Response:
         if not hasattr(request.data, "get"):
-            raise InvalidQuery("POST a JSON object with 'items' (a list of queries)")
+            raise InvalidQuery(MSG_NO_BATCH)
         envelope = BatchInputSerializer(data=request.data)
         envelope.is_valid(raise_exception=True)
         options = envelope.validated_data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
@@ -251,7 +252,7 @@ class SimilarSearchApi(APIView):
         return search_response(similar_to_image(image=_read_upload(upload), **data))
 
 
-def reject_large_body(request: Request) -> None:
+def reject_large_body(request: Request, *, empty_message: str = MSG_EMPTY_BODY) -> None:
     """411 for a chunked body, 400 when empty, 413 when over the limit.
 
     Django reads no body without a Content-Length: a chunked upload would otherwise look
@@ -267,9 +268,16 @@ def reject_large_body(request: Request) -> None:
     except ValueError:
         raise LengthRequired(f"invalid Content-Length {declared!r}") from None
     if length <= 0:
-        raise EmptyUpload(MSG_EMPTY_BODY)
+        raise EmptyUpload(empty_message)
     if length > limit + MULTIPART_OVERHEAD_BYTES:
         raise UploadTooLarge(MSG_TOO_LARGE.format(size=length, limit=limit))
+    content_type = str(request.META.get("CONTENT_TYPE", "")).lower()
+    if not content_type.startswith("multipart/"):
+        # JSON and url-encoded bodies are read into memory whole: Django refuses them past
+        # DATA_UPLOAD_MAX_MEMORY_SIZE with an HTML page; say so in the API's shape first.
+        memory_limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if memory_limit is not None and length > memory_limit:
+            raise UploadTooLarge(MSG_TOO_LARGE.format(size=length, limit=memory_limit))
 
 
 def _read_upload(upload: UploadedFile) -> bytes:

@@ -202,3 +202,12 @@ def test_collapse_folds_copies_and_still_answers_k(client, copies):
     batch = client.post("/api/similar/batch/", {"items": [{"article_id": "S0003"}], "k": 4,
                                                 "collapse": True}, format="json").json()
     assert batch["results"][0]["results"][0]["duplicates"]
+
+
+def test_batch_bodies_over_djangos_memory_limit_are_4xx_not_500(client, catalog):
+    items = [{"vector": [0.123456789012345] * 3000} for _ in range(64)]  # ~3.5 MB of JSON
+    response = client.post("/api/similar/batch/", {"items": items}, format="json")
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "upload_too_large"
+    empty = client.post("/api/similar/batch/", content_type="application/json")
+    assert empty.status_code == 400 and "'items'" in empty.json()["error"]["message"]
