@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from similarity.errors import IndexNotReady
 from similarity.models import IndexBuild
-from similarity.selectors.search import index_preprocessing
+from similarity.selectors.queries import index_preprocessing
 from similarity.selectors.store import get_store
 from similarity.services.builds import index_build_enqueue
 

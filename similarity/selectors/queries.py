@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from catalog.services.fetching import ImageFetchError, download_session, fetch_i
 from similarity.conf import similarity_settings
 from similarity.errors import (
     ImageUrlFailed,
+    IndexNotReady,
     InvalidQuery,
     QueryThrottled,
     SimilarityError,
@@ -34,6 +36,8 @@ from similarity.selectors.search import (
 )
 from similarity.selectors.store import LoadedIndex, get_store
 from similarity.selectors.uploads import query_image_decode
+
+logger = logging.getLogger(__name__)
 
 MAX_BATCH_ITEMS = 64
 URL_FETCH_WORKERS = 4  # image_url items of one batch fetched at once
@@ -95,6 +99,17 @@ def model_names(loaded: LoadedIndex) -> set[str]:
     manifest = loaded.manifest
     identity = manifest.model_identity or ""
     return {name for name in (manifest.model, identity, identity.split("@")[0]) if name}
+
+
+def index_preprocessing(loaded: LoadedIndex) -> dict[str, Any] | None:
+    """The index model's preprocessing (Embedder.preprocessing), None if it cannot load here."""
+    from similarity.engine.embedders import EmbedderLoadError
+
+    try:
+        return query_embedder(loaded).preprocessing()
+    except (EmbedderLoadError, IndexNotReady) as exc:
+        logger.warning("Cannot describe the preprocessing of %s: %s", loaded.manifest.model, exc)
+        return None
 
 
 def similar_to_vector(

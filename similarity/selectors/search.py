@@ -16,7 +16,7 @@ from similarity.conf import similarity_settings
 from similarity.engine.threads import fork_safe_threads
 from similarity.errors import ArticleNotFound, ArticleNotIndexed, IndexNotReady, InvalidQuery
 from similarity.models import Embedding
-from similarity.selectors.store import LoadedIndex, get_store
+from similarity.selectors.store import LoadedIndex, get_store, index_vectors
 from similarity.selectors.uploads import query_image_decode
 
 logger = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def ranked_results(
 
     if not results:
         return results
-    vectors = result_vectors(loaded, np.array([r.pk for r in results], dtype=np.int64))
+    vectors = index_vectors(loaded, np.array([r.pk for r in results], dtype=np.int64))
     threshold = similarity_settings().duplicate_threshold_for(loaded.manifest.model)
     folded = collapse_ranked(vectors, threshold=threshold, k=k)
     return [
@@ -166,22 +166,6 @@ def ranked_results(
         )
         for kept in folded
     ]
-
-
-def result_vectors(loaded: LoadedIndex, ids: np.ndarray) -> np.ndarray:
-    """The index's vectors of ``ids`` (all members of the build), in order.
-
-    Read from Faiss where it keeps an id map (flat and HNSW builds), else from the
-    embeddings the build recorded in members.npy.
-    """
-    import faiss
-
-    if isinstance(loaded.index, faiss.IndexIDMap2):
-        return np.asarray(loaded.index.reconstruct_batch(ids), dtype=np.float32)
-    members = loaded.members_embeddings(ids)
-    rows = dict(Embedding.objects.filter(pk__in=members.tolist()).values_list("pk", "vector"))
-    blob = b"".join(bytes(rows[int(pk)]) for pk in members)
-    return np.frombuffer(blob, dtype="<f4").reshape(len(ids), -1).astype(np.float32)
 
 
 def _article_with_vector(article_id: str, model_identity: str) -> tuple | None:
@@ -310,17 +294,6 @@ def query_embedder(loaded: LoadedIndex) -> Any:
                 f"loads as {embedder.identity()!r}; rebuild the index (manage.py build_index)"
             )
     return embedder
-
-
-def index_preprocessing(loaded: LoadedIndex) -> dict[str, Any] | None:
-    """The index model's preprocessing (Embedder.preprocessing), None if it cannot load here."""
-    from similarity.engine.embedders import EmbedderLoadError
-
-    try:
-        return query_embedder(loaded).preprocessing()
-    except (EmbedderLoadError, IndexNotReady) as exc:
-        logger.warning("Cannot describe the preprocessing of %s: %s", loaded.manifest.model, exc)
-        return None
 
 
 def similar_to_image(

@@ -22,6 +22,7 @@ from similarity.engine.index import (
 from similarity.engine.index.storage import CURRENT_FILE
 from similarity.engine.threads import fork_safe_threads, mark_openmp_used
 from similarity.errors import IndexNotReady
+from similarity.models import Embedding
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,22 @@ class IndexStore:
             ids=np.ascontiguousarray(members[:, 0]),
             embedding_pks=np.ascontiguousarray(members[:, 1]),
         )
+
+
+def index_vectors(loaded: LoadedIndex, ids: np.ndarray) -> np.ndarray:
+    """The index's vectors of ``ids`` (all members of the build), in order.
+
+    Read from Faiss where it keeps an id map (flat and HNSW builds), else from the
+    embeddings the build recorded in members.npy.
+    """
+    import faiss
+
+    if isinstance(loaded.index, faiss.IndexIDMap2):
+        return np.asarray(loaded.index.reconstruct_batch(ids), dtype=np.float32)
+    members = loaded.members_embeddings(ids)
+    rows = dict(Embedding.objects.filter(pk__in=members.tolist()).values_list("pk", "vector"))
+    blob = b"".join(bytes(rows[int(pk)]) for pk in members)
+    return np.frombuffer(blob, dtype="<f4").reshape(len(ids), -1).astype(np.float32)
 
 
 _store: IndexStore | None = None

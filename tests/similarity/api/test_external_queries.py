@@ -211,3 +211,21 @@ def test_batch_bodies_over_djangos_memory_limit_are_4xx_not_500(client, catalog)
     assert response.json()["error"]["code"] == "upload_too_large"
     empty = client.post("/api/similar/batch/", content_type="application/json")
     assert empty.status_code == 400 and "'items'" in empty.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("index_type", ["flat", "IVF2,Flat"])
+def test_collapse_reads_result_vectors_from_any_index(copies, index_type):
+    from similarity.selectors.search import similar_to_article
+    from similarity.selectors.store import get_store, index_vectors
+
+    index_build_run(model="classic", index_type=index_type, full=True, progress=False)
+    loaded = get_store().get()
+    ids = loaded.ids[:5]
+    expected = np.stack([
+        np.frombuffer(bytes(Embedding.objects.get(article_id=int(pk)).vector), dtype="<f4")
+        for pk in ids
+    ])
+    assert np.allclose(index_vectors(loaded, ids), expected, atol=1e-6)
+    result = similar_to_article(article_id="S0000", k=4, collapse=True)
+    assert result.results[0].article_id == "S0000"
+    assert {d.article_id for d in result.results[0].duplicates} == {"D0a", "D0b"}
