@@ -178,6 +178,11 @@ class DuplicateDecision(models.Model):
     article_b = models.CharField(max_length=255)
     verdict = models.CharField(max_length=16, choices=Verdict.choices)
     kept = models.CharField(max_length=255, blank=True, help_text="Shop id of the kept article.")
+    deactivated = models.BooleanField(
+        default=False,
+        help_text="This decision deactivated the pair's other article (not the kept one); "
+        "undoing the decision reactivates it.",
+    )
     decided_by = models.CharField(max_length=150, blank=True)
     decided_at = models.DateTimeField(auto_now=True)
 

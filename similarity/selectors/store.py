@@ -22,6 +22,7 @@ from similarity.engine.index import (
 from similarity.engine.index.storage import CURRENT_FILE
 from similarity.engine.threads import fork_safe_threads, mark_openmp_used
 from similarity.errors import IndexNotReady
+from similarity.models import Embedding
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +36,21 @@ class LoadedIndex:
     manifest: BuildManifest
     index: Any  # faiss.Index
     ids: np.ndarray  # sorted article pks in the index
+    embedding_pks: np.ndarray | None = None  # the Embedding behind each of ``ids``
 
     def contains(self, pk: int) -> bool:
         position = int(np.searchsorted(self.ids, pk))
         return position < len(self.ids) and int(self.ids[position]) == pk
+
+    def members_embeddings(self, ids: np.ndarray) -> np.ndarray:
+        """The Embedding pks behind ``ids`` (which must all be members of this build)."""
+        if self.embedding_pks is None:
+            raise ValueError(f"build {self.name} was loaded without its members' embeddings")
+        positions = np.searchsorted(self.ids, ids)
+        positions = np.minimum(positions, len(self.ids) - 1)
+        if not np.array_equal(self.ids[positions], ids):
+            raise ValueError(f"ids not in build {self.name}: {np.setdiff1d(ids, self.ids)[:5]}")
+        return self.embedding_pks[positions]
 
 
 class IndexStore:
@@ -98,7 +110,24 @@ class IndexStore:
             manifest=info.manifest,
             index=index,
             ids=np.ascontiguousarray(members[:, 0]),
+            embedding_pks=np.ascontiguousarray(members[:, 1]),
         )
+
+
+def index_vectors(loaded: LoadedIndex, ids: np.ndarray) -> np.ndarray:
+    """The index's vectors of ``ids`` (all members of the build), in order.
+
+    Read from Faiss where it keeps an id map (flat and HNSW builds), else from the
+    embeddings the build recorded in members.npy.
+    """
+    import faiss
+
+    if isinstance(loaded.index, faiss.IndexIDMap2):
+        return np.asarray(loaded.index.reconstruct_batch(ids), dtype=np.float32)
+    members = loaded.members_embeddings(ids)
+    rows = dict(Embedding.objects.filter(pk__in=members.tolist()).values_list("pk", "vector"))
+    blob = b"".join(bytes(rows[int(pk)]) for pk in members)
+    return np.frombuffer(blob, dtype="<f4").reshape(len(ids), -1).astype(np.float32)
 
 
 _store: IndexStore | None = None

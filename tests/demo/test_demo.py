@@ -24,7 +24,7 @@ def test_demo_runs_twice_and_answers_a_query():
 
 def test_demo_refuses_a_database_with_a_real_catalog():
     Article.objects.create(article_id="SHOP-1", image_url="https://shop.example/1.jpg")
-    with pytest.raises(CommandError, match="1 articles that are not the demo's.*SHOP-1"):
+    with pytest.raises(CommandError, match=r"1 articles that are not the demo's.*SHOP-1"):
         call_command("demo", "--products", "3", "--model", "classic")
     shop = Article.objects.get()
     assert shop.article_id == "SHOP-1" and shop.is_active  # untouched, nothing imported
