@@ -39,6 +39,9 @@ DEFAULTS: dict[str, object] = {
     "NEIGHBORS_K": 10,
     "NEIGHBORS_BATCH": 1024,  # query vectors per Faiss search call
     "DUPLICATE_THRESHOLD": None,  # cosine distance; None = the model family's default below
+    # Serving from a shared "indexes" storage (docs/scaling.md): how often each web process
+    # asks the database which build is current (one primary-key query at most this often).
+    "INDEX_CHECK_SECONDS": 2.0,
 }
 
 # Duplicate thresholds per model family (cosine distance, strict "<"). How each was chosen:
@@ -76,6 +79,8 @@ class SimilaritySettings:
     neighbors_k: int = 10
     neighbors_batch: int = 1024
     duplicate_threshold: float | None = None
+    index_check_seconds: float = 2.0
+    index_cache_root: Path = Path("index-cache")
 
     def duplicate_threshold_for(self, model: str) -> float:
         """The configured DUPLICATE_THRESHOLD, else the default of ``model``'s family."""
@@ -118,6 +123,8 @@ def similarity_settings() -> SimilaritySettings:
         duplicate_threshold=(
             None if values["DUPLICATE_THRESHOLD"] is None else float(values["DUPLICATE_THRESHOLD"])
         ),
+        index_check_seconds=float(values["INDEX_CHECK_SECONDS"]),
+        index_cache_root=Path(settings.DATA_DIR) / "index-cache",
     )
 
 
