@@ -185,15 +185,19 @@ _store_lock = threading.Lock()
 
 
 def get_store() -> IndexStore:
-    """The process-wide store for the configured data dir (recreated if the dir changes).
+    """The process-wide store for the configured data dir and storage.
 
-    Whether the storage is shared is decided when the store is made (not per request: it
-    resolves paths); a changed STORAGES or LOOKALIKE setting (tests) drops the store.
+    Made once per process (reading the settings and resolving the storage's location costs
+    ~25 us, more than the check itself); a changed DATA_DIR, STORAGES or LOOKALIKE setting
+    (tests, ``override_settings``) drops it through ``setting_changed``.
     """
     global _store
-    conf = similarity_settings()
+    store = _store
+    if store is not None:
+        return store
     with _store_lock:
-        if _store is None or _store.root != conf.index_root:
+        if _store is None:
+            conf = similarity_settings()
             _store = IndexStore(
                 conf.index_root,
                 shared=not index_storage_is_local(),
