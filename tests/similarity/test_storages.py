@@ -4,11 +4,13 @@ the published build as a database row, and a web process's cache of it."""
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, InMemoryStorage, default_storage
+from django.db import connection
 
 from catalog.models import Article
 from catalog.services.images import STAGING_DIR
@@ -216,3 +218,48 @@ def test_a_storage_that_renames_instead_of_replacing_is_refused(settings):
     assert default_storage.open(article.image.name).read() == before
     assert default_storage.listdir(str(Path(article.image.name).parent))[1] == [
         Path(article.image.name).name]  # the renamed copy was removed
+
+
+class GatedStorage(FileSystemStorage):
+    """A shared directory whose reads wait for ``release`` once ``gate`` is armed: a slow fetch."""
+
+    gate = threading.Event()
+    entered = threading.Event()
+    release = threading.Event()
+
+    def open(self, name: str, mode: str = "rb"):  # type: ignore[override]
+        if self.gate.is_set():
+            self.entered.set()
+            assert self.release.wait(30), "the test never released the fetch"
+        return super().open(name, mode)
+
+
+@pytest.mark.django_db(transaction=True)  # the fetching thread reads on its own connection
+def test_requests_keep_the_old_build_while_a_new_one_is_fetched(shared, settings):
+    settings.STORAGES = {**settings.STORAGES, "indexes": {
+        "BACKEND": "tests.similarity.test_storages.GatedStorage",
+        "OPTIONS": {"location": shared / "index"}}}
+    GatedStorage.gate.clear(), GatedStorage.entered.clear(), GatedStorage.release.clear()
+    make_catalog(4)
+    old = build().build_name
+    store = get_store()
+    assert store.get().name == old
+    make_catalog(1, start=4)
+    new = build().build_name
+    GatedStorage.gate.set()
+    def fetch() -> None:
+        try:
+            store.get()
+        finally:
+            connection.close()
+
+    fetcher = threading.Thread(target=fetch)
+    fetcher.start()
+    try:
+        assert GatedStorage.entered.wait(30)  # the fetcher is mid-download, holding the lock
+        for _ in range(50):
+            assert store.get().name == old  # other requests neither wait nor see a half build
+    finally:
+        GatedStorage.release.set()
+        fetcher.join(30)
+    assert store.get().name == new
