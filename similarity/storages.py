@@ -21,7 +21,7 @@ from django.core.files.storage import FileSystemStorage, Storage, storages
 from similarity.conf import similarity_settings
 from similarity.engine.files import fsync_dir, fsync_file
 from similarity.engine.index.manifest import MANIFEST_FILE
-from similarity.engine.index.storage import BUILDS_DIR, TMP_PREFIX
+from similarity.engine.index.storage import BUILDS_DIR, TMP_PREFIX, clean_stale_tmp
 
 logger = logging.getLogger(__name__)
 
@@ -154,9 +154,11 @@ def stored_builds_prune(*, storage: Storage, keep: int, current: str) -> list[st
 
 
 def cached_builds_prune(*, cache_dir: Path, keep: set[str]) -> list[str]:
-    """Remove cached builds not in ``keep`` (memory maps of removed ones stay valid)."""
+    """Remove cached builds not in ``keep`` (memory maps of removed ones stay valid), and
+    temp dirs of fetches that died (older than an hour: younger ones may be in flight)."""
     if not cache_dir.is_dir():
         return []
+    clean_stale_tmp(cache_dir)
     removed = []
     for path in cache_dir.iterdir():
         if path.name in keep or path.name.startswith(TMP_PREFIX) or not path.is_dir():

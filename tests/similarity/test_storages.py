@@ -4,7 +4,9 @@ the published build as a database row, and a web process's cache of it."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from similarity.services.publishing import current_index_name
 from similarity.storages import (
     build_fetch,
     build_upload,
+    cached_builds_prune,
     index_storage,
     index_storage_is_local,
     stored_build_names,
@@ -263,3 +266,16 @@ def test_requests_keep_the_old_build_while_a_new_one_is_fetched(shared, settings
         GatedStorage.release.set()
         fetcher.join(30)
     assert store.get().name == new
+
+
+def test_cache_pruning_removes_dead_fetches_but_not_live_ones(tmp_path: Path):
+    cache = tmp_path / "cache"
+    for name in ("B1", "B2", "B3", ".tmp-B4-1-dead", ".tmp-B4-2-live"):
+        (cache / name).mkdir(parents=True)
+    old = time.time() - 2 * 3600
+    os.utime(cache / ".tmp-B4-1-dead", (old, old))
+
+    removed = cached_builds_prune(cache_dir=cache, keep={"B2", "B3"})
+
+    assert removed == ["B1"]
+    assert sorted(p.name for p in cache.iterdir()) == [".tmp-B4-2-live", "B2", "B3"]
