@@ -59,6 +59,15 @@ class LoadedIndex:
         return position < len(self.ids) and int(self.ids[position]) == pk
 
 
+def current_index_name() -> str | None:
+    """The published build's name (one primary-key query), None before the first publish."""
+    return (
+        CurrentIndex.objects.filter(pk=CurrentIndex.SINGLETON_PK)
+        .values_list("build_name", flat=True)
+        .first()
+    )
+
+
 class IndexStore:
     """Per-process holder of the current index; thread-safe, swaps on a new build.
 
@@ -136,11 +145,7 @@ class IndexStore:
         Any failure while a build is loaded keeps it (logged; retried at the next check).
         """
         try:
-            name = (
-                CurrentIndex.objects.filter(pk=CurrentIndex.SINGLETON_PK)
-                .values_list("build_name", flat=True)
-                .first()
-            )
+            name = current_index_name()
             if name is None:
                 raise IndexNotReady()
             if loaded is not None and loaded.name == name:

@@ -17,6 +17,7 @@ from similarity.conf import similarity_settings
 from similarity.engine.index import current_build, set_current
 from similarity.engine.index.storage import BUILDS_DIR
 from similarity.models import CurrentIndex, IndexBuild
+from similarity.selectors.store import current_index_name
 from similarity.storages import (
     build_fetch,
     build_upload,
@@ -26,15 +27,6 @@ from similarity.storages import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def current_index_name() -> str | None:
-    """The published build's name (one primary-key query), None before the first publish."""
-    return (
-        CurrentIndex.objects.filter(pk=CurrentIndex.SINGLETON_PK)
-        .values_list("build_name", flat=True)
-        .first()
-    )
 
 
 def index_publish(*, name: str, build_id: int | None = None) -> CurrentIndex:

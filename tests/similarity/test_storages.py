@@ -20,9 +20,8 @@ from demo.sample_images import product_image
 from similarity.conf import similarity_settings
 from similarity.engine.index import current_build
 from similarity.models import CurrentIndex, IndexBuild
-from similarity.selectors.store import IndexStore, get_store
+from similarity.selectors.store import IndexStore, current_index_name, get_store
 from similarity.services.builds import index_build_run
-from similarity.services.publishing import current_index_name
 from similarity.storages import (
     build_fetch,
     build_upload,
