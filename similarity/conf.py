@@ -39,6 +39,9 @@ DEFAULTS: dict[str, object] = {
     "NEIGHBORS_K": 10,
     "NEIGHBORS_BATCH": 1024,  # query vectors per Faiss search call
     "DUPLICATE_THRESHOLD": None,  # cosine distance; None = the model family's default below
+    # Serving from a shared "indexes" storage (docs/scaling.md): how often each web process
+    # asks the database which build is current (one primary-key query at most this often).
+    "INDEX_CHECK_SECONDS": 2.0,
 }
 
 # Types of the DEFAULTS keys whose default is None (LOOKALIKE_<KEY> parsing in settings.py;
@@ -89,6 +92,8 @@ class SimilaritySettings:
     neighbors_batch: int = 1024
     duplicate_threshold: float | None = None
     model_explicit: bool = False  # MODEL set in settings (LOOKALIKE_MODEL), not the default
+    index_check_seconds: float = 2.0
+    index_cache_root: Path = Path("index-cache")
 
     def duplicate_threshold_for(self, model: str) -> float:
         """The configured DUPLICATE_THRESHOLD, else the default of ``model``'s family."""
@@ -133,6 +138,8 @@ def similarity_settings() -> SimilaritySettings:
             None if values["DUPLICATE_THRESHOLD"] is None else float(values["DUPLICATE_THRESHOLD"])
         ),
         model_explicit="MODEL" in configured,
+        index_check_seconds=float(values["INDEX_CHECK_SECONDS"]),
+        index_cache_root=Path(settings.DATA_DIR) / "index-cache",
     )
 
 
