@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.files.storage import FileSystemStorage, Storage, default_storage
 from django.db.models import QuerySet
 
 from catalog.models import Article
@@ -59,3 +60,13 @@ def article_get(*, article_id: str) -> Article | None:
     if not article_id_storable(article_id):
         return None
     return Article.objects.filter(article_id=article_id).first()
+
+
+def image_source(*, name: str, storage: Storage | None = None) -> str | bytes:
+    """What a decoder reads for stored image ``name``: its path when the storage is a local
+    directory (no copy), else its bytes, read through the storage (S3...)."""
+    storage = storage if storage is not None else default_storage
+    if isinstance(storage, FileSystemStorage):
+        return storage.path(name)
+    with storage.open(name, "rb") as handle:
+        return handle.read()

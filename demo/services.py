@@ -52,18 +52,50 @@ def demo_images(products: int = 60, duplicates: int = 10) -> list[DemoImage]:
     return images
 
 
-def demo_run(*, out: Callable[[str], None], products: int = 60, model: str | None = None) -> str:
-    """Import, download, embed and index the demo catalog; return the model actually used."""
+DEMO_MARK = "demo"  # an extra catalog column: kept in each demo article's metadata
+MSG_NOT_A_DEMO_DATABASE = (
+    "This database holds {count} articles that are not the demo's (e.g. {example!r}): the demo "
+    "would import over them. Run the demo with its own data directory, e.g. "
+    "LOOKALIKE_DATA_DIR=./var/demo make demo (and unset DATABASE_URL)."
+)
+
+
+class DemoRefused(Exception):
+    """The demo will not run here (it would touch a real catalog); the message says why."""
+
+
+def demo_database_check() -> None:
+    """Refuse a database that holds any article the demo did not create."""
+    from catalog.models import Article
+
+    # exclude() on a missing JSON key is NULL, not true: select the demo's rows positively.
+    ours = Article.objects.filter(**{f"metadata__{DEMO_MARK}": "1"}).values("pk")
+    foreign = Article.objects.exclude(pk__in=ours)
+    count = foreign.count()
+    if count:
+        example = foreign.values_list("article_id", flat=True).first()
+        raise DemoRefused(MSG_NOT_A_DEMO_DATABASE.format(count=count, example=example))
+
+
+def demo_run(
+    *, out: Callable[[str], None], products: int = 60, model: str | None = None,
+    port: int = DEMO_PORT,
+) -> str:
+    """Import, download, embed and index the demo catalog; return the model actually used.
+
+    DemoRefused, before anything is written, when the database holds a real catalog.
+    """
     from catalog.services.downloads import images_download
     from similarity.conf import similarity_settings
     from similarity.services.builds import index_build_run
     from similarity.services.models import embedder_load_with_fallback
 
+    demo_database_check()
     images = demo_images(products)
-    with LoopbackServer(port=DEMO_PORT) as server:
+    with LoopbackServer(port=port) as server:
         rows = [
             {"article_id": image.article_id, "image_url": server.add(image.path, image.body),
-             "title": image.title, "category": image.category}
+             "title": image.title, "category": image.category, DEMO_MARK: "1"}
             for image in images
         ]
         catalog_path = Path(settings.DATA_DIR) / "demo" / "catalog.csv"

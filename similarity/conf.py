@@ -46,6 +46,9 @@ DEFAULTS: dict[str, object] = {
     # Zip uploads of supplier photos (admin): refused beyond these, before anything is used.
     "MATCH_ZIP_MAX_FILES": 10_000,
     "MATCH_ZIP_MAX_BYTES": 2 * 1024 * 1024 * 1024,  # uncompressed total, counted while read
+    # Serving from a shared "indexes" storage (docs/scaling.md): how often each web process
+    # asks the database which build is current (one primary-key query at most this often).
+    "INDEX_CHECK_SECONDS": 2.0,
 }
 
 # Types of the DEFAULTS keys whose default is None (LOOKALIKE_<KEY> parsing in settings.py;
@@ -124,6 +127,8 @@ class SimilaritySettings:
         if self.similar_threshold is not None:
             return self.similar_threshold
         return SIMILAR_THRESHOLDS.get(model_family(model), SIMILAR_THRESHOLD_FALLBACK)
+    index_check_seconds: float = 2.0
+    index_cache_root: Path = Path("index-cache")
 
     def duplicate_threshold_for(self, model: str) -> float:
         """The configured DUPLICATE_THRESHOLD, else the default of ``model``'s family."""
@@ -174,6 +179,8 @@ def similarity_settings() -> SimilaritySettings:
         match_batch_size=_at_least_one("MATCH_BATCH_SIZE", values["MATCH_BATCH_SIZE"]),
         match_zip_max_files=_at_least_one("MATCH_ZIP_MAX_FILES", values["MATCH_ZIP_MAX_FILES"]),
         match_zip_max_bytes=_at_least_one("MATCH_ZIP_MAX_BYTES", values["MATCH_ZIP_MAX_BYTES"]),
+        index_check_seconds=float(values["INDEX_CHECK_SECONDS"]),
+        index_cache_root=Path(settings.DATA_DIR) / "index-cache",
     )
 
 

@@ -71,3 +71,38 @@ class BuildTakenOver(SimilarityError):
             "progress for BUILD_STALE_SECONDS); it stopped"
         )
         self.build_id = build_id
+
+
+class ImageUrlFailed(InvalidQuery):
+    """An ``image_url`` query could not be fetched or is not an acceptable image.
+
+    ``reason`` may name hosts, addresses and ports (connection refused, a refused private
+    address): the API shows it to signed-in clients only (catalog.selectors
+    .public_download_error), anonymous ones read ``public_message()``.
+    """
+
+    code = "image_url_failed"
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"image_url {url!r} could not be used: {reason}")
+        self.url = url
+        self.reason = reason
+
+    def public_message(self, reason: str) -> str:
+        return f"image_url {self.url!r} could not be used: {reason}"
+
+
+class QueryThrottled(SimilarityError):
+    """A batch item that would fetch an image_url beyond the upload throttle's budget."""
+
+    code = "throttled"
+
+
+class InvalidInput(InvalidQuery):
+    """Input that failed validation at the edge, kept as a value (a batch item's error)."""
+
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, fields: dict | None = None) -> None:
+        super().__init__(message)
+        self.fields = fields or {}

@@ -142,6 +142,30 @@ class IndexBuild(models.Model):
         return text
 
 
+class CurrentIndex(models.Model):
+    """The build every web node serves: one row (pk 1), written only by ``index_publish``.
+
+    Web processes read ``build_name`` (one primary-key query at most every
+    ``INDEX_CHECK_SECONDS``) and fetch that build from the "indexes" storage when it changes.
+    """
+
+    SINGLETON_PK = 1
+
+    build_name = models.CharField(max_length=128)
+    published_at = models.DateTimeField()
+    build = models.ForeignKey(
+        IndexBuild, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The build record that published it (empty for a switch back to an old build).",
+    )
+
+    class Meta:
+        verbose_name = "current index"
+        verbose_name_plural = "current index"
+
+    def __str__(self) -> str:
+        return f"{self.build_name} (published {self.published_at:%Y-%m-%d %H:%M:%S})"
+
+
 class SimilarArticle(models.Model):
     """A stored top-k neighbour of an article (itself excluded), refreshed after each build.
 
@@ -178,6 +202,11 @@ class DuplicateDecision(models.Model):
     article_b = models.CharField(max_length=255)
     verdict = models.CharField(max_length=16, choices=Verdict.choices)
     kept = models.CharField(max_length=255, blank=True, help_text="Shop id of the kept article.")
+    deactivated = models.BooleanField(
+        default=False,
+        help_text="This decision deactivated the pair's other article (not the kept one); "
+        "undoing the decision reactivates it.",
+    )
     decided_by = models.CharField(max_length=150, blank=True)
     decided_at = models.DateTimeField(auto_now=True)
 

@@ -1,10 +1,13 @@
 """The one writer of an article's image file and image fields: validate, write atomically, record.
 
 The downloader writes files from worker threads and rows in batches, so it uses the pieces
-(``ImageTempFile``, ``image_fields``); everything else that stores an image (the eval
-catalog import, tests) calls ``article_image_store``. Either way the same rules hold: the
-file is never visible half-written, width and height are as displayed (after EXIF
+(``ImageFiles``, ``ImageTempFile``, ``image_fields``); everything else that stores an image
+(the eval catalog import, tests) calls ``article_image_store``. Either way the same rules
+hold: the file is never visible half-written, width and height are as displayed (after EXIF
 orientation), and ``downloaded_url`` says where the bytes came from.
+
+Files go through Django's "default" storage (``ImageFiles``): MEDIA_ROOT unless STORAGES
+names a shared directory or an S3-compatible bucket (docs/scaling.md "Storage").
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
+from django.core.files import File
+from django.core.files.storage import FileSystemStorage, Storage, default_storage
 from django.utils import timezone
 
 from catalog.conf import catalog_settings
@@ -32,6 +37,7 @@ TEMP_SUFFIX = ".tmp"
 # Temp files younger than this may belong to a download running right now (another process).
 TEMP_GRACE_SECONDS = 60.0
 IMAGES_DIR = "images"
+STAGING_DIR = "media-staging"  # under DATA_DIR: temp files bound for a remote storage
 
 
 class ImageTempFile:
@@ -71,6 +77,18 @@ class ImageTempFile:
         os.replace(self.path, path)
         self._committed = True
 
+    def upload(self, storage: Storage, name: str) -> None:
+        """Send the written bytes to ``storage`` as ``name`` (one save: whole or absent)."""
+        if self._handle is None or self.path is None:
+            raise ValueError(f"nothing was written for {name}")
+        self._handle.close()
+        with open(self.path, "rb") as handle:
+            saved = storage.save(name, File(handle, name=name))
+        if saved != name:
+            storage.delete(saved)
+            raise OSError(f"the storage saved {name} as {saved}; configure it to overwrite "
+                          "files (S3: file_overwrite=True)")
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self._handle is not None:
@@ -79,17 +97,67 @@ class ImageTempFile:
             self.path.unlink(missing_ok=True)
 
 
+class ImageFiles:
+    """Article image files in a Django storage (the "default" one unless given).
+
+    A local ``FileSystemStorage`` (MEDIA_ROOT or a directory every node mounts) is written in
+    place: a temp file beside the final name, then ``os.replace``. Any other storage (S3...)
+    gets the temp file staged under ``DATA_DIR/media-staging`` and then one ``save``.
+    """
+
+    def __init__(self, storage: Storage | None = None) -> None:
+        self.storage = storage if storage is not None else default_storage
+        local = isinstance(self.storage, FileSystemStorage)
+        self.local_root: Path | None = Path(self.storage.location) if local else None
+        self.temp_root = self.local_root or catalog_settings().data_dir / STAGING_DIR
+
+    def temp_file(self, article_id: str) -> ImageTempFile:
+        """A temp file for the article's next image, beside the final name when local."""
+        return ImageTempFile(image_directory(media_root=self.temp_root, article_id=article_id))
+
+    def commit(self, temp: ImageTempFile, name: str) -> None:
+        if self.local_root is not None:
+            temp.commit(self.local_root / name)
+        else:
+            temp.upload(self.storage, name)
+
+    def open(self, name: str) -> IO[bytes]:
+        if self.local_root is not None:
+            return open(self.local_root / name, "rb")
+        return self.storage.open(name, "rb")
+
+    def delete(self, name: str) -> None:
+        """Remove ``name``; a missing file is not an error."""
+        if self.local_root is not None:
+            (self.local_root / name).unlink(missing_ok=True)
+        else:
+            self.storage.delete(name)
+
+    def check_writable(self) -> None:
+        """Raise ValueError when the (local) image directory cannot be written."""
+        root = self.temp_root
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"image directory {root} cannot be created: {exc}") from exc
+        if not os.access(root, os.W_OK):
+            raise ValueError(f"image directory {root} is not writable")
+
+    def sweep(self, *, older_than: float = TEMP_GRACE_SECONDS) -> int:
+        return image_temp_files_sweep(media_root=self.temp_root, older_than=older_than)
+
+
 def image_directory(*, media_root: Path, article_id: str) -> Path:
     """The directory of an article's image (the same whatever its extension)."""
     return (media_root / article_image_path(article_id, "x")).parent
 
 
-def image_file_write(*, media_root: Path, article_id: str, data: bytes, ext: str) -> str:
+def image_file_write(*, files: ImageFiles, article_id: str, data: bytes, ext: str) -> str:
     """Write ``data`` as the article's image file atomically; return its storage name."""
     name = article_image_path(article_id, ext)
-    with ImageTempFile(image_directory(media_root=media_root, article_id=article_id)) as temp:
+    with files.temp_file(article_id) as temp:
         temp.write(data)
-        temp.commit(media_root / name)
+        files.commit(temp, name)
     return name
 
 
@@ -113,8 +181,8 @@ def article_image_store(*, article: Article, data: bytes, source_url: str | None
     """
     conf = catalog_settings()
     info = validate_image_bytes(data, max_pixels=conf.download_max_pixels)
-    name = image_file_write(media_root=conf.media_root, article_id=article.article_id,
-                            data=data, ext=info.ext)
+    files = ImageFiles()
+    name = image_file_write(files=files, article_id=article.article_id, data=data, ext=info.ext)
     old = article.image.name if article.image else ""
     values = image_fields(
         name=name, sha256=hashlib.sha256(data).hexdigest(), width=info.width,
@@ -126,7 +194,7 @@ def article_image_store(*, article: Article, data: bytes, source_url: str | None
     # An old file of another extension goes once the row points at the new one (if ours).
     ours = old == article_image_path(article.article_id, old.rsplit(".", 1)[-1])
     if old and old != name and ours:
-        (conf.media_root / old).unlink(missing_ok=True)
+        files.delete(old)
     return article
 
 

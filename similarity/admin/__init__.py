@@ -3,6 +3,7 @@
 from similarity.admin import (  # noqa: F401  (registers the admins)
     articles,
     builds,
+    current,
     duplicates,
     match_runs,
 )

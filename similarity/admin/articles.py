@@ -1,4 +1,4 @@
-"""Article admin with similarity: the "Similar items" panel and download/rebuild actions."""
+"""Article admin with similarity: "Similar items" and "Duplicates" panels, download/rebuild."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from django.utils.html import format_html
 from catalog.admin import ArticleAdmin
 from catalog.models import Article
 from catalog.services.downloads import images_download
+from similarity.admin.duplicates import HELP_KEEP, HELP_SPLIT, confirm_keep_url
 from similarity.errors import ArticleNotFound, ArticleNotIndexed, IndexNotReady, SimilarityError
 from similarity.selectors.search import similar_to_article
 from similarity.services.builds import index_build_enqueue
+from similarity.services.duplicate_review import article_duplicates_find
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +114,51 @@ def similar_panel(article: Article, *, k: int = SIMILAR_K) -> SimilarPanel:
     )
 
 
+@dataclass(frozen=True)
+class DuplicatesPanel:
+    rows: list[tuple[SimilarItem, str]] = field(default_factory=list)  # (item, kept or "")
+    message: str = ""
+    threshold: float = 0.0
+    not_duplicates: int = 0
+    deactivated: list[str] = field(default_factory=list)
+    keep_url: str = ""
+    review_url: str = ""
+    help_keep: str = HELP_KEEP
+    help_split: str = HELP_SPLIT
+
+
+def duplicates_panel(article: Article, *, back: str = "") -> DuplicatesPanel | None:
+    """The "Duplicates of this article" panel; None when the similar panel already says why
+    there is nothing (no index, not indexed)."""
+    try:
+        found = article_duplicates_find(article_id=article.article_id)
+    except SimilarityError:
+        return None
+    except Exception:
+        logger.exception("Duplicates panel failed for article %s", article.article_id)
+        return None
+    items = [
+        SimilarItem(
+            article_id=d.member.article_id, title=d.member.title, category=d.member.category,
+            change_url=reverse("admin:catalog_article_change", args=[d.member.pk]),
+            thumbnail_url=default_storage.url(d.member.image) if d.member.image else "",
+            distance=d.distance, score=1.0 - d.distance,
+        )
+        for d in found.duplicates
+    ]
+    ids = [article.article_id, *(item.article_id for item in items)]
+    return DuplicatesPanel(
+        rows=[(item, d.kept) for item, d in zip(items, found.duplicates, strict=True)],
+        message="" if items else "No other active article is within the duplicate threshold.",
+        threshold=found.threshold,
+        not_duplicates=found.not_duplicates,
+        deactivated=found.deactivated,
+        keep_url=confirm_keep_url(kept=article.article_id, article_ids=ids, next_url=back)
+        if items else "",
+        review_url=reverse("admin:similarity_duplicategroupreview_changelist"),
+    )
+
+
 admin.site.unregister(Article)
 
 
@@ -134,6 +181,7 @@ class SimilarArticleAdmin(ArticleAdmin):
     ) -> HttpResponse:
         if obj is not None and not add:
             context["similar_panel"] = similar_panel(obj, k=self.similar_k)
+            context["duplicates_panel"] = duplicates_panel(obj, back=request.get_full_path())
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.action(description="Download selected images", permissions=["change"])

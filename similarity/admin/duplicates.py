@@ -11,12 +11,40 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
 from similarity.errors import IndexNotReady, InvalidQuery
 from similarity.models import DuplicateDecision, DuplicateGroupReview
+from similarity.services.duplicate_review import (
+    duplicate_keep,
+    duplicate_keep_undo,
+    duplicate_split,
+)
 from similarity.services.duplicates import duplicate_decision_record, duplicate_groups_find
 
 GROUPS_PER_PAGE = 20
+
+# What each button does, shown on the pages (and asserted by tests).
+HELP_KEEP = (
+    "Keep this one… asks for confirmation, then records the others as duplicates of it and, "
+    "if you choose, deactivates them (undo reactivates them)."
+)
+HELP_SPLIT = (
+    "Remove from group records that this article is not a duplicate of the others; it stays "
+    "out of this group after rebuilds."
+)
+HELP_NOT_DUPLICATES = (
+    "Not duplicates records that none of these articles duplicates another; the group is hidden."
+)
+HELP_KEEP_DEACTIVATE = (
+    "Records the decision and deactivates the other articles: they leave search results at "
+    "once and the index at the next build. Undo (on the kept article's page or here) "
+    "reactivates them."
+)
+HELP_KEEP_ONLY = "Records the decision only: the other articles stay active and searchable."
+MSG_KEPT = "Kept {kept} over {count} article(s) ({pairs} pairs recorded){what}."
+MSG_UNDONE = "Undid keeping {kept}: {count} decision(s) forgotten, reactivated {reactivated}."
+MSG_SPLIT = "{article_id} is recorded as not a duplicate of {others}."
 
 
 @admin.register(DuplicateDecision)
@@ -61,6 +89,8 @@ class DuplicateGroupReviewAdmin(admin.ModelAdmin):
             raise PermissionDenied
         if request.method == "POST":
             return self._decide(request)
+        if request.GET.get("confirm_keep"):
+            return self._confirm_keep(request)
         threshold = request.GET.get("threshold") or None
         context: dict[str, Any] = {
             **self.admin_site.each_context(request),
@@ -68,6 +98,7 @@ class DuplicateGroupReviewAdmin(admin.ModelAdmin):
             "title": "Duplicate groups",
             "threshold": threshold or "",
             "can_decide": self.has_change_permission(request),
+            "help": {"keep": HELP_KEEP, "split": HELP_SPLIT, "not": HELP_NOT_DUPLICATES},
         }
         try:
             report = duplicate_groups_find(threshold=threshold)
@@ -78,29 +109,83 @@ class DuplicateGroupReviewAdmin(admin.ModelAdmin):
         context.update(report=report, page=page, groups=[_group_view(g) for g in page])
         return TemplateResponse(request, "admin/similarity/duplicates.html", context)
 
+    def _confirm_keep(self, request: HttpRequest) -> HttpResponse:
+        """The confirmation page of "Keep this one": what each choice will do."""
+        kept = request.GET["confirm_keep"]
+        article_ids = sorted(set(request.GET.getlist("article_ids")) | {kept})
+        others = [article_id for article_id in article_ids if article_id != kept]
+        review = reverse("admin:similarity_duplicategroupreview_changelist")
+        back = _safe_next(request, request.GET.get("next")) if request.GET.get("next") else review
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Keep {kept}?",
+            "kept": kept,
+            "others": others,
+            "article_ids": article_ids,
+            "next": back,
+            "help_deactivate": HELP_KEEP_DEACTIVATE,
+            "help_keep_only": HELP_KEEP_ONLY,
+            "can_decide": self.has_change_permission(request),
+        }
+        return TemplateResponse(request, "admin/similarity/duplicates_confirm_keep.html", context)
+
     def _decide(self, request: HttpRequest) -> HttpResponse:
-        back = request.get_full_path()
+        back = _safe_next(request, request.POST.get("next"))
         if not self.has_change_permission(request):
             messages.error(request, "You may not record duplicate decisions.")
             return HttpResponseRedirect(back)
         article_ids = request.POST.getlist("article_ids")
         decision = request.POST.get("decision", "")
-        kept = decision.removeprefix("keep:") if decision.startswith("keep:") else ""
-        verdict = (
-            DuplicateDecision.Verdict.DUPLICATE if kept else DuplicateDecision.Verdict.NOT_DUPLICATE
-        )
+        user = request.user.get_username()
+        action, _, target = decision.partition(":")
         try:
-            pairs = duplicate_decision_record(
-                article_ids=article_ids, verdict=verdict, kept=kept,
-                decided_by=request.user.get_username(),
-            )
+            if action == "keep" and target:
+                outcome = duplicate_keep(kept=target, article_ids=article_ids,
+                                         deactivate=request.POST.get("deactivate") == "1",
+                                         decided_by=user)
+                what = (f"; deactivated {', '.join(outcome.deactivated)}"
+                        if outcome.deactivated else "; the others stay active")
+                messages.success(request, MSG_KEPT.format(
+                    kept=target, count=len(set(article_ids) - {target}), pairs=outcome.pairs,
+                    what=what))
+            elif action == "undo" and target:
+                undone = duplicate_keep_undo(kept=target)
+                messages.success(request, MSG_UNDONE.format(
+                    kept=target, count=undone.decisions,
+                    reactivated=", ".join(undone.reactivated) or "nothing"))
+            elif action == "split" and target:
+                duplicate_split(article_id=target, others=article_ids, decided_by=user)
+                others = ", ".join(sorted(set(article_ids) - {target}))
+                messages.success(request, MSG_SPLIT.format(article_id=target, others=others))
+            else:
+                pairs = duplicate_decision_record(
+                    article_ids=article_ids, verdict=DuplicateDecision.Verdict.NOT_DUPLICATE,
+                    decided_by=user,
+                )
+                messages.success(request, f"Recorded not duplicates for "
+                                          f"{len(set(article_ids))} articles ({pairs} pairs); "
+                                          "the group will not come back.")
         except InvalidQuery as exc:
             messages.error(request, str(exc))
-        else:
-            what = f"kept {kept}" if kept else "not duplicates"
-            messages.success(request, f"Recorded {what} for {len(set(article_ids))} articles "
-                                      f"({pairs} pairs); the group will not come back.")
         return HttpResponseRedirect(back)
+
+
+def _safe_next(request: HttpRequest, target: str | None) -> str:
+    """``target`` if it is a URL on this site, else the review page itself."""
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return request.get_full_path()
+
+
+def confirm_keep_url(*, kept: str, article_ids: list[str], next_url: str = "") -> str:
+    """The "Keep this one" confirmation page for ``kept`` among ``article_ids``."""
+    query = [("confirm_keep", kept), *(("article_ids", a) for a in article_ids)]
+    if next_url:
+        query.append(("next", next_url))
+    return reverse("admin:similarity_duplicategroupreview_changelist") + "?" + urlencode(query)
 
 
 def _group_view(group: Any) -> dict[str, Any]:
@@ -109,6 +194,8 @@ def _group_view(group: Any) -> dict[str, Any]:
         "members": [
             {
                 "member": member,
+                "keep_url": confirm_keep_url(kept=member.article_id,
+                                             article_ids=group.article_ids),
                 "thumbnail_url": default_storage.url(member.image) if member.image else "",
                 "change_url": reverse("admin:catalog_article_change", args=[member.pk]),
             }

@@ -1,4 +1,5 @@
-"""GET /api/duplicates/: duplicate groups of the current index, largest first, paginated."""
+"""Duplicates: groups of the current index (GET /api/duplicates/) and one article's
+(GET /api/articles/<id>/duplicates/)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from similarity.api.permissions import StaffAccess
+from similarity.services.duplicate_review import article_duplicates_find
 from similarity.services.duplicates import DuplicateGroup, duplicate_groups_find
 
 
@@ -54,6 +56,10 @@ class DuplicatesApi(APIView):
     @extend_schema_serializer(component_name="DuplicateGroup")
     class OutputSerializer(serializers.Serializer):
         size = serializers.SerializerMethodField()
+        representative = serializers.CharField(
+            help_text="The member the group was built around (most near neighbours); every "
+            "member is within the threshold of it and of each other."
+        )
         max_distance = serializers.FloatField()
         pair_count = serializers.IntegerField(help_text="All pairs of the group; `pairs` lists "
                                               "only the closest (PAIRS_LISTED).")
@@ -88,3 +94,53 @@ class DuplicatesApi(APIView):
              "index_build": report.build_name}
         )
         return response
+
+
+THRESHOLD_PARAMETER = OpenApiParameter(
+    "threshold", float, description="Cosine distance in (0, 0.25]; default: "
+    "DUPLICATE_THRESHOLD for the index's model.",
+)
+
+
+@extend_schema_serializer(component_name="ArticleDuplicate")
+class ArticleDuplicateSerializer(serializers.Serializer):
+    article_id = serializers.CharField(source="member.article_id")
+    title = serializers.CharField(source="member.title")
+    category = serializers.CharField(source="member.category")
+    image_url = serializers.CharField(source="member.image_url")
+    distance = serializers.FloatField()
+    kept = serializers.CharField(allow_blank=True, help_text="Shop id kept by a reviewer's "
+                                 "'duplicate' decision on this pair; empty if undecided.")
+
+
+class ArticleDuplicatesApi(APIView):
+    """The active articles within the duplicate threshold of one article, nearest first.
+
+    Pairs a reviewer marked "not duplicates" are left out (``not_duplicates`` counts them);
+    ``kept`` names the article a reviewer kept when the pair was decided "duplicate".
+    404 / 409 as for similar searches, 503 without an index. Staff only, as duplicate review
+    data is (also with API_AUTH=open).
+    """
+
+    permission_classes = [StaffAccess]
+
+    @extend_schema_serializer(component_name="ArticleDuplicates")
+    class OutputSerializer(serializers.Serializer):
+        article_id = serializers.CharField()
+        model = serializers.CharField()
+        index_build = serializers.CharField()
+        threshold = serializers.FloatField()
+        not_duplicates = serializers.IntegerField()
+        deactivated = serializers.ListField(
+            child=serializers.CharField(),
+            help_text="Articles deactivated when a reviewer kept this one (undo in the admin).",
+        )
+        results = ArticleDuplicateSerializer(source="duplicates", many=True)
+
+    @extend_schema(parameters=[THRESHOLD_PARAMETER], responses=OutputSerializer)
+    def get(self, request: Request, article_id: str) -> Response:
+        threshold = request.query_params.get("threshold")
+        found = article_duplicates_find(
+            article_id=article_id, threshold=None if threshold in (None, "") else threshold
+        )
+        return Response(self.OutputSerializer(found).data)

@@ -10,13 +10,17 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from catalog.selectors import public_download_error
 from similarity.errors import (
     ArticleNotFound,
     ArticleNotIndexed,
     BuildAlreadyRunning,
+    ImageUrlFailed,
     IndexNotReady,
     InvalidImageQuery,
+    InvalidInput,
     InvalidQuery,
+    QueryThrottled,
     SimilarityError,
     UploadsBusy,
 )
@@ -29,6 +33,8 @@ STATUS_BY_ERROR: dict[type[SimilarityError], int] = {
     InvalidQuery: status.HTTP_400_BAD_REQUEST,
     InvalidImageQuery: status.HTTP_400_BAD_REQUEST,
     UploadsBusy: status.HTTP_503_SERVICE_UNAVAILABLE,
+    ImageUrlFailed: status.HTTP_400_BAD_REQUEST,
+    QueryThrottled: status.HTTP_429_TOO_MANY_REQUESTS,
 }
 
 
@@ -55,22 +61,36 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
 
 
+def similarity_error(exc: SimilarityError, *, user: Any) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, error body) of a similarity error as ``user`` may read it.
+
+    Download errors name hosts, addresses and ports: anonymous clients read "download
+    failed" instead (catalog.selectors.public_download_error).
+    """
+    extra: dict[str, Any] = {}
+    message = str(exc)
+    if isinstance(exc, ArticleNotIndexed):
+        if getattr(user, "is_authenticated", False):
+            extra = {"article_id": exc.article_id, "reason": exc.reason}
+        else:
+            extra = {"article_id": exc.article_id, "reason": exc.public_reason}
+            message = exc.public_message()
+    elif isinstance(exc, ArticleNotFound):
+        extra = {"article_id": exc.article_id}
+    elif isinstance(exc, InvalidInput):
+        extra = {"fields": exc.fields}
+    elif isinstance(exc, ImageUrlFailed):
+        message = exc.public_message(public_download_error(error=exc.reason, user=user))
+    code = STATUS_BY_ERROR.get(type(exc), status.HTTP_400_BAD_REQUEST)
+    return code, error_body(exc.code, message, **extra)
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF EXCEPTION_HANDLER: similarity errors and DRF errors in the same JSON shape."""
     if isinstance(exc, SimilarityError):
-        extra: dict[str, Any] = {}
-        message = str(exc)
-        if isinstance(exc, ArticleNotIndexed):
-            request = context.get("request")
-            if getattr(getattr(request, "user", None), "is_authenticated", False):
-                extra = {"article_id": exc.article_id, "reason": exc.reason}
-            else:  # download errors name hosts and ports: not for anonymous clients
-                extra = {"article_id": exc.article_id, "reason": exc.public_reason}
-                message = exc.public_message()
-        elif isinstance(exc, ArticleNotFound):
-            extra = {"article_id": exc.article_id}
-        code = STATUS_BY_ERROR.get(type(exc), status.HTTP_400_BAD_REQUEST)
-        return Response(error_body(exc.code, message, **extra), status=code)
+        user = getattr(context.get("request"), "user", None)
+        code, body = similarity_error(exc, user=user)
+        return Response(body, status=code)
 
     # Django's own Http404 / PermissionDenied carry no DRF code: use DRF's equivalents.
     if isinstance(exc, Http404):
@@ -82,18 +102,22 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return None  # a bug: Django's 500 handling applies
     if isinstance(exc, exceptions.ValidationError):
         fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
-        message = "; ".join(
-            f"{name}: {' '.join(str(m) for m in _flatten(messages))}"
-            if name != "non_field_errors"
-            else " ".join(str(m) for m in _flatten(messages))
-            for name, messages in fields.items()
-        )
-        response.data = error_body("invalid_input", message, fields=fields)
+        response.data = error_body("invalid_input", validation_message(fields), fields=fields)
     else:
         detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
         code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
         response.data = error_body(str(code), str(detail))
     return response
+
+
+def validation_message(fields: dict[str, Any]) -> str:
+    """One line from a serializer's errors: "field: message; other: message"."""
+    return "; ".join(
+        f"{name}: {' '.join(str(m) for m in _flatten(messages))}"
+        if name != "non_field_errors"
+        else " ".join(str(m) for m in _flatten(messages))
+        for name, messages in fields.items()
+    )
 
 
 def _flatten(messages: Any) -> list[Any]:

@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from similarity.errors import IndexNotReady
 from similarity.models import IndexBuild
+from similarity.selectors.queries import index_preprocessing
 from similarity.selectors.store import get_store
 from similarity.services.builds import index_build_enqueue
 
@@ -46,10 +47,36 @@ class IndexBuildSerializer(serializers.ModelSerializer):
         return self.context["request"].build_absolute_uri(build_url(build))
 
 
+@extend_schema_serializer(component_name="Preprocessing")
+class PreprocessingSerializer(serializers.Serializer):
+    client_computable = serializers.BooleanField(
+        help_text="Whether a client can compute the index's vectors itself from the model's "
+        "published weights and these steps."
+    )
+    image_size = serializers.IntegerField(allow_null=True)
+    resize = serializers.CharField(allow_blank=True)
+    crop = serializers.CharField(allow_blank=True)
+    resample = serializers.CharField(allow_blank=True)
+    rescale = serializers.FloatField(allow_null=True, help_text="Pixel scale, e.g. 1/255.")
+    mean = serializers.ListField(child=serializers.FloatField(), allow_null=True)
+    std = serializers.ListField(child=serializers.FloatField(), allow_null=True)
+    colour_order = serializers.CharField()
+    layout = serializers.CharField(allow_blank=True)
+    description = serializers.CharField()
+
+
 @extend_schema_serializer(component_name="IndexCurrent")
 class IndexCurrentSerializer(serializers.Serializer):
     name = serializers.CharField()
     model = serializers.CharField()
+    model_identity = serializers.CharField(
+        help_text="Model name plus a fingerprint of its weights: vectors are comparable only "
+        "under the same identity."
+    )
+    preprocessing = PreprocessingSerializer(
+        allow_null=True, help_text="How images become model inputs (null when the model "
+        "cannot be loaded by this process)."
+    )
     count = serializers.IntegerField()
     dimension = serializers.IntegerField()
     built_at = serializers.DateTimeField(allow_null=True)
@@ -83,6 +110,8 @@ class IndexApi(APIView):
             current = {
                 "name": loaded.name,
                 "model": manifest.model,
+                "model_identity": manifest.model_identity or "",
+                "preprocessing": index_preprocessing(loaded),
                 "count": int(loaded.index.ntotal),
                 "dimension": int(loaded.index.d),
                 "built_at": manifest.created_at or (build.finished_at if build else None),

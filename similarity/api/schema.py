@@ -64,6 +64,8 @@ ERROR_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("/api/articles/{article_id}/similar/", "get"): (400, 404, 409, 503),
     ("/api/similar/", "get"): (400, 503),
     ("/api/similar/", "post"): (400, 411, 413, 415, 429, 503),
+    ("/api/similar/batch/", "post"): (400, 413, 415, 503),
+    ("/api/articles/{article_id}/duplicates/", "get"): (400, 404, 409, 503),
     ("/api/index/", "get"): (),
     ("/api/index/rebuild/", "post"): (400, 409, 415),
     ("/api/index/builds/{build_id}/", "get"): (404,),

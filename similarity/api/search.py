@@ -1,14 +1,15 @@
-"""Similarity search endpoints: by catalog article, by uploaded photo, by text."""
+"""Similarity search endpoints: by catalog article, by photo (upload or URL), vector or text."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
@@ -18,8 +19,10 @@ from similarity.api.errors import EmptyUpload, LengthRequired, UploadTooLarge
 from similarity.api.permissions import UPLOAD_THROTTLE_SCOPE, UploadThrottle
 from similarity.conf import similarity_settings
 from similarity.errors import InvalidQuery
+from similarity.selectors.queries import similar_to_image_url, similar_to_vector
 from similarity.selectors.search import (
     SearchResult,
+    SimilarResult,
     similar_to_article,
     similar_to_image,
     similar_to_text,
@@ -31,11 +34,19 @@ from similarity.selectors.search import (
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 MSG_TOO_LARGE = "upload of {size} bytes is larger than the limit of {limit} bytes"
 MSG_NO_QUERY = "give a text query (?text=...) or POST an image file as multipart field 'image'"
-MSG_NO_IMAGE = "POST the image file as multipart field 'image' (fields received: {fields})"
+MSG_NO_IMAGE = (
+    "POST one of: the image file as multipart field 'image', 'image_url' or 'vector' "
+    "(fields received: {fields})"
+)
+MSG_TWO_QUERIES = "give only one of 'image', 'image_url' and 'vector'; got {fields}"
+MSG_VECTOR_FORM = "vector must be a list of numbers (JSON array, or comma-separated in a form)"
 MSG_LENGTH_REQUIRED = (
     "uploads need a Content-Length header; chunked transfer encoding is not accepted"
 )
-MSG_EMPTY_BODY = "empty request body: POST the image file as multipart field 'image'"
+MSG_EMPTY_BODY = (
+    "empty request body: POST the image file as multipart field 'image', or JSON with "
+    "'image_url' or 'vector'"
+)
 
 
 @extend_schema_field(OpenApiTypes.INT)
@@ -52,6 +63,35 @@ class KField(serializers.Field):
         return value
 
 
+@extend_schema_field({"type": "array", "items": {"type": "number"}, "minItems": 1})
+class VectorField(serializers.Field):
+    """A list of numbers: a JSON array, or in a form a JSON array or comma-separated text.
+
+    Values are checked against the index (length, finiteness) by the selector.
+    """
+
+    def to_internal_value(self, data: Any) -> list[float]:
+        if isinstance(data, str):
+            text = data.strip().removeprefix("[").removesuffix("]")
+            try:
+                return [float(part) for part in text.split(",")] if text.strip() else []
+            except ValueError:
+                raise serializers.ValidationError(MSG_VECTOR_FORM) from None
+        if not isinstance(data, list) or not all(
+            isinstance(value, int | float) and not isinstance(value, bool) for value in data
+        ):
+            raise serializers.ValidationError(MSG_VECTOR_FORM)
+        return [float(value) for value in data]
+
+    def to_representation(self, value: list[float]) -> list[float]:
+        return value
+
+
+class FoldedDuplicateSerializer(serializers.Serializer):
+    article_id = serializers.CharField()
+    distance = serializers.FloatField(help_text="Cosine distance to the result it was folded into.")
+
+
 class SimilarArticleSerializer(serializers.Serializer):
     article_id = serializers.CharField()
     title = serializers.CharField()
@@ -59,6 +99,11 @@ class SimilarArticleSerializer(serializers.Serializer):
     image_url = serializers.URLField()
     distance = serializers.FloatField(help_text="Cosine distance, 0 = same direction.")
     score = serializers.FloatField(help_text="Cosine similarity, 1 - distance.")
+    duplicates = FoldedDuplicateSerializer(
+        many=True, required=False,
+        help_text="With collapse=true only: worse-ranked results within the model's duplicate "
+        "threshold of this one, folded into it.",
+    )
 
 
 class SearchOutputSerializer(serializers.Serializer):
@@ -68,24 +113,33 @@ class SearchOutputSerializer(serializers.Serializer):
     results = SimilarArticleSerializer(many=True)
 
 
+def result_rows(results: list[SimilarResult], *, collapsed: bool) -> list[dict[str, Any]]:
+    """Result dicts without per-row serializer overhead (hot path)."""
+    rows = []
+    for row in results:
+        data = {
+            "article_id": row.article_id,
+            "title": row.title,
+            "category": row.category,
+            "image_url": row.image_url,
+            "distance": row.distance,
+            "score": row.score,
+        }
+        if collapsed:
+            data["duplicates"] = [
+                {"article_id": d.article_id, "distance": d.distance} for d in row.duplicates
+            ]
+        rows.append(data)
+    return rows
+
+
 def search_response(result: SearchResult) -> Response:
-    """Serialise a search result without per-row serializer overhead (hot path)."""
     return Response(
         {
             "article_id": result.article_id,
             "model": result.model,
             "index_build": result.index_build,
-            "results": [
-                {
-                    "article_id": row.article_id,
-                    "title": row.title,
-                    "category": row.category,
-                    "image_url": row.image_url,
-                    "distance": row.distance,
-                    "score": row.score,
-                }
-                for row in result.results
-            ],
+            "results": result_rows(result.results, collapsed=result.collapsed),
         }
     )
 
@@ -97,6 +151,11 @@ class ArticleSimilarApi(APIView):
         k = KField(required=False, default=None)
         category = serializers.CharField(required=False, allow_blank=True, default=None)
         exclude_self = serializers.BooleanField(required=False, default=False)
+        collapse = serializers.BooleanField(
+            required=False, default=False,
+            help_text="Fold near-copies (within the model's duplicate threshold) of a "
+            "better-ranked result into it; k results are still returned when enough exist.",
+        )
 
     @extend_schema(parameters=[FilterSerializer], responses=SearchOutputSerializer)
     def get(self, request: Request, article_id: str) -> Response:
@@ -107,23 +166,40 @@ class ArticleSimilarApi(APIView):
 
 
 class SimilarSearchApi(APIView):
-    """/api/similar/ — GET ?text=... (models with a text tower) or POST a multipart image.
+    """/api/similar/ — GET ?text=... (models with a text tower); POST a photo or a vector.
 
-    One URL, two operations: each method validates its own input and calls one selector.
+    POST takes one of: a multipart ``image`` upload, an ``image_url`` (fetched here with the
+    catalog's guarded downloader) or a client-computed ``vector`` (with the ``model`` it came
+    from, checked against the index), as JSON or form fields. Every POST counts against the
+    upload throttle. One URL, two operations: each validates its input, calls one selector.
     """
 
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
     throttle_scope = UPLOAD_THROTTLE_SCOPE
 
     class TextFilterSerializer(serializers.Serializer):
         text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=True)
         k = KField(required=False, default=None)
         category = serializers.CharField(required=False, allow_blank=True, default=None)
+        collapse = serializers.BooleanField(required=False, default=False)
 
     class ImageInputSerializer(serializers.Serializer):
-        image = serializers.FileField(required=False, allow_empty_file=True)
+        image = serializers.FileField(required=False, allow_empty_file=True,
+                                      help_text="An image file (multipart only).")
+        image_url = serializers.URLField(
+            required=False, max_length=2048,
+            help_text="http(s) URL of a photo, fetched by the server (private addresses "
+            "refused unless DOWNLOAD_ALLOW_PRIVATE).",
+        )
+        vector = VectorField(required=False, help_text="A client-computed embedding of the "
+                             "index's dimension (see GET /api/index/); L2-normalised here.")
+        model = serializers.CharField(
+            required=False, allow_blank=True, max_length=255,
+            help_text="The model the vector came from: the index's model or model_identity.",
+        )
         k = KField(required=False, default=None)
         category = serializers.CharField(required=False, allow_blank=True, default=None)
+        collapse = serializers.BooleanField(required=False, default=False)
 
     def get_throttles(self) -> list[BaseThrottle]:
         # Uploads cost a decode and an embedding each; text queries are cheap by comparison.
@@ -132,7 +208,7 @@ class SimilarSearchApi(APIView):
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         if request.method == "POST":
             # Judge the size before anything reads the body (parsing, CSRF checks).
-            _reject_large_body(request)
+            reject_large_body(request)
         super().initial(request, *args, **kwargs)
 
     @extend_schema(parameters=[TextFilterSerializer], responses=SearchOutputSerializer)
@@ -144,19 +220,39 @@ class SimilarSearchApi(APIView):
             raise InvalidQuery(MSG_NO_QUERY)
         return search_response(similar_to_text(text=text, **filters.validated_data))
 
-    @extend_schema(request=ImageInputSerializer, responses=SearchOutputSerializer)
+    @extend_schema(
+        request={
+            "application/json": ImageInputSerializer,
+            "multipart/form-data": ImageInputSerializer,
+            "application/x-www-form-urlencoded": ImageInputSerializer,
+        },
+        responses=SearchOutputSerializer,
+    )
     def post(self, request: Request) -> Response:
+        if not hasattr(request.data, "get"):  # a JSON array or scalar body
+            raise InvalidQuery(MSG_NO_IMAGE.format(fields="none"))
         serializer = self.ImageInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        upload: UploadedFile | None = serializer.validated_data.pop("image", None)
+        data = serializer.validated_data
+        upload: UploadedFile | None = data.pop("image", None)
+        image_url: str | None = data.pop("image_url", None)
+        vector: list[float] | None = data.pop("vector", None)
+        model: str = data.pop("model", "")
+        given = [name for name, value in (("image", upload), ("image_url", image_url),
+                                          ("vector", vector)) if value is not None]
+        if len(given) > 1:
+            raise InvalidQuery(MSG_TWO_QUERIES.format(fields=", ".join(given)))
+        if vector is not None:
+            return search_response(similar_to_vector(vector=vector, model=model or None, **data))
+        if image_url is not None:
+            return search_response(similar_to_image_url(image_url=image_url, **data))
         if upload is None:
             fields = ", ".join(sorted(request.data)) or "none"
             raise InvalidQuery(MSG_NO_IMAGE.format(fields=fields))
-        data = _read_upload(upload)
-        return search_response(similar_to_image(image=data, **serializer.validated_data))
+        return search_response(similar_to_image(image=_read_upload(upload), **data))
 
 
-def _reject_large_body(request: Request) -> None:
+def reject_large_body(request: Request, *, empty_message: str = MSG_EMPTY_BODY) -> None:
     """411 for a chunked body, 400 when empty, 413 when over the limit.
 
     Django reads no body without a Content-Length: a chunked upload would otherwise look
@@ -172,9 +268,16 @@ def _reject_large_body(request: Request) -> None:
     except ValueError:
         raise LengthRequired(f"invalid Content-Length {declared!r}") from None
     if length <= 0:
-        raise EmptyUpload(MSG_EMPTY_BODY)
+        raise EmptyUpload(empty_message)
     if length > limit + MULTIPART_OVERHEAD_BYTES:
         raise UploadTooLarge(MSG_TOO_LARGE.format(size=length, limit=limit))
+    content_type = str(request.META.get("CONTENT_TYPE", "")).lower()
+    if not content_type.startswith("multipart/"):
+        # JSON and url-encoded bodies are read into memory whole: Django refuses them past
+        # DATA_UPLOAD_MAX_MEMORY_SIZE with an HTML page; say so in the API's shape first.
+        memory_limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if memory_limit is not None and length > memory_limit:
+            raise UploadTooLarge(MSG_TOO_LARGE.format(size=length, limit=memory_limit))
 
 
 def _read_upload(upload: UploadedFile) -> bytes:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 
 import numpy as np
 from django.db import connection
@@ -16,7 +16,7 @@ from similarity.conf import similarity_settings
 from similarity.engine.threads import fork_safe_threads
 from similarity.errors import ArticleNotFound, ArticleNotIndexed, IndexNotReady, InvalidQuery
 from similarity.models import Embedding
-from similarity.selectors.store import LoadedIndex, get_store
+from similarity.selectors.store import LoadedIndex, get_store, index_vectors
 from similarity.selectors.uploads import query_image_decode
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,14 @@ MSG_TEXT_TOKENS = (
 
 
 @dataclass(frozen=True)
+class FoldedDuplicate:
+    """A result folded into a better-ranked one by ``collapse`` (its near-copy)."""
+
+    article_id: str
+    distance: float  # cosine distance to the result it was folded into
+
+
+@dataclass(frozen=True)
 class SimilarResult:
     article_id: str
     title: str
@@ -39,6 +47,7 @@ class SimilarResult:
     pk: int
     distance: float  # cosine distance, 0 = identical direction
     score: float  # cosine similarity, 1 - distance
+    duplicates: tuple[FoldedDuplicate, ...] = ()  # filled by collapse=True only
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class SearchResult:
     index_build: str
     results: list[SimilarResult]
     article_id: str | None = None
+    collapsed: bool = False  # results carry their folded duplicates
 
 
 def validate_k(k: Any) -> int:
@@ -65,7 +75,7 @@ def validate_k(k: Any) -> int:
     return value
 
 
-def _allowed_ids(category: str | None) -> np.ndarray | None:
+def category_ids(category: str | None) -> np.ndarray | None:
     if category is None or category == "":
         return None
     pks = Article.objects.filter(category=category, is_active=True).values_list("pk", flat=True)
@@ -119,6 +129,45 @@ def _hydrate(loaded: LoadedIndex, ids: np.ndarray, distances: np.ndarray) -> lis
     return results
 
 
+def fetch_count(loaded: LoadedIndex, k: int, *, collapse: bool) -> int:
+    """Candidates to ask Faiss for: k, or COLLAPSE_FETCH_FACTOR x k when near-copies fold."""
+    if not collapse:
+        return k
+    from similarity.engine.index import COLLAPSE_FETCH_FACTOR
+
+    return max(k, min(COLLAPSE_FETCH_FACTOR * k, int(loaded.index.ntotal)))
+
+
+def ranked_results(
+    loaded: LoadedIndex, ids: np.ndarray, distances: np.ndarray, *, k: int, collapse: bool
+) -> list[SimilarResult]:
+    """Hydrated results (active articles only), at most k; near-copies folded if ``collapse``.
+
+    Folding needs the results' vectors: a result within the model's duplicate threshold
+    (``<=``) of a better-ranked kept result is listed in that result's ``duplicates``.
+    """
+    results = _hydrate(loaded, ids, distances)
+    if not collapse:
+        return results[:k]
+    from similarity.engine.index import collapse_ranked
+
+    if not results:
+        return results
+    vectors = index_vectors(loaded, np.array([r.pk for r in results], dtype=np.int64))
+    threshold = similarity_settings().duplicate_threshold_for(loaded.manifest.model)
+    folded = collapse_ranked(vectors, threshold=threshold, k=k)
+    return [
+        replace(
+            results[kept.position],
+            duplicates=tuple(
+                FoldedDuplicate(results[position].article_id, distance)
+                for position, distance in kept.duplicates
+            ),
+        )
+        for kept in folded
+    ]
+
+
 def _article_with_vector(article_id: str, model_identity: str) -> tuple | None:
     """(pk, article_id, category, vector blob or None) in one plain-SQL query (hot path)."""
     # Table names come from model metadata; every value is a query parameter.
@@ -146,7 +195,7 @@ def _search(
         loaded.index,
         vector.reshape(1, -1).astype(np.float32, copy=False),
         k,
-        allowed_ids=_allowed_ids(category),
+        allowed_ids=category_ids(category),
         exclude_ids=exclude,
     )[0]
     return answer.ids, answer.distances
@@ -158,42 +207,59 @@ def similar_to_article(
     k: int | None = None,
     category: str | None = None,
     exclude_self: bool = False,
+    collapse: bool = False,
 ) -> SearchResult:
     """The k articles most similar to ``article_id``; the article itself first unless excluded.
 
     The query vector is the article's stored embedding under the index's model. Ties at
     distance 0 (exact duplicates) never push the article itself from the first place.
+    ``collapse`` folds near-copies into the better-ranked result (``ranked_results``).
     """
     k = validate_k(k)
+    loaded = get_store().get()
+    query = article_query(loaded, article_id)
+    pk, article_id, article_category, vector = query
+    own = np.array([pk], dtype=np.int64)
+    # The query is the article's own vector: its distance to itself is 0 by definition, so it
+    # leads the answer even when exact duplicates tie with it.
+    include_self = not exclude_self and (not category or category == article_category)
+    wanted = fetch_count(loaded, k, collapse=collapse)
+    fetch = max(1, wanted - 1) if include_self else wanted
+    ids, distances = _search(loaded, vector, fetch, category=category, exclude=own)
+    if include_self:
+        ids = np.concatenate([own, ids])[:wanted]
+        distances = np.concatenate([np.zeros(1, dtype=np.float32), distances])[:wanted]
+    return SearchResult(
+        model=loaded.manifest["model"],
+        index_build=loaded.name,
+        results=ranked_results(loaded, ids, distances, k=k, collapse=collapse),
+        article_id=article_id,
+        collapsed=collapse,
+    )
+
+
+class ArticleQuery(NamedTuple):
+    pk: int
+    article_id: str
+    category: str
+    vector: np.ndarray  # the stored embedding the index holds for it
+
+
+def article_query(loaded: LoadedIndex, article_id: str) -> ArticleQuery:
+    """A catalog article as a query: its stored vector; ArticleNotFound / ArticleNotIndexed."""
     if not article_id_storable(article_id):  # e.g. a NUL: no query (PostgreSQL would raise)
         raise ArticleNotFound(article_id)
-    loaded = get_store().get()
     row = _article_with_vector(article_id, loaded.manifest["model_identity"])
     if row is None:
         raise ArticleNotFound(article_id)
-    pk, article_id, article_category, blob = row
+    pk, article_id, category, blob = row
     if not loaded.contains(pk):
         article = Article.objects.get(pk=pk)
         raise ArticleNotIndexed(article_id, _not_indexed_reason(article),
                                 public_reason=_not_indexed_reason(article, public=True))
     if blob is None:
         raise ArticleNotIndexed(article_id, "its image changed since the last build")
-    vector = np.frombuffer(bytes(blob), dtype="<f4")
-    own = np.array([pk], dtype=np.int64)
-    # The query is the article's own vector: its distance to itself is 0 by definition, so it
-    # leads the answer even when exact duplicates tie with it.
-    include_self = not exclude_self and (not category or category == article_category)
-    fetch = max(1, k - 1) if include_self else k
-    ids, distances = _search(loaded, vector, fetch, category=category, exclude=own)
-    if include_self:
-        ids = np.concatenate([own, ids])[:k]
-        distances = np.concatenate([np.zeros(1, dtype=np.float32), distances])[:k]
-    return SearchResult(
-        model=loaded.manifest["model"],
-        index_build=loaded.name,
-        results=_hydrate(loaded, ids, distances),
-        article_id=article_id,
-    )
+    return ArticleQuery(pk, article_id, category, np.frombuffer(bytes(blob), dtype="<f4"))
 
 
 def _not_indexed_reason(article: Article, *, public: bool = False) -> str:
@@ -208,7 +274,7 @@ def _not_indexed_reason(article: Article, *, public: bool = False) -> str:
     return "it was added or changed after the last index build"
 
 
-def _query_embedder(loaded: LoadedIndex) -> Any:
+def query_embedder(loaded: LoadedIndex) -> Any:
     """The index's model, for embedding queries; reloaded when its weights changed on disk.
 
     A query embedded by other weights than the index's would be silently wrong (or crash on
@@ -231,7 +297,11 @@ def _query_embedder(loaded: LoadedIndex) -> Any:
 
 
 def similar_to_image(
-    *, image: bytes | Image.Image, k: int | None = None, category: str | None = None
+    *,
+    image: bytes | Image.Image,
+    k: int | None = None,
+    category: str | None = None,
+    collapse: bool = False,
 ) -> SearchResult:
     """The k articles most similar to an external image, embedded here with the index's model.
 
@@ -240,33 +310,39 @@ def similar_to_image(
     """
     k = validate_k(k)
     loaded = get_store().get()
-    embedder = _query_embedder(loaded)
+    vector = image_query_vector(loaded, image)
+    return similar_to_query_vector(loaded, vector, k=k, category=category, collapse=collapse)
+
+
+def image_query_vector(loaded: LoadedIndex, image: bytes | Image.Image) -> np.ndarray:
+    """An external image (bytes are decoded within the upload limits) as a query vector."""
+    embedder = query_embedder(loaded)
     if isinstance(image, bytes | bytearray):
         image = query_image_decode(data=bytes(image), min_side=embedder.image_size)
-    vector = embedder.embed_images([image])[0]
-    ids, distances = _search(loaded, vector, k, category=category)
-    return SearchResult(
-        model=loaded.manifest["model"],
-        index_build=loaded.name,
-        results=_hydrate(loaded, ids, distances),
-    )
+    return embedder.embed_images([image])[0]
 
 
 def similar_to_text(
-    *, text: str, k: int | None = None, category: str | None = None
+    *, text: str, k: int | None = None, category: str | None = None, collapse: bool = False
 ) -> SearchResult:
     """The k articles whose photos best match ``text`` (models with a text tower, e.g. CLIP)."""
+    k = validate_k(k)
+    loaded = get_store().get()
+    vector = text_query_vector(loaded, text)
+    return similar_to_query_vector(loaded, vector, k=k, category=category, collapse=collapse)
+
+
+def text_query_vector(loaded: LoadedIndex, text: str) -> np.ndarray:
+    """A text (bounded by TEXT_MAX_CHARS and the model's tokens) as a query vector."""
     from similarity.engine.embedders import TextNotSupportedError
 
-    k = validate_k(k)
     if not text or not text.strip():
         raise InvalidQuery(MSG_EMPTY_TEXT)
     text = text.strip()
     max_chars = similarity_settings().text_max_chars
     if len(text) > max_chars:
         raise InvalidQuery(MSG_TEXT_TOO_LONG.format(length=len(text), limit=max_chars))
-    loaded = get_store().get()
-    embedder = _query_embedder(loaded)
+    embedder = query_embedder(loaded)
     if not embedder.supports_text:
         raise InvalidQuery(f"the index's model {loaded.manifest['model']!r} cannot embed text")
     try:
@@ -279,9 +355,18 @@ def similar_to_text(
         embedder.embed_texts(["a"])
         logger.info("Text query of %d characters refused by the model: %s", len(text), exc)
         raise InvalidQuery(MSG_TEXT_TOKENS.format(length=len(text))) from exc
-    ids, distances = _search(loaded, vector, k, category=category)
+    return vector
+
+
+def similar_to_query_vector(
+    loaded: LoadedIndex, vector: np.ndarray, *, k: int, category: str | None, collapse: bool
+) -> SearchResult:
+    """The answer for one unit query vector of the index's dimension (k already validated)."""
+    fetch = fetch_count(loaded, k, collapse=collapse)
+    ids, distances = _search(loaded, vector, fetch, category=category)
     return SearchResult(
         model=loaded.manifest["model"],
         index_build=loaded.name,
-        results=_hydrate(loaded, ids, distances),
+        results=ranked_results(loaded, ids, distances, k=k, collapse=collapse),
+        collapsed=collapse,
     )

@@ -1,15 +1,26 @@
-"""The index the web process serves: loaded once, memory-mapped, reloaded when CURRENT moves."""
+"""The index the web process serves: loaded once, memory-mapped, swapped for a newly published one.
+
+Two ways to learn of a new build. With the default local "indexes" storage the process
+serves builds in place and stat()s the ``CURRENT`` pointer per request. With a shared
+storage (a volume every node mounts, S3...) it asks the database which build is current at
+most every ``INDEX_CHECK_SECONDS``, fetches a new one into its own cache directory and swaps;
+requests keep the previous index until the new one is complete, and a failed fetch is
+retried at the next check.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from similarity.conf import similarity_settings
 from similarity.engine.index import (
@@ -19,9 +30,16 @@ from similarity.engine.index import (
     read_members,
     set_faiss_threads,
 )
-from similarity.engine.index.storage import CURRENT_FILE
+from similarity.engine.index.storage import CURRENT_FILE, BuildInfo, read_build
 from similarity.engine.threads import fork_safe_threads, mark_openmp_used
 from similarity.errors import IndexNotReady
+from similarity.models import CurrentIndex, Embedding
+from similarity.storages import (
+    build_fetch,
+    cached_builds_prune,
+    index_storage,
+    index_storage_is_local,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,25 +53,57 @@ class LoadedIndex:
     manifest: BuildManifest
     index: Any  # faiss.Index
     ids: np.ndarray  # sorted article pks in the index
+    embedding_pks: np.ndarray | None = None  # the Embedding behind each of ``ids``
 
     def contains(self, pk: int) -> bool:
         position = int(np.searchsorted(self.ids, pk))
         return position < len(self.ids) and int(self.ids[position]) == pk
 
+    def members_embeddings(self, ids: np.ndarray) -> np.ndarray:
+        """The Embedding pks behind ``ids`` (which must all be members of this build)."""
+        if self.embedding_pks is None:
+            raise ValueError(f"build {self.name} was loaded without its members' embeddings")
+        positions = np.searchsorted(self.ids, ids)
+        positions = np.minimum(positions, len(self.ids) - 1)
+        if not np.array_equal(self.ids[positions], ids):
+            raise ValueError(f"ids not in build {self.name}: {np.setdiff1d(ids, self.ids)[:5]}")
+        return self.embedding_pks[positions]
+
+
+def current_index_name() -> str | None:
+    """The published build's name (one primary-key query), None before the first publish."""
+    return (
+        CurrentIndex.objects.filter(pk=CurrentIndex.SINGLETON_PK)
+        .values_list("build_name", flat=True)
+        .first()
+    )
+
 
 class IndexStore:
-    """Per-process holder of the current index; thread-safe, reloads on a pointer change.
+    """Per-process holder of the current index; thread-safe, swaps on a new build.
 
-    Checking for a new build costs one stat() of the CURRENT pointer per request; it is
-    replaced atomically (os.replace), so a new inode means a new build.
+    Local storage: one stat() of the CURRENT pointer per request; it is replaced atomically
+    (os.replace), so a new inode means a new build. Shared storage: one primary-key query
+    at most every ``check_seconds``; between checks a request costs a clock read.
     """
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: Path | None = None,
+        *,
+        shared: bool = False,
+        cache_root: Path | None = None,
+        check_seconds: float = 2.0,
+    ) -> None:
         self._root = root
         self._lock = threading.Lock()
         self._loaded: LoadedIndex | None = None
         self._stamp: tuple[int, int] | None = None
         self._threads_set = False
+        self.shared = shared
+        self.cache_root = cache_root
+        self.check_seconds = check_seconds
+        self._next_check = 0.0
 
     @property
     def root(self) -> Path:
@@ -61,6 +111,8 @@ class IndexStore:
 
     def get(self) -> LoadedIndex:
         """The current index; raises IndexNotReady when no build exists yet."""
+        if self.shared:
+            return self._get_shared()
         try:
             stat = os.stat(self.root / CURRENT_FILE)
         except FileNotFoundError:
@@ -72,7 +124,7 @@ class IndexStore:
         with self._lock:
             if self._loaded is not None and stamp == self._stamp:
                 return self._loaded
-            self._loaded = self._load()
+            self._loaded = self._load(current_build(self.root))
             self._stamp = stamp
             return self._loaded
 
@@ -80,13 +132,56 @@ class IndexStore:
         with self._lock:
             self._loaded = None
             self._stamp = None
+            self._next_check = 0.0
 
-    def _load(self) -> LoadedIndex:
+    def _get_shared(self) -> LoadedIndex:
+        loaded = self._loaded
+        if loaded is not None and time.monotonic() < self._next_check:
+            return loaded
+        # One thread checks (and fetches); the others keep serving the loaded index.
+        if not self._lock.acquire(blocking=loaded is None):
+            return loaded  # type: ignore[return-value]  # not None: blocking otherwise
+        try:
+            if self._loaded is not None and time.monotonic() < self._next_check:
+                return self._loaded
+            self._loaded = self._checked(self._loaded)
+            return self._loaded
+        finally:
+            self._next_check = time.monotonic() + self.check_seconds
+            self._lock.release()
+
+    def _checked(self, loaded: LoadedIndex | None) -> LoadedIndex:
+        """The published build: ``loaded`` when unchanged, else fetched, loaded and swapped.
+
+        Any failure while a build is loaded keeps it (logged; retried at the next check).
+        """
+        try:
+            name = current_index_name()
+            if name is None:
+                raise IndexNotReady()
+            if loaded is not None and loaded.name == name:
+                return loaded
+            cache = self.cache_root or similarity_settings().index_cache_root
+            path = build_fetch(storage=index_storage(), name=name, cache_dir=cache)
+            fresh = self._load(read_build(path))
+        except IndexNotReady:
+            if loaded is None:
+                raise
+            return loaded
+        except Exception as error:
+            if loaded is None:
+                raise IndexNotReady(f"the published index build is unavailable: {error}") from error
+            logger.exception("Keeping build %s: the published one is unavailable", loaded.name)
+            return loaded
+        keep = {fresh.name} | ({loaded.name} if loaded is not None else set())
+        cached_builds_prune(cache_dir=cache, keep=keep)
+        return fresh
+
+    def _load(self, info: BuildInfo | None) -> LoadedIndex:
         if not self._threads_set:
             set_faiss_threads(fork_safe_threads(similarity_settings().threads))
             mark_openmp_used()
             self._threads_set = True
-        info = current_build(self.root)
         if info is None:
             raise IndexNotReady("the current index build is missing; run manage.py build_index")
         index = load_index(info.path, mmap=True)
@@ -98,7 +193,24 @@ class IndexStore:
             manifest=info.manifest,
             index=index,
             ids=np.ascontiguousarray(members[:, 0]),
+            embedding_pks=np.ascontiguousarray(members[:, 1]),
         )
+
+
+def index_vectors(loaded: LoadedIndex, ids: np.ndarray) -> np.ndarray:
+    """The index's vectors of ``ids`` (all members of the build), in order.
+
+    Read from Faiss where it keeps an id map (flat and HNSW builds), else from the
+    embeddings the build recorded in members.npy.
+    """
+    import faiss
+
+    if isinstance(loaded.index, faiss.IndexIDMap2):
+        return np.asarray(loaded.index.reconstruct_batch(ids), dtype=np.float32)
+    members = loaded.members_embeddings(ids)
+    rows = dict(Embedding.objects.filter(pk__in=members.tolist()).values_list("pk", "vector"))
+    blob = b"".join(bytes(rows[int(pk)]) for pk in members)
+    return np.frombuffer(blob, dtype="<f4").reshape(len(ids), -1).astype(np.float32)
 
 
 _store: IndexStore | None = None
@@ -106,10 +218,31 @@ _store_lock = threading.Lock()
 
 
 def get_store() -> IndexStore:
-    """The process-wide store for the configured data dir (recreated if the dir changes)."""
+    """The process-wide store for the configured data dir and storage.
+
+    Made once per process (reading the settings and resolving the storage's location costs
+    ~25 us, more than the check itself); a changed DATA_DIR, STORAGES or LOOKALIKE setting
+    (tests, ``override_settings``) drops it through ``setting_changed``.
+    """
     global _store
-    root = similarity_settings().index_root
+    store = _store
+    if store is not None:
+        return store
     with _store_lock:
-        if _store is None or _store.root != root:
-            _store = IndexStore(root)
+        if _store is None:
+            conf = similarity_settings()
+            _store = IndexStore(
+                conf.index_root,
+                shared=not index_storage_is_local(),
+                cache_root=conf.index_cache_root,
+                check_seconds=conf.index_check_seconds,
+            )
         return _store
+
+
+@receiver(setting_changed)
+def _store_reset(*, setting: str, **kwargs: object) -> None:
+    global _store
+    if setting in {"STORAGES", "LOOKALIKE", "DATA_DIR"}:
+        with _store_lock:
+            _store = None

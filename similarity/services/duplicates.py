@@ -1,4 +1,11 @@
-"""Duplicate detection: Faiss range search -> pairs -> union-find groups; reviewer decisions."""
+"""Duplicate detection: Faiss range search -> pairs -> greedy star groups; reviewer decisions.
+
+Groups are cliques of the threshold graph (``similarity.engine.index.star_groups``): no
+group holds two articles farther apart than the threshold. Single linkage (connected
+components) chained look-alikes into one group (611 lamps of different colours on a 5k
+catalog); a star around the best-connected article, whose members are also close to each
+other, cannot chain.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ from django.db import transaction
 
 from catalog.models import Article
 from similarity.conf import similarity_settings
-from similarity.engine.index import range_search_batched
+from similarity.engine.index import range_search_batched, star_groups
 from similarity.errors import InvalidQuery
 from similarity.models import DuplicateDecision
 from similarity.selectors.store import LoadedIndex, get_store
@@ -150,10 +157,11 @@ class DuplicatePair:
 
 @dataclass
 class DuplicateGroup:
-    members: list[GroupMember]
+    members: list[GroupMember]  # by shop id
     pairs: list[DuplicatePair]  # the PAIRS_LISTED closest, closest first
-    pair_count: int = 0  # all of the group's pairs
+    pair_count: int = 0  # all of the group's pairs (every pair of members: a clique)
     max_distance: float = 0.0  # over all of them
+    representative: str = ""  # shop id of the member the group was built around
 
     @property
     def article_ids(self) -> list[str]:
@@ -254,28 +262,35 @@ def duplicate_groups_find(
             .in_bulk()
         )
     decisions = _decisions({a.article_id for a in articles.values()})
-    edges: list[tuple[int, int, float]] = []
+    first, second, distance = array("q"), array("q"), array("d")
     hidden = 0
-    for a, b, distance in pairs:
+    for a, b, d in pairs:
         if a not in articles or b not in articles:
             continue
         verdict = decisions.get(pair_key(articles[a].article_id, articles[b].article_id))
         if verdict == DuplicateDecision.Verdict.NOT_DUPLICATE:
             hidden += 1
             continue
-        edges.append((a, b, distance))
+        first.append(a)
+        second.append(b)
+        distance.append(d)
     report = DuplicateReport(
         build_name=loaded.name, model=loaded.manifest.model, threshold=threshold,
-        pair_count=len(edges), hidden_pairs=hidden,
+        pair_count=len(first), hidden_pairs=hidden,
     )
-    groups = connected_components((a, b) for a, b, _ in edges)
-    group_of = {pk: n for n, group in enumerate(groups) for pk in group}
-    edges_of: list[list[tuple[int, int, float]]] = [[] for _ in groups]
-    for edge in edges:
-        edges_of[group_of[edge[0]]].append(edge)
-    for group, group_edges in zip(groups, edges_of, strict=True):
-        members = sorted((_member(articles[pk]) for pk in group), key=lambda m: m.article_id)
-        names = {pk: articles[pk].article_id for pk in group}
+    stars = star_groups(np.frombuffer(first, dtype=np.int64),
+                        np.frombuffer(second, dtype=np.int64),
+                        np.frombuffer(distance, dtype=np.float64))
+    group_of = {pk: n for n, star in enumerate(stars) for pk in star.members}
+    edges_of: list[list[tuple[int, int, float]]] = [[] for _ in stars]
+    for a, b, d in zip(first, second, distance, strict=True):
+        n = group_of.get(a)
+        if n is not None and n == group_of.get(b):  # pairs across groups belong to neither
+            edges_of[n].append((a, b, d))
+    for star, group_edges in zip(stars, edges_of, strict=True):
+        members = sorted((group_member(articles[pk]) for pk in star.members),
+                         key=lambda m: m.article_id)
+        names = {pk: articles[pk].article_id for pk in star.members}
         keys = [(pair_key(names[a], names[b]), round(d, 6)) for a, b, d in group_edges]
         undecided = any(key not in decisions for key, _ in keys)
         if not (undecided or include_reviewed):
@@ -284,14 +299,15 @@ def duplicate_groups_find(
         closest = heapq.nsmallest(PAIRS_LISTED, keys, key=lambda item: (item[1], item[0]))
         report.groups.append(DuplicateGroup(
             members=members,
-            pairs=[DuplicatePair(first, second, d) for (first, second), d in closest],
+            pairs=[DuplicatePair(one, other, d) for (one, other), d in closest],
             pair_count=len(keys),
             max_distance=max(d for _, d in keys),
+            representative=names[star.representative],
         ))
     return report
 
 
-def _member(article: Article) -> GroupMember:
+def group_member(article: Article) -> GroupMember:
     return GroupMember(
         pk=article.pk, article_id=article.article_id, title=article.title,
         category=article.category, image=article.image.name or "", image_url=article.image_url,

@@ -13,6 +13,7 @@ from django.db.models.functions import Mod
 
 from catalog.models import Article
 from catalog.progress import progress_bar
+from catalog.selectors import image_source
 from similarity.engine.embedders import Embedder
 from similarity.engine.embedders.pipeline import Timings, embed_sources
 from similarity.models import Embedding
@@ -96,9 +97,7 @@ def _embedded_batches(
     timings: Timings,
 ) -> Iterator[Any]:
     """The pipeline's batches of vectors for the ``todo`` rows, with a progress bar."""
-    from django.core.files.storage import default_storage
-
-    sources = ((row.pk, default_storage.path(row.image)) for row in todo)
+    sources = ((row.pk, image_source(name=str(row.image))) for row in todo)
     bar = progress_bar(total=len(todo), desc="Embedding", unit="img", enabled=progress)
     try:
         yield from embed_sources(

@@ -30,13 +30,13 @@ from similarity.engine.index import (
     recall_at_k,
     remove_ids,
     resolve_factory,
-    set_current,
     supports_incremental,
     write_build,
 )
 from similarity.engine.index.members import MEMBERS_ARRAY, members_exist
 from similarity.engine.threads import fork_safe_threads
 from similarity.models import Embedding
+from similarity.services.publishing import index_local_sync, index_publish
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +153,7 @@ def index_update(
     count, dimension = inputs.vectors.shape
     factory = resolve_factory(index_type, count, dimension)
     checksum = input_checksum(inputs.ids, inputs.vectors, extra=f"{identity}\0{factory}")
+    index_local_sync()  # the published build, when another machine built it
     current = current_build(conf.index_root)
     if not full:
         existing = _existing_build(conf.index_root, current, checksum, count)
@@ -201,11 +202,12 @@ def _existing_build(
     """The outcome when a build of the same inputs exists (switched to), else None."""
     if current is not None and current.manifest.input_checksum == checksum:
         logger.info("Inputs unchanged since build %s; nothing to do", current.name)
+        index_publish(name=current.name, build_id=current.manifest.build_id)
         return IndexOutcome("unchanged", current.name, count, build_manifest=current.manifest)
     previous = find_build_by_checksum(root, checksum)
     if previous is None:
         return None
-    set_current(root, previous.name)
+    index_publish(name=previous.name, build_id=previous.manifest.build_id)
     return IndexOutcome("reused", previous.name, count, build_manifest=previous.manifest)
 
 
@@ -258,12 +260,12 @@ def _measured_recall(
 def _write_and_switch(
     index: faiss.Index, manifest: BuildManifest, inputs: IndexInputs, timings: dict[str, float]
 ) -> BuildInfo:
-    """Write the build with its members, make it CURRENT, prune old builds."""
+    """Write the build with its members, publish it (storage, CURRENT, database), prune."""
     conf = similarity_settings()
     members = members_table(ids=inputs.ids, embedding_pks=inputs.embedding_pks)
     with Timeit("Writing the index build", into=timings, key="write_seconds"):
         path = write_build(conf.index_root, index, manifest, arrays={MEMBERS_ARRAY: members})
         written = BuildInfo(name=path.name, path=path, manifest=read_manifest(path))
-        set_current(conf.index_root, path.name)
+        index_publish(name=path.name, build_id=written.manifest.build_id)
         prune_builds(conf.index_root, keep=conf.keep_builds)
     return written

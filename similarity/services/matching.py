@@ -33,7 +33,7 @@ from similarity.conf import similarity_settings
 from similarity.engine.files import atomic_write_bytes
 from similarity.engine.imaging import to_rgb
 from similarity.engine.index import knn_query
-from similarity.selectors.search import _query_embedder
+from similarity.selectors.search import query_embedder
 from similarity.selectors.store import LoadedIndex, get_store
 from similarity.services.match_reports import (
     DUPLICATE,
@@ -362,7 +362,7 @@ def match_embedder(loaded: LoadedIndex) -> Any:
     """
     from similarity.engine.embedders.runtimes import REFERENCE
 
-    embedder = _query_embedder(loaded)
+    embedder = query_embedder(loaded)
     runtime = str(loaded.manifest.extra.get("runtime") or REFERENCE)
     if runtime == REFERENCE:
         return embedder

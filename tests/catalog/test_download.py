@@ -538,7 +538,7 @@ def test_interrupt_while_writing_removes_the_temp_file(
     def interrupted(fd: int) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(downloads.os, "fsync", interrupted)
+    monkeypatch.setattr(os, "fsync", interrupted)  # the image writer fsyncs before the rename
     with pytest.raises(KeyboardInterrupt):
         run()
 

@@ -11,12 +11,12 @@ from django.urls import reverse
 
 from catalog.models import Article
 from demo.sample_images import product_image
+from similarity.engine.index import star_groups
 from similarity.models import DuplicateDecision
 from similarity.services import duplicates, neighbors
 from similarity.services.builds import index_build_run
 from similarity.services.duplicates import (
     TooManyPairs,
-    connected_components,
     duplicate_groups_find,
     pair_cap,
 )
@@ -49,16 +49,25 @@ def brute_force_groups(threshold: float) -> list[list[int]]:
     inputs = collect_inputs("classic@v2")
     distances = 1 - inputs.vectors @ inputs.vectors.T
     rows, cols = np.nonzero(np.triu(distances < threshold, k=1))
-    return connected_components(
-        (int(inputs.ids[r]), int(inputs.ids[c])) for r, c in zip(rows, cols, strict=True)
-    )
+    stars = star_groups(inputs.ids[rows], inputs.ids[cols], distances[rows, cols])
+    return [sorted(star.members) for star in stars]
 
 
 @pytest.mark.parametrize("threshold", [0.02, THRESHOLD, 0.15])
-def test_groups_equal_brute_force_connected_components(catalog, threshold):
+def test_groups_are_stars_of_brute_force_pairs_with_no_pair_over_the_threshold(
+    catalog, threshold
+):
     report = duplicate_groups_find(threshold=threshold)
     found = [sorted(m.pk for m in g.members) for g in report.groups]
     assert found == brute_force_groups(threshold)
+    inputs = collect_inputs("classic@v2")
+    row = {int(pk): n for n, pk in enumerate(inputs.ids)}
+    for group in report.groups:
+        vectors = inputs.vectors[[row[m.pk] for m in group.members]]
+        assert (1 - vectors @ vectors.T).max() < threshold
+        size = len(group.members)
+        assert group.pair_count == size * (size - 1) // 2  # every pair of members is close
+        assert group.representative in group.article_ids
 
 
 def test_planted_copies_are_grouped_largest_first(catalog):

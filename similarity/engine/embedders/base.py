@@ -82,6 +82,21 @@ class Embedder(ABC):
         """(n, dimension) vectors in the image space, for text-to-image search."""
         raise TextNotSupportedError(f"the {self.name!r} embedder cannot embed text, only images")
 
+    def preprocessing(self) -> dict[str, Any]:
+        """How images become model inputs, for clients that embed locally (GET /api/index/).
+
+        Keys: ``client_computable`` (whether a client can reproduce the vectors with the
+        model's public weights and these steps), ``image_size``, ``resize``, ``crop``,
+        ``resample``, ``rescale``, ``mean``, ``std``, ``colour_order``, ``layout`` and a
+        one-line ``description``. Backends describe their own pipeline; this default says
+        nothing can be promised.
+        """
+        return preprocessing_description(
+            client_computable=False,
+            description=f"{type(self).__name__} does not describe its preprocessing; "
+            "embed with this package (similarity.engine.embedders.load_embedder)",
+        )
+
     def image_module(self) -> Any | None:
         """A torch module from ``pixel_values`` to ``_forward``'s raw vectors (for ONNX export).
 
@@ -95,6 +110,36 @@ class Embedder(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} d={self.dimension}>"
+
+
+def preprocessing_description(
+    *,
+    client_computable: bool,
+    description: str,
+    image_size: int | None = None,
+    resize: str = "",
+    crop: str = "",
+    resample: str = "",
+    rescale: float | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    colour_order: str = "RGB",
+    layout: str = "",
+) -> dict[str, Any]:
+    """The one shape of ``Embedder.preprocessing()`` (every key present, JSON-ready)."""
+    return {
+        "client_computable": client_computable,
+        "image_size": image_size,
+        "resize": resize,
+        "crop": crop,
+        "resample": resample,
+        "rescale": rescale,
+        "mean": None if mean is None else [float(value) for value in mean],
+        "std": None if std is None else [float(value) for value in std],
+        "colour_order": colour_order,
+        "layout": layout,
+        "description": description,
+    }
 
 
 def l2_normalise(vectors: Any) -> np.ndarray:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from similarity.engine.embedders.base import Batch, Embedder
+from similarity.engine.embedders.base import Batch, Embedder, preprocessing_description
 
 SHAPE_SIDE = 32  # grey thumbnail for the DCT, as in perceptual hashing
 SHAPE_COEFFS = 8  # top-left 8x8 DCT block minus DC: coarse layout, blind to fine detail
@@ -57,6 +57,18 @@ class ClassicEmbedder(Embedder):
 
     def _forward(self, batch: Batch) -> np.ndarray:
         return np.asarray(batch, dtype=np.float32)
+
+    def preprocessing(self) -> dict:
+        return preprocessing_description(
+            client_computable=False,
+            image_size=self.image_size,
+            colour_order="RGB",
+            description=(
+                "hand-made descriptor (background trim, DCT of a 32x32 grey thumbnail, HSV "
+                "histogram of a 64x64 thumbnail): not client-computable unless the client "
+                "runs this package's ClassicEmbedder (similarity.engine.embedders.classic)"
+            ),
+        )
 
     def identity(self) -> str:
         # No weights: the parameters above are the "weights"; bump v1 when they change.

@@ -18,7 +18,7 @@ from similarity.engine.embedders.base import (
     source_identity,
 )
 from similarity.engine.embedders.fastprep import FastClipPreprocessor
-from similarity.engine.embedders.hf import processor_image_size
+from similarity.engine.embedders.hf import describe_image_processor, processor_image_size
 from similarity.engine.embedders.specs import DEFAULT_MODEL
 
 FAST_PREPROCESS_TOLERANCE = 1e-4  # largest pixel-value difference the fast twin may show
@@ -106,6 +106,14 @@ class SentenceTransformerEmbedder(Embedder):
 
     def pixel_values(self, batch: Batch) -> Any:
         return batch["pixel_values"]
+
+    def preprocessing(self) -> dict[str, Any]:
+        return describe_image_processor(
+            getattr(self._model[0], "processor", None),
+            how=f"sentence-transformers {self.name!r}: "
+            "SentenceTransformer(model).encode(images, normalize_embeddings=True) "
+            "gives the same vectors",
+        )
 
     def identity(self) -> str:
         return self._identity

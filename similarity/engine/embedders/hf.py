@@ -9,7 +9,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from similarity.engine.embedders.base import Batch, Embedder, load_pretrained, source_identity
+from similarity.engine.embedders.base import (
+    Batch,
+    Embedder,
+    load_pretrained,
+    preprocessing_description,
+    source_identity,
+)
 from similarity.engine.embedders.specs import TRANSFORMERS_PREFIX
 
 
@@ -70,6 +76,14 @@ class TransformersEmbedder(Embedder):
     def pixel_values(self, batch: Batch) -> Any:
         return batch
 
+    def preprocessing(self) -> dict[str, Any]:
+        return describe_image_processor(
+            self._processor,
+            how=f"transformers AutoModel + AutoImageProcessor of {self._model_ref!r}, "
+            "pooled output (get_image_features, else pooler_output, else mean of the last "
+            "hidden state), L2-normalised",
+        )
+
     def identity(self) -> str:
         return self._identity
 
@@ -120,6 +134,51 @@ def processor_image_size(processor: Any) -> int | None:
                 if isinstance(side := mapping.get(key), int | float)
             )
     return max(sides) if sides else None
+
+
+RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+
+
+def describe_image_processor(processor: Any, *, how: str) -> dict[str, Any]:
+    """``Embedder.preprocessing()`` read from a transformers image processor's settings."""
+    image_processor = getattr(processor, "image_processor", processor)
+    size = getattr(image_processor, "size", None)
+    crop = getattr(image_processor, "crop_size", None)
+    shortest = _size_value(size, "shortest_edge")
+    height, width = _size_value(size, "height"), _size_value(size, "width")
+    if not getattr(image_processor, "do_resize", True) or size is None:
+        resize = "none"
+    elif shortest:
+        resize = f"shortest edge to {shortest} (aspect ratio kept)"
+    elif height and width:
+        resize = f"to {width}x{height} (width x height, aspect ratio not kept)"
+    else:
+        resize = f"as {type(image_processor).__name__} with size={size!r}"
+    crop_h, crop_w = _size_value(crop, "height"), _size_value(crop, "width")
+    do_crop = getattr(image_processor, "do_center_crop", False) and crop_h and crop_w
+    resample = getattr(image_processor, "resample", None)
+    do_rescale = getattr(image_processor, "do_rescale", False)
+    do_normalize = getattr(image_processor, "do_normalize", False)
+    return preprocessing_description(
+        client_computable=True,
+        image_size=processor_image_size(processor),
+        resize=resize,
+        crop=f"centre {crop_w}x{crop_h}" if do_crop else "none",
+        resample=RESAMPLE_NAMES.get(int(resample), str(resample)) if resample is not None else "",
+        rescale=float(getattr(image_processor, "rescale_factor", 1 / 255)) if do_rescale else None,
+        mean=getattr(image_processor, "image_mean", None) if do_normalize else None,
+        std=getattr(image_processor, "image_std", None) if do_normalize else None,
+        colour_order="RGB",
+        layout="NCHW float32: (pixel * rescale - mean) / std per channel",
+        description=how,
+    )
+
+
+def _size_value(size: Any, key: str) -> int | None:
+    if size is None or isinstance(size, int):
+        return None
+    value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+    return int(value) if isinstance(value, int | float) else None
 
 
 def _load_auto(name: str, local_files_only: bool) -> tuple[Any, Any, dict]:

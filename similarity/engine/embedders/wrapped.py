@@ -43,6 +43,9 @@ class RuntimeEmbedder(Embedder):
     def identity(self) -> str:
         return self.base.identity()
 
+    def preprocessing(self) -> dict[str, Any]:
+        return self.base.preprocessing()
+
     def pixel_values(self, batch: Batch) -> Any:
         return self.base.pixel_values(batch)
 

@@ -10,12 +10,15 @@ from similarity.engine.index.build import (
     set_faiss_threads,
     supports_incremental,
 )
+from similarity.engine.index.collapse import COLLAPSE_FETCH_FACTOR, Folded, collapse_ranked
+from similarity.engine.index.groups import StarGroup, star_groups
 from similarity.engine.index.manifest import BuildManifest, read_manifest
 from similarity.engine.index.members import MEMBERS_FILE, members_table, read_members
 from similarity.engine.index.search import (
     Neighbors,
     brute_force_knn,
     knn_query,
+    range_query,
     range_search_batched,
     recall_at_k,
 )
@@ -33,15 +36,19 @@ from similarity.engine.index.storage import (
 from similarity.engine.timing import Timeit
 
 __all__ = [
+    "COLLAPSE_FETCH_FACTOR",
     "FLAT_MAX_VECTORS",
     "MEMBERS_FILE",
     "BuildInfo",
     "BuildManifest",
+    "Folded",
     "Neighbors",
+    "StarGroup",
     "Timeit",
     "add_vectors",
     "brute_force_knn",
     "build_index",
+    "collapse_ranked",
     "current_build",
     "find_build_by_checksum",
     "index_ids",
@@ -51,6 +58,7 @@ __all__ = [
     "load_index",
     "members_table",
     "prune_builds",
+    "range_query",
     "range_search_batched",
     "read_manifest",
     "read_members",
@@ -59,6 +67,7 @@ __all__ = [
     "resolve_factory",
     "set_current",
     "set_faiss_threads",
+    "star_groups",
     "supports_incremental",
     "write_build",
 ]

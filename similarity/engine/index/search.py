@@ -156,6 +156,20 @@ def range_search_batched(
         )
 
 
+def range_query(index: faiss.Index, query: np.ndarray, threshold_distance: float) -> Neighbors:
+    """Every stored vector closer than ``threshold_distance`` (strict) to one query, nearest first.
+
+    On IVF indexes only the default nprobe lists are searched.
+    """
+    if not 0 < threshold_distance <= 2:
+        raise ValueError(ERR_THRESHOLD.format(threshold=threshold_distance))
+    queries = check_vectors(np.asarray(query).reshape(1, -1), dimension=index.d, name="query")
+    _, scores, labels = index.range_search(queries, 1.0 - threshold_distance)
+    order = np.lexsort((labels, -scores))
+    return Neighbors(labels[order].astype(np.int64),
+                     np.maximum(1.0 - scores[order], 0.0).astype(np.float32))
+
+
 def _id_set(ids: np.ndarray) -> np.ndarray:
     ids = np.asarray(ids)
     if ids.size and not np.issubdtype(ids.dtype, np.integer):

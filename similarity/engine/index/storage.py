@@ -210,6 +210,11 @@ def clean_stale_tmp(root: Path) -> list[Path]:
     return removed
 
 
+def read_build(path: Path) -> BuildInfo | None:
+    """The finished build in directory ``path`` (any location, e.g. a node's cache), or None."""
+    return _read_build(Path(path))
+
+
 def _read_build(path: Path) -> BuildInfo | None:
     if path.name.startswith(TMP_PREFIX) or not (path / INDEX_FILE).is_file():
         return None

@@ -44,6 +44,7 @@ class Command(BaseCommand):
             with atomic_text_file(output) as out:
                 for group in report.groups:
                     record = {"size": len(group.members), "max_distance": group.max_distance,
+                              "representative": group.representative,
                               "articles": group.article_ids,
                               "pairs": [asdict(pair) for pair in group.pairs]}
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")

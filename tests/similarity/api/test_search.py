@@ -200,7 +200,8 @@ def test_missing_query_is_400(client, catalog):
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "invalid_query"
-    assert error["message"] == "POST the image file as multipart field 'image' (fields received: k)"
+    assert error["message"] == ("POST one of: the image file as multipart field 'image', "
+                                "'image_url' or 'vector' (fields received: k)")
     for response in (
         client.get("/api/similar/"),
         client.get("/api/similar/?text=%20%20"),

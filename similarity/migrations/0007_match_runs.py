@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('similarity', '0004_model_source_fallback'),
+        ('similarity', '0006_current_index'),
     ]
 
     operations = [

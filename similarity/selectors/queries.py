@@ -1,0 +1,299 @@
+"""Queries from clients that embed locally or point at a photo: vectors, image URLs, batches."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from catalog.conf import catalog_settings
+from catalog.services.fetching import ImageFetchError, download_session, fetch_image
+from similarity.conf import similarity_settings
+from similarity.errors import (
+    ImageUrlFailed,
+    IndexNotReady,
+    InvalidQuery,
+    QueryThrottled,
+    SimilarityError,
+)
+from similarity.selectors.search import (
+    SearchResult,
+    SimilarResult,
+    article_query,
+    category_ids,
+    fetch_count,
+    image_query_vector,
+    query_embedder,
+    ranked_results,
+    similar_to_query_vector,
+    text_query_vector,
+    validate_k,
+)
+from similarity.selectors.store import LoadedIndex, get_store
+from similarity.selectors.uploads import query_image_decode
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH_ITEMS = 64
+URL_FETCH_WORKERS = 4  # image_url items of one batch fetched at once
+URL_FETCH_RETRIES = 1  # a client is waiting: one retry, not the catalog downloader's three
+
+MSG_VECTOR_TYPE = "vector must be a list of numbers; got {kind}"
+MSG_VECTOR_LENGTH = (
+    "vector has {length} values but the index's model {model!r} has dimension {dimension}; "
+    "embed with the model GET /api/index/ publishes"
+)
+MSG_VECTOR_FINITE = "vector value {position} is not a finite number ({value!r})"
+MSG_VECTOR_ZERO = "vector is all zeros: it has no direction to compare"
+MSG_VECTOR_MODEL = (
+    "vector was computed with model {declared!r} but the index holds {model!r} (identity "
+    "{identity!r}); vectors of other models are not comparable"
+)
+MSG_BATCH_SIZE = "items must hold 1 to {limit} queries; got {count}"
+MSG_THROTTLED = "image_url fetches are over the upload throttle ({rate}); retry later"
+
+
+def query_vector_validate(
+    loaded: LoadedIndex, values: Any, *, model: str | None = None
+) -> np.ndarray:
+    """A client-computed embedding as a unit float32 query vector, or InvalidQuery saying why.
+
+    Its length must be the index's dimension; ``model``, when declared, must name the
+    index's model (its spec, its identity or the identity's name before ``@``). Non-finite
+    values and the zero vector are refused; the vector is L2-normalised here.
+    """
+    manifest = loaded.manifest
+    if model and model.strip() not in model_names(loaded):
+        raise InvalidQuery(MSG_VECTOR_MODEL.format(
+            declared=model, model=manifest.model, identity=manifest.model_identity))
+    if isinstance(values, str | bytes | dict) or not isinstance(values, Sequence | np.ndarray):
+        raise InvalidQuery(MSG_VECTOR_TYPE.format(kind=type(values).__name__))
+    try:
+        vector = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidQuery(MSG_VECTOR_TYPE.format(kind="a list with non-numbers")) from None
+    if vector.ndim != 1:
+        raise InvalidQuery(MSG_VECTOR_TYPE.format(kind=f"an array of shape {vector.shape}"))
+    dimension = int(loaded.index.d)
+    if len(vector) != dimension:
+        raise InvalidQuery(MSG_VECTOR_LENGTH.format(
+            length=len(vector), model=manifest.model, dimension=dimension))
+    too_big = np.abs(vector) > np.finfo(np.float32).max  # would become inf in float32
+    bad = np.flatnonzero(~np.isfinite(vector) | too_big)
+    if bad.size:
+        raise InvalidQuery(MSG_VECTOR_FINITE.format(position=int(bad[0]),
+                                                    value=float(vector[bad[0]])))
+    norm = float(np.linalg.norm(vector))
+    if not norm or not np.isfinite(norm):
+        raise InvalidQuery(MSG_VECTOR_ZERO)
+    return (vector / norm).astype(np.float32)
+
+
+def model_names(loaded: LoadedIndex) -> set[str]:
+    """What a client may declare as ``model`` for this index's vectors."""
+    manifest = loaded.manifest
+    identity = manifest.model_identity or ""
+    return {name for name in (manifest.model, identity, identity.split("@")[0]) if name}
+
+
+def index_preprocessing(loaded: LoadedIndex) -> dict[str, Any] | None:
+    """The index model's preprocessing (Embedder.preprocessing), None if it cannot load here."""
+    from similarity.engine.embedders import EmbedderLoadError
+
+    try:
+        return query_embedder(loaded).preprocessing()
+    except (EmbedderLoadError, IndexNotReady) as exc:
+        logger.warning("Cannot describe the preprocessing of %s: %s", loaded.manifest.model, exc)
+        return None
+
+
+def similar_to_vector(
+    *, vector: Any, model: str | None = None, k: int | None = None,
+    category: str | None = None, collapse: bool = False,
+) -> SearchResult:
+    """The k articles nearest a client-computed embedding (see ``query_vector_validate``)."""
+    k = validate_k(k)
+    loaded = get_store().get()
+    query = query_vector_validate(loaded, vector, model=model)
+    return similar_to_query_vector(loaded, query, k=k, category=category, collapse=collapse)
+
+
+def similar_to_image_url(
+    *, image_url: str, k: int | None = None, category: str | None = None,
+    collapse: bool = False,
+) -> SearchResult:
+    """The k articles nearest the photo at ``image_url``, fetched with the catalog's guard."""
+    k = validate_k(k)
+    loaded = get_store().get()
+    vector = image_query_vector(loaded, image_url_fetch(url=image_url))
+    return similar_to_query_vector(loaded, vector, k=k, category=category, collapse=collapse)
+
+
+_sessions: dict[bool, Any] = {}
+_sessions_lock = threading.Lock()
+
+
+def image_url_fetch(*, url: str) -> bytes:
+    """The bytes at ``url``: the catalog's safe downloader under the upload limits.
+
+    Private addresses are refused unless DOWNLOAD_ALLOW_PRIVATE; size and pixels are capped
+    by UPLOAD_MAX_BYTES / UPLOAD_MAX_PIXELS, time by DOWNLOAD_TIMEOUT. ImageUrlFailed with
+    the downloader's reason otherwise.
+    """
+    catalog = catalog_settings()
+    conf = similarity_settings()
+    with _sessions_lock:
+        session = _sessions.get(catalog.download_allow_private)
+        if session is None:
+            session = download_session(workers=URL_FETCH_WORKERS, retries=URL_FETCH_RETRIES,
+                                       allow_private=catalog.download_allow_private)
+            _sessions[catalog.download_allow_private] = session
+    try:
+        fetched = fetch_image(session, url, timeout=catalog.download_timeout,
+                              max_bytes=conf.upload_max_bytes,
+                              max_pixels=conf.upload_max_pixels)
+    except ImageFetchError as exc:
+        raise ImageUrlFailed(url, str(exc)) from exc
+    return fetched.data
+
+
+@dataclass(frozen=True)
+class BatchQuery:
+    """One item of a batch: exactly one of article_id, image_url, vector or text."""
+
+    article_id: str | None = None
+    image_url: str | None = None
+    vector: list[float] | None = None
+    model: str | None = None
+    text: str | None = None
+
+
+@dataclass
+class BatchAnswer:
+    """One item's answer: its results, or the error that stopped it (never both)."""
+
+    results: list[SimilarResult] | None = None
+    error: SimilarityError | None = None
+    article_id: str | None = None
+
+
+@dataclass
+class BatchResult:
+    model: str
+    index_build: str
+    answers: list[BatchAnswer] = field(default_factory=list)
+    collapsed: bool = False
+
+
+def similar_batch(
+    *,
+    items: Sequence[BatchQuery | SimilarityError],
+    k: int | None = None,
+    category: str | None = None,
+    collapse: bool = False,
+    exclude_self: bool = False,
+    allow_fetch: Callable[[], bool] | None = None,
+) -> BatchResult:
+    """One answer per item, in order; an item's error never stops the others.
+
+    Items given as a SimilarityError (invalid at the edge) are answered with it. Every
+    item becomes a query vector (stored, client-computed, embedded image or text; images
+    embedded in one model call), then all are searched in one Faiss call. ``allow_fetch``
+    is asked before each image_url fetch (the upload throttle); False answers that item
+    with a ``throttled`` error.
+    """
+    k = validate_k(k)
+    if not 1 <= len(items) <= MAX_BATCH_ITEMS:
+        raise InvalidQuery(MSG_BATCH_SIZE.format(limit=MAX_BATCH_ITEMS, count=len(items)))
+    loaded = get_store().get()
+    answers = [BatchAnswer(error=item) if isinstance(item, SimilarityError) else BatchAnswer()
+               for item in items]
+    vectors: dict[int, np.ndarray] = {}
+    own: dict[int, tuple[int, str]] = {}  # article items: position -> (pk, category)
+    fetches: dict[int, str] = {}
+    for position, item in enumerate(items):
+        if isinstance(item, SimilarityError):
+            continue
+        try:
+            if item.article_id is not None:
+                query = article_query(loaded, item.article_id)
+                answers[position].article_id = query.article_id
+                own[position] = (query.pk, query.category)
+                vectors[position] = query.vector
+            elif item.vector is not None:
+                vectors[position] = query_vector_validate(loaded, item.vector, model=item.model)
+            elif item.text is not None:
+                vectors[position] = text_query_vector(loaded, item.text)
+            elif item.image_url is not None:
+                if allow_fetch is not None and not allow_fetch():
+                    rate = similarity_settings().upload_throttle
+                    raise QueryThrottled(MSG_THROTTLED.format(rate=rate))
+                fetches[position] = item.image_url
+            else:
+                raise InvalidQuery("give one of article_id, image_url, vector or text")
+        except SimilarityError as exc:
+            answers[position].error = exc
+    vectors.update(_fetched_vectors(loaded, fetches, answers))
+    _search_all(loaded, vectors, own, answers, k=k, category=category, collapse=collapse,
+                exclude_self=exclude_self)
+    return BatchResult(model=loaded.manifest.model, index_build=loaded.name, answers=answers,
+                       collapsed=collapse)
+
+
+def _fetched_vectors(
+    loaded: LoadedIndex, fetches: dict[int, str], answers: list[BatchAnswer]
+) -> dict[int, np.ndarray]:
+    """Fetch and decode the image_url items in threads, then embed them in one model call."""
+    if not fetches:
+        return {}
+    embedder = query_embedder(loaded)
+
+    def load(url: str) -> Any:
+        return query_image_decode(data=image_url_fetch(url=url), min_side=embedder.image_size)
+
+    images: dict[int, Any] = {}
+    with ThreadPoolExecutor(max_workers=min(URL_FETCH_WORKERS, len(fetches))) as pool:
+        futures = {position: pool.submit(load, url) for position, url in fetches.items()}
+        for position, future in futures.items():
+            try:
+                images[position] = future.result()
+            except SimilarityError as exc:
+                answers[position].error = exc
+    if not images:
+        return {}
+    embedded = embedder.embed_images(list(images.values()))
+    return dict(zip(images, embedded, strict=True))
+
+
+def _search_all(
+    loaded: LoadedIndex, vectors: dict[int, np.ndarray], own: dict[int, tuple[int, str]],
+    answers: list[BatchAnswer], *, k: int, category: str | None, collapse: bool,
+    exclude_self: bool,
+) -> None:
+    """One Faiss call for every item's vector; article items lead with themselves."""
+    from similarity.engine.index import knn_query
+
+    if not vectors:
+        return
+    positions = sorted(vectors)
+    wanted = fetch_count(loaded, k, collapse=collapse)
+    queries = np.stack([vectors[p] for p in positions]).astype(np.float32)
+    # One more than wanted: an article item drops itself from its own answer.
+    found = knn_query(loaded.index, queries, wanted + 1, allowed_ids=category_ids(category))
+    for position, neighbours in zip(positions, found, strict=True):
+        ids, distances = neighbours.ids, neighbours.distances
+        if position in own:
+            pk, own_category = own[position]
+            keep = ids != pk
+            ids, distances = ids[keep], distances[keep]
+            if not exclude_self and (not category or category == own_category):
+                ids = np.concatenate([np.array([pk], dtype=np.int64), ids])
+                distances = np.concatenate([np.zeros(1, dtype=np.float32), distances])
+        ids, distances = ids[:wanted], distances[:wanted]
+        answers[position].results = ranked_results(loaded, ids, distances, k=k,
+                                                   collapse=collapse)

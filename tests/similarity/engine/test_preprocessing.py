@@ -1,0 +1,59 @@
+"""Embedder.preprocessing(): following the published steps gives the embedder's own pixels."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from similarity.engine.embedders import load_embedder
+from tests.similarity.engine.tiny_models import build_tiny_clip, build_tiny_vit
+
+RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+def follow(description: dict, image: Image.Image) -> np.ndarray:
+    """What a client would compute from the description alone: (3, h, w) float32."""
+    resample = RESAMPLE[description["resample"]]
+    resize = description["resize"]
+    if match := re.match(r"shortest edge to (\d+)", resize):
+        side = int(match.group(1))
+        width, height = image.size
+        size = (side, int(side * height / width)) if width <= height else (
+            int(side * width / height), side)
+        image = image.resize(size, resample)
+    elif match := re.match(r"to (\d+)x(\d+)", resize):
+        image = image.resize((int(match.group(1)), int(match.group(2))), resample)
+    if match := re.match(r"centre (\d+)x(\d+)", description["crop"]):
+        crop_w, crop_h = int(match.group(1)), int(match.group(2))
+        left, top = (image.width - crop_w) // 2, (image.height - crop_h) // 2
+        image = image.crop((left, top, left + crop_w, top + crop_h))
+    pixels = np.asarray(image.convert(description["colour_order"]), dtype=np.float32)
+    pixels = pixels * np.float32(description["rescale"])
+    pixels = (pixels - np.float32(description["mean"])) / np.float32(description["std"])
+    return pixels.transpose(2, 0, 1)
+
+
+@pytest.mark.parametrize("kind", ["clip", "vit"])
+def test_published_preprocessing_reproduces_the_model_inputs(tmp_path, kind):
+    if kind == "clip":
+        embedder = load_embedder(str(build_tiny_clip(tmp_path / "clip")))
+    else:
+        embedder = load_embedder("transformers:" + str(build_tiny_vit(tmp_path / "vit")))
+    description = embedder.preprocessing()
+    assert description["client_computable"] is True
+    assert description["image_size"] == 32 and description["colour_order"] == "RGB"
+    images = [Image.effect_noise(size, 64).convert("RGB") for size in ((97, 61), (50, 131))]
+    batch = embedder.preprocess(images)
+    expected = embedder.pixel_values(batch).float().numpy()
+    client = np.stack([follow(description, image) for image in images])
+    assert client.shape == expected.shape
+    assert float(np.abs(client - expected).max()) < 1e-4
+
+
+def test_classic_says_it_is_not_client_computable():
+    description = load_embedder("classic").preprocessing()
+    assert description["client_computable"] is False
+    assert "ClassicEmbedder" in description["description"]
