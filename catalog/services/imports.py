@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from catalog.models import Article, http_url_validator
+from catalog.models import Article, article_id_problem, http_url_validator
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +220,9 @@ def _parse(line: int, record: dict[str, Any]) -> _Row | str:
         return MSG_MISSING_ID
     if len(article_id) > MAX_ID_LENGTH:
         return f"article_id longer than {MAX_ID_LENGTH} characters"
+    id_problem = article_id_problem(article_id)
+    if id_problem:
+        return id_problem
     if not image_url:
         return MSG_MISSING_URL
     try:

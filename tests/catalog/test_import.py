@@ -11,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from catalog.management.commands.import_catalog import EXIT_ROWS_SKIPPED
-from catalog.models import Article
+from catalog.models import MSG_ID_CONTROL, MSG_ID_DOT_SEGMENT, MSG_ID_RESERVED, Article
 from catalog.services import imports
 from catalog.services.imports import (
     MSG_FIELD_TOO_LARGE,
@@ -288,3 +288,46 @@ def test_unreadable_csv_header_is_a_clear_error(tmp_path, monkeypatch):
 
     with pytest.raises(CatalogImportError, match="unreadable CSV header: field larger"):
         catalog_import(path=write(tmp_path, "c.csv", text))
+
+
+@pytest.mark.parametrize(
+    ("article_id", "message"),
+    [
+        ("line\nbreak", MSG_ID_CONTROL),
+        ("tab\there", MSG_ID_CONTROL),
+        ("cr\rhere", MSG_ID_CONTROL),
+        ("del\x7f", MSG_ID_CONTROL),
+        ("c1\x85x", MSG_ID_CONTROL),
+        (".", MSG_ID_DOT_SEGMENT),
+        ("..", MSG_ID_DOT_SEGMENT),
+        ("a/../b", MSG_ID_DOT_SEGMENT),
+        ("a/./b", MSG_ID_DOT_SEGMENT),
+        ("X1/similar", MSG_ID_RESERVED),
+        ("X1/duplicates", MSG_ID_RESERVED),
+    ],
+)
+def test_ids_no_url_can_carry_are_skipped_with_a_reason(tmp_path, article_id, message):
+    rows = [
+        {"article_id": "GOOD", "image_url": "https://x.example/g.jpg"},
+        {"article_id": article_id, "image_url": "https://x.example/b.jpg"},
+    ]
+    text = "\n".join(json.dumps(row) for row in rows) + "\n"
+    path = write(tmp_path, "c.jsonl", text)
+    err = StringIO()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("import_catalog", str(path), stdout=StringIO(), stderr=err)
+    assert excinfo.value.returncode == EXIT_ROWS_SKIPPED
+    suffix = article_id.rsplit("/", 1)[-1]
+    reason = message.format(article_id=article_id, suffix=f"/{suffix}")
+    assert f"line 2: skipped: {reason}" in err.getvalue()
+    assert list(Article.objects.values_list("article_id", flat=True)) == ["GOOD"]
+
+
+def test_ids_with_dots_slashes_and_route_names_inside_are_kept(tmp_path):
+    ids = ["A-1.b_c", "with/slash", "similar", "a/similar/b", "...", "a..b", "x/similarity"]
+    text = "\n".join(
+        json.dumps({"article_id": article_id, "image_url": "https://x.example/a.jpg"})
+        for article_id in ids
+    )
+    summary = catalog_import(path=write(tmp_path, "c.jsonl", text + "\n"))
+    assert summary.created == len(ids) and not summary.skipped
