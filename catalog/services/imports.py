@@ -6,7 +6,8 @@ import csv
 import json
 import logging
 import math
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ MSG_BAD_URL = "invalid image_url {url!r}: only absolute http(s) URLs are accepte
 MSG_DUPLICATE = "duplicate article_id {article_id!r} (first seen on line {first_line})"
 MSG_NON_FINITE = "invalid JSON: NaN/Infinity are not allowed"
 MSG_NUL = "contains a NUL character (in {field!r})"
+MSG_SURROGATE = "contains an unpaired surrogate like \\ud800, which is not text (in {field!r})"
 MSG_FIELD_TOO_LARGE = "a field is longer than {limit} characters"
 
 _UPDATE_FIELDS = ["title", "category", "metadata", "is_active", "updated_at"]
@@ -200,12 +202,25 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
 
 def _has_nul(value: Any) -> bool:
     """A NUL character anywhere in ``value`` (nested keys and values too)."""
+    return _any_string(value, lambda text: "\x00" in text)
+
+
+def _has_surrogate(value: Any) -> bool:
+    """A lone surrogate anywhere in ``value``: JSON's "\\ud800" escape makes one; no database
+    encoding (UTF-8) can store it."""
+    return _any_string(value, lambda text: _SURROGATES.search(text) is not None)
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _any_string(value: Any, test: Callable[[str], bool]) -> bool:
     if isinstance(value, str):
-        return "\x00" in value
+        return test(value)
     if isinstance(value, dict):
-        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+        return any(_any_string(key, test) or _any_string(item, test) for key, item in value.items())
     if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
+        return any(_any_string(item, test) for item in value)
     return False
 
 
@@ -214,6 +229,8 @@ def _parse(line: int, record: dict[str, Any]) -> _Row | str:
     for key, value in record.items():
         if _has_nul(key) or _has_nul(value):
             return MSG_NUL.format(field=key)
+        if _has_surrogate(key) or _has_surrogate(value):
+            return MSG_SURROGATE.format(field=key)
     article_id = _text(record.get("article_id"))
     image_url = _text(record.get("image_url"))
     if not article_id:

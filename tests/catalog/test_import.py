@@ -17,6 +17,7 @@ from catalog.services.imports import (
     MSG_FIELD_TOO_LARGE,
     MSG_NON_FINITE,
     MSG_NUL,
+    MSG_SURROGATE,
     CatalogImportError,
     catalog_import,
 )
@@ -331,3 +332,32 @@ def test_ids_with_dots_slashes_and_route_names_inside_are_kept(tmp_path):
     )
     summary = catalog_import(path=write(tmp_path, "c.jsonl", text + "\n"))
     assert summary.created == len(ids) and not summary.skipped
+
+
+def test_lone_surrogates_are_skipped_not_a_crash(tmp_path):
+    """JSON's "\\ud800" escape parses to a string no database can encode."""
+    text = (
+        '{"article_id": "OK1", "image_url": "https://x.example/1.jpg",'
+        ' "title": "pair \\ud83d\\ude00"}\n'
+        '{"article_id": "S1", "image_url": "https://x.example/2.jpg", "title": "sur\\ud800x"}\n'
+        '{"article_id": "S2", "image_url": "https://x.example/3.jpg", "tags": {"k\\udfff": 1}}\n'
+        '{"article_id": "S3\\udc00", "image_url": "https://x.example/4.jpg"}\n'
+        '{"article_id": "OK2", "image_url": "https://x.example/5.jpg"}\n'
+    )
+    path = write(tmp_path, "c.jsonl", text)
+    err = StringIO()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("import_catalog", str(path), stdout=StringIO(), stderr=err)
+    assert excinfo.value.returncode == EXIT_ROWS_SKIPPED
+    for line, field in ((2, "title"), (3, "tags"), (4, "article_id")):
+        assert f"line {line}: skipped: {MSG_SURROGATE.format(field=field)}" in err.getvalue()
+    assert sorted(Article.objects.values_list("article_id", flat=True)) == ["OK1", "OK2"]
+    assert Article.objects.get(article_id="OK1").title == "pair \U0001f600"
+
+
+def test_csv_with_encoded_surrogates_is_not_utf8(tmp_path):
+    """CSV is decoded as strict UTF-8: surrogate bytes make the file unusable, with a message."""
+    path = tmp_path / "c.csv"
+    path.write_bytes(b"article_id,image_url\nA1,https://x.example/a.jpg\nB\xed\xa0\x80,https://x/b\n")
+    with pytest.raises(CatalogImportError, match="not UTF-8"):
+        catalog_import(path=path)
