@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from urllib.parse import urlsplit
 
+from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import models
 
@@ -35,8 +37,33 @@ def article_id_problem(article_id: str) -> str | None:
     return None
 
 
+# ASCII characters RFC 3986 allows nowhere in a URI; a backslash is the dangerous one.
+URL_NOT_URI = "not_uri"  # the ValidationError code of the checks below
+_URL_UNSAFE = frozenset('\\"<>^`{|}')
+
+
+class HttpUrlValidator(URLValidator):
+    """Absolute http(s) URLs that also satisfy OpenAPI's ``format: uri`` (RFC 3986).
+
+    Django's URLValidator lets through a backslash ("http://host\\@example.com/", which
+    browsers and servers read differently), other characters RFC 3986 excludes and
+    user:password@ info; image URLs need none of them.
+    """
+
+    def __call__(self, value: object) -> None:
+        text = str(value)
+        unsafe = sorted(set(text) & _URL_UNSAFE)
+        if unsafe:
+            raise ValidationError(
+                f"a URL cannot contain {''.join(unsafe)!r} (percent-encode it)", code=URL_NOT_URI
+            )
+        super().__call__(value)
+        if "@" in urlsplit(text).netloc:
+            raise ValidationError("a URL cannot contain user:password@", code=URL_NOT_URI)
+
+
 # Image URLs must be absolute http(s): the downloader fetches nothing else.
-http_url_validator = URLValidator(schemes=["http", "https"])
+http_url_validator = HttpUrlValidator(schemes=["http", "https"])
 
 
 def article_image_path(article_id: str, extension: str) -> str:

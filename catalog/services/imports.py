@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from catalog.models import Article, article_id_problem, http_url_validator
+from catalog.models import URL_NOT_URI, Article, article_id_problem, http_url_validator
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ MAX_URL_LENGTH = Article._meta.get_field("image_url").max_length
 MSG_MISSING_ID = "missing article_id"
 MSG_MISSING_URL = "missing image_url"
 MSG_BAD_URL = "invalid image_url {url!r}: only absolute http(s) URLs are accepted"
+MSG_BAD_URL_DETAIL = "invalid image_url {url!r}: {detail}"
 MSG_DUPLICATE = "duplicate article_id {article_id!r} (first seen on line {first_line})"
 MSG_NON_FINITE = "invalid JSON: NaN/Infinity are not allowed"
 MSG_NUL = "contains a NUL character (in {field!r})"
@@ -246,7 +247,9 @@ def _parse(line: int, record: dict[str, Any]) -> _Row | str:
         if len(image_url) > MAX_URL_LENGTH:
             raise ValidationError("too long")
         http_url_validator(image_url)
-    except ValidationError:
+    except ValidationError as exc:
+        if exc.code == URL_NOT_URI:
+            return MSG_BAD_URL_DETAIL.format(url=image_url[:200], detail=exc.message)
         return MSG_BAD_URL.format(url=image_url[:200])
     metadata = {
         key: value

@@ -14,6 +14,7 @@ from catalog.management.commands.import_catalog import EXIT_ROWS_SKIPPED
 from catalog.models import MSG_ID_CONTROL, MSG_ID_DOT_SEGMENT, MSG_ID_RESERVED, Article
 from catalog.services import imports
 from catalog.services.imports import (
+    MSG_BAD_URL_DETAIL,
     MSG_FIELD_TOO_LARGE,
     MSG_NON_FINITE,
     MSG_NUL,
@@ -361,3 +362,32 @@ def test_csv_with_encoded_surrogates_is_not_utf8(tmp_path):
     path.write_bytes(b"article_id,image_url\nA1,https://x.example/a.jpg\nB\xed\xa0\x80,https://x/b\n")
     with pytest.raises(CatalogImportError, match="not UTF-8"):
         catalog_import(path=path)
+
+
+@pytest.mark.parametrize(
+    ("url", "detail"),
+    [
+        (
+            "http://127.0.0.1:18480\\@example.com/a.jpg",
+            "a URL cannot contain '\\\\' (percent-encode it)",
+        ),
+        ("https://user:pw@cdn.example.com/a.jpg", "a URL cannot contain user:password@"),
+        ("https://cdn.example.com/a{1}.jpg", "a URL cannot contain '{}' (percent-encode it)"),
+        ("https://cdn.example.com/a|b.jpg", "a URL cannot contain '|' (percent-encode it)"),
+    ],
+)
+def test_image_urls_must_be_rfc3986_uris(tmp_path, url, detail):
+    text = json.dumps({"article_id": "A1", "image_url": url}) + "\n"
+    summary = catalog_import(path=write(tmp_path, "c.jsonl", text))
+    assert summary.created == 0
+    [skipped] = summary.skipped
+    assert skipped.reason == MSG_BAD_URL_DETAIL.format(url=url, detail=detail)
+
+
+def test_image_urls_with_at_signs_in_the_path_or_query_import(tmp_path):
+    urls = ["https://cdn.example.com/a@2x.jpg", "https://cdn.example.com/a.jpg?v=@1"]
+    text = "".join(
+        json.dumps({"article_id": f"A{n}", "image_url": url}) + "\n" for n, url in enumerate(urls)
+    )
+    summary = catalog_import(path=write(tmp_path, "c.jsonl", text))
+    assert summary.created == 2 and not summary.skipped
