@@ -127,7 +127,7 @@ def image_decode_reduced(data: bytes, *, max_pixels: int, min_side: int | None) 
             image.load()
             orientation = image.getexif().get(0x0112)
             factor = min(image.size) // min_side if min_side else 1
-            decoded = image.reduce(factor) if factor > 1 else image.copy()
+            decoded = _reducible(image).reduce(factor) if factor > 1 else image.copy()
     except ImageValidationError:
         raise
     except Image.DecompressionBombError as exc:
@@ -143,6 +143,22 @@ def image_decode_reduced(data: bytes, *, max_pixels: int, min_side: int | None) 
         raise ImageValidationError(MSG_CORRUPT.format(error=text or type(exc).__name__)) from exc
     upright = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
     return decoded.transpose(upright) if upright is not None else decoded
+
+
+def _reducible(image: Image.Image) -> Image.Image:
+    """``image`` in a mode ``Image.reduce`` supports: palette, 1-bit and 16-bit grey are not.
+
+    Palette images become RGB (RGBA when they have a transparent colour, composited on white
+    later like every upload); 16-bit grey is scaled to 8 bits, not clipped (as the embedders'
+    own conversion does).
+    """
+    if image.mode == "1":
+        return image.convert("L")
+    if image.mode == "P":
+        return image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode.startswith("I;16"):
+        return image.convert("I").point(lambda value: value * (1 / 257)).convert("L")
+    return image
 
 
 def _unidentified_message(data: bytes) -> str:
