@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from catalog.images import image_decode_reduced
+from catalog.images import (
+    MSG_TRUNCATED,
+    ImageValidationError,
+    image_decode_reduced,
+    validate_image_bytes,
+)
 from demo.sample_images import product_image
 
 pytestmark = pytest.mark.django_db
@@ -66,3 +73,31 @@ def test_sixteen_bit_grey_is_scaled_not_clipped():
     decoded = image_decode_reduced(encode(Image.fromarray(white_and_mid), "PNG"),
                                    max_pixels=10**7, min_side=100)
     assert decoded.getpixel((10, 10)) == 255 and decoded.getpixel((90, 10)) == 128
+
+
+def png_with_short_data(width: int, height: int) -> bytes:
+    """A PNG whose header promises ``height`` rows and whose one IDAT chunk holds 10."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = (b"\x00" + b"\x80" * width) * 10
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_png_header_promising_rows_its_data_cannot_hold_is_truncated(client, catalog):
+    file = io.BytesIO(png_with_short_data(1, 25_000_000))
+    file.name = "query.png"
+    response = client.post("/api/similar/", {"image": file}, format="multipart")
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == f"image: {MSG_TRUNCATED}"
+    with pytest.raises(ImageValidationError, match=MSG_TRUNCATED):
+        validate_image_bytes(png_with_short_data(1, 25_000_000), max_pixels=10**8)
+
+
+def test_solid_colour_png_at_the_deflate_limit_is_valid():
+    data = encode(Image.new("L", (4000, 4000), 255), "PNG", optimize=True)
+    assert len(data) < 4000 * 4000 / 700  # compressed towards deflate's 1032:1 limit
+    assert validate_image_bytes(data, max_pixels=10**8).width == 4000
