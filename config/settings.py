@@ -79,6 +79,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "similarity.observability.middleware.RequestMetricsMiddleware",
+    # /healthz, /readyz, /metrics: answered whatever the Host header (probes use IP:port).
+    "similarity.observability.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

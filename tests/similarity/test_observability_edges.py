@@ -73,3 +73,11 @@ def test_metrics_export_process_metrics_when_the_database_is_down(client, caplog
     assert "lookalike_index_builds" not in text
     assert "database state skipped" in caplog.text
     assert sample(client.get("/metrics").content.decode(), "lookalike_state_up") == 1
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+def test_probes_answer_whatever_the_host(client, path):
+    response = client.get(path, HTTP_HOST="10.0.3.7:8000")
+    assert response.status_code == 200
+    # Other paths keep the Host check.
+    assert client.get("/api/index/", HTTP_HOST="10.0.3.7:8000").status_code == 400
