@@ -46,7 +46,7 @@ def test_quiet_clients_do_not_block_the_server(tmp_path):
     idle: list[socket.socket] = []
     try:
         # The socket listens already: this waits in the backlog until a worker is up.
-        with urllib.request.urlopen(f"{base}/healthz", timeout=60) as response:  # noqa: S310
+        with urllib.request.urlopen(f"{base}/healthz", timeout=60) as response:
             assert response.status == 200
         # Clients that start a request and go quiet: more than the 2 workers (which stopped
         # sync workers), fewer than the 2 x 4 threads. Each still holds a thread until it
@@ -55,7 +55,7 @@ def test_quiet_clients_do_not_block_the_server(tmp_path):
             connection = socket.create_connection(("127.0.0.1", port), timeout=5)
             connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             idle.append(connection)
-        with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:  # noqa: S310
+        with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:
             assert response.status == 200
     finally:
         for connection in idle:
