@@ -17,7 +17,6 @@ from similarity.selectors.queries import index_preprocessing
 from similarity.selectors.store import get_store
 from similarity.services.builds import index_build_enqueue
 
-
 MSG_ERROR_FOR_STAFF = "the build failed; its error is shown to staff users"
 
 
