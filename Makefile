@@ -37,7 +37,7 @@ bench: venv
 
 serve: venv
 	$(PY) manage.py migrate --noinput
-	$(VENV)/bin/gunicorn config.wsgi --workers 2 --bind 127.0.0.1:8000
+	$(VENV)/bin/gunicorn -c config/gunicorn.py config.wsgi --bind 127.0.0.1:8000
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

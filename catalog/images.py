@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
@@ -58,6 +59,7 @@ def validate_image_bytes(data: bytes, *, max_pixels: int) -> ImageInfo:
                 raise ImageValidationError(
                     MSG_BOMB.format(pixels=width * height, limit=max_pixels)
                 )
+            _check_png_data_covers_rows(data, image_format)
             image.verify()
         # verify() leaves the image unusable; decoding every pixel needs a fresh open.
         with Image.open(io.BytesIO(data), formats=formats) as image:
@@ -122,12 +124,13 @@ def image_decode_reduced(data: bytes, *, max_pixels: int, min_side: int | None) 
                 raise ImageValidationError(
                     MSG_BOMB.format(pixels=width * height, limit=max_pixels)
                 )
+            _check_png_data_covers_rows(data, image.format or "")
             if image.format == "JPEG" and min_side:
                 image.draft(image.mode, (min_side, min_side))
             image.load()
             orientation = image.getexif().get(0x0112)
             factor = min(image.size) // min_side if min_side else 1
-            decoded = image.reduce(factor) if factor > 1 else image.copy()
+            decoded = _reducible(image).reduce(factor) if factor > 1 else image.copy()
     except ImageValidationError:
         raise
     except Image.DecompressionBombError as exc:
@@ -143,6 +146,51 @@ def image_decode_reduced(data: bytes, *, max_pixels: int, min_side: int | None) 
         raise ImageValidationError(MSG_CORRUPT.format(error=text or type(exc).__name__)) from exc
     upright = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
     return decoded.transpose(upright) if upright is not None else decoded
+
+
+# Deflate expands at most ~1032:1; the compressed pixel data of a PNG bounds its rows.
+_DEFLATE_MAX_RATIO = 1032
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # IHDR colour type -> samples per pixel
+
+
+def _check_png_data_covers_rows(data: bytes, image_format: str) -> None:
+    """Refuse a PNG whose IDAT chunks are too small to hold the rows its header declares.
+
+    Pillow accepts a complete zlib stream that ends before the last row and leaves the
+    missing rows black: a 1 x 25,000,000 header with a few bytes of IDAT "decodes". Walking
+    the chunk headers is cheap; the bound is exact only for data no deflate stream can hold,
+    and a short stream that could still hold them is not detected.
+    """
+    if image_format != "PNG" or len(data) < 33:
+        return
+    width, height, bit_depth, colour_type = struct.unpack(">IIBB", data[16:26])
+    row_bytes = -(-width * bit_depth * _PNG_CHANNELS.get(colour_type, 1) // 8)
+    idat_bytes, offset = 0, 8
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        if kind == b"IDAT":
+            idat_bytes += length
+        elif kind == b"IEND":
+            break
+        offset += 12 + length
+    if height * row_bytes > (idat_bytes + 64) * _DEFLATE_MAX_RATIO:
+        raise ImageValidationError(MSG_TRUNCATED)
+
+
+def _reducible(image: Image.Image) -> Image.Image:
+    """``image`` in a mode ``Image.reduce`` supports: palette, 1-bit and 16-bit grey are not.
+
+    Palette images become RGB (RGBA when they have a transparent colour, composited on white
+    later like every upload); 16-bit grey is scaled to 8 bits, not clipped (as the embedders'
+    own conversion does).
+    """
+    if image.mode == "1":
+        return image.convert("L")
+    if image.mode == "P":
+        return image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode.startswith("I;16"):
+        return image.convert("I").point(lambda value: value * (1 / 257)).convert("L")
+    return image
 
 
 def _unidentified_message(data: bytes) -> str:

@@ -3,12 +3,67 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from urllib.parse import urlsplit
 
+from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import models
 
+# Control characters (C0 with tab and newlines, DEL, C1): no URL route can hold them.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Routes below an article (/api/articles/<id>/similar/); an id ending so would be read as one.
+RESERVED_ID_SUFFIXES = ("/similar", "/duplicates")
+
+MSG_ID_CONTROL = "article_id {article_id!r} contains a control character"
+MSG_ID_DOT_SEGMENT = 'article_id {article_id!r} has a "." or ".." path segment'
+MSG_ID_RESERVED = "article_id {article_id!r} ends in {suffix!r}, which is an API route"
+
+
+def article_id_problem(article_id: str) -> str | None:
+    """Why ``article_id`` cannot be an article's id in API URLs, or None when it can.
+
+    Ids may hold "/" and any printable character; not control characters (no route matches
+    them), "." or ".." segments (clients normalise them away: "a/../b" is "b"), nor a suffix
+    that names a route below an article.
+    """
+    if _CONTROL_CHARACTERS.search(article_id):
+        return MSG_ID_CONTROL.format(article_id=article_id)
+    if any(segment in {".", ".."} for segment in article_id.split("/")):
+        return MSG_ID_DOT_SEGMENT.format(article_id=article_id)
+    for suffix in RESERVED_ID_SUFFIXES:
+        if article_id.endswith(suffix):
+            return MSG_ID_RESERVED.format(article_id=article_id, suffix=suffix)
+    return None
+
+
+# ASCII characters RFC 3986 allows nowhere in a URI; a backslash is the dangerous one.
+URL_NOT_URI = "not_uri"  # the ValidationError code of the checks below
+_URL_UNSAFE = frozenset('\\"<>^`{|}')
+
+
+class HttpUrlValidator(URLValidator):
+    """Absolute http(s) URLs that also satisfy OpenAPI's ``format: uri`` (RFC 3986).
+
+    Django's URLValidator lets through a backslash ("http://host\\@example.com/", which
+    browsers and servers read differently), other characters RFC 3986 excludes and
+    user:password@ info; image URLs need none of them.
+    """
+
+    def __call__(self, value: object) -> None:
+        text = str(value)
+        unsafe = sorted(set(text) & _URL_UNSAFE)
+        if unsafe:
+            raise ValidationError(
+                f"a URL cannot contain {''.join(unsafe)!r} (percent-encode it)", code=URL_NOT_URI
+            )
+        super().__call__(value)
+        if "@" in urlsplit(text).netloc:
+            raise ValidationError("a URL cannot contain user:password@", code=URL_NOT_URI)
+
+
 # Image URLs must be absolute http(s): the downloader fetches nothing else.
-http_url_validator = URLValidator(schemes=["http", "https"])
+http_url_validator = HttpUrlValidator(schemes=["http", "https"])
 
 
 def article_image_path(article_id: str, extension: str) -> str:

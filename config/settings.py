@@ -79,6 +79,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "similarity.observability.middleware.RequestMetricsMiddleware",
+    # /healthz, /readyz, /metrics: answered whatever the Host header (probes use IP:port).
+    "similarity.observability.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -201,7 +203,15 @@ REST_FRAMEWORK: dict[str, object] = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "similarity.api.errors.api_exception_handler",
+    # Client IPs for the upload throttle: 0 uses REMOTE_ADDR only and ignores X-Forwarded-For
+    # (which any client can send); N trusts the N-th address from the right of that header,
+    # i.e. the one added by the outermost of N reverse proxies you run.
+    "NUM_PROXIES": env.int("LOOKALIKE_NUM_PROXIES", 0),
 }
+if int(REST_FRAMEWORK["NUM_PROXIES"]) < 0:  # type: ignore[call-overload]
+    raise ImproperlyConfigured(
+        f"LOOKALIKE_NUM_PROXIES must be >= 0; got {REST_FRAMEWORK['NUM_PROXIES']!r}"
+    )
 SPECTACULAR_SETTINGS: dict[str, object] = {
     "TITLE": "Lookalike API",
     "DESCRIPTION": "Visually similar catalog articles, by article, uploaded photo or text.",

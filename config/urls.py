@@ -9,7 +9,9 @@ from django.views.static import serve
 
 from similarity.observability.views import healthz, metrics, readyz
 
-# JSON 404 / 500 under /api/ (similarity.api.fallback), Django's pages elsewhere.
+# JSON 400 / 403 / 404 / 500 under /api/ (similarity.api.fallback), Django's pages elsewhere.
+handler400 = "config.handlers.bad_request"
+handler403 = "config.handlers.permission_denied"
 handler404 = "config.handlers.not_found"
 handler500 = "config.handlers.server_error"
 

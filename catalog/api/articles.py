@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.files.storage import default_storage
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import exceptions, serializers
 from rest_framework.pagination import LimitOffsetPagination
@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from catalog.models import Article
+from catalog.models import Article, article_id_problem
 from catalog.selectors import article_get, article_list, public_download_error
 
 
@@ -25,6 +25,17 @@ class ArticlePagination(LimitOffsetPagination):
 def media_url(request: Request, name: str) -> str | None:
     """Absolute URL of a stored image, or None when the article has none."""
     return request.build_absolute_uri(default_storage.url(name)) if name else None
+
+
+def article_url(request: Request, route: str, article_id: str) -> str | None:
+    """Absolute URL of an article route (reverse() quotes the id), or None for an id no URL
+    can carry: one stored before the import refused such ids (catalog.models)."""
+    if article_id_problem(article_id):
+        return None
+    try:
+        return request.build_absolute_uri(reverse(route, args=[article_id]))
+    except NoReverseMatch:
+        return None
 
 
 class ArticleListApi(APIView):
@@ -51,10 +62,8 @@ class ArticleListApi(APIView):
         def get_image(self, article: Article) -> str | None:
             return media_url(self.context["request"], article.image.name or "")
 
-        def get_url(self, article: Article) -> str:
-            return self.context["request"].build_absolute_uri(
-                reverse("api:article-detail", args=[article.article_id])
-            )
+        def get_url(self, article: Article) -> str | None:
+            return article_url(self.context["request"], "api:article-detail", article.article_id)
 
     @extend_schema(parameters=[FilterSerializer], responses=OutputSerializer(many=True))
     def get(self, request: Request) -> Response:

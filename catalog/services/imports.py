@@ -6,7 +6,8 @@ import csv
 import json
 import logging
 import math
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from catalog.models import Article, http_url_validator
+from catalog.models import URL_NOT_URI, Article, article_id_problem, http_url_validator
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +32,11 @@ MAX_URL_LENGTH = Article._meta.get_field("image_url").max_length
 MSG_MISSING_ID = "missing article_id"
 MSG_MISSING_URL = "missing image_url"
 MSG_BAD_URL = "invalid image_url {url!r}: only absolute http(s) URLs are accepted"
+MSG_BAD_URL_DETAIL = "invalid image_url {url!r}: {detail}"
 MSG_DUPLICATE = "duplicate article_id {article_id!r} (first seen on line {first_line})"
 MSG_NON_FINITE = "invalid JSON: NaN/Infinity are not allowed"
 MSG_NUL = "contains a NUL character (in {field!r})"
+MSG_SURROGATE = "contains an unpaired surrogate like \\ud800, which is not text (in {field!r})"
 MSG_FIELD_TOO_LARGE = "a field is longer than {limit} characters"
 
 _UPDATE_FIELDS = ["title", "category", "metadata", "is_active", "updated_at"]
@@ -200,12 +203,25 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
 
 def _has_nul(value: Any) -> bool:
     """A NUL character anywhere in ``value`` (nested keys and values too)."""
+    return _any_string(value, lambda text: "\x00" in text)
+
+
+def _has_surrogate(value: Any) -> bool:
+    """A lone surrogate anywhere in ``value``: JSON's "\\ud800" escape makes one; no database
+    encoding (UTF-8) can store it."""
+    return _any_string(value, lambda text: _SURROGATES.search(text) is not None)
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _any_string(value: Any, test: Callable[[str], bool]) -> bool:
     if isinstance(value, str):
-        return "\x00" in value
+        return test(value)
     if isinstance(value, dict):
-        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+        return any(_any_string(key, test) or _any_string(item, test) for key, item in value.items())
     if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
+        return any(_any_string(item, test) for item in value)
     return False
 
 
@@ -214,19 +230,26 @@ def _parse(line: int, record: dict[str, Any]) -> _Row | str:
     for key, value in record.items():
         if _has_nul(key) or _has_nul(value):
             return MSG_NUL.format(field=key)
+        if _has_surrogate(key) or _has_surrogate(value):
+            return MSG_SURROGATE.format(field=key)
     article_id = _text(record.get("article_id"))
     image_url = _text(record.get("image_url"))
     if not article_id:
         return MSG_MISSING_ID
     if len(article_id) > MAX_ID_LENGTH:
         return f"article_id longer than {MAX_ID_LENGTH} characters"
+    id_problem = article_id_problem(article_id)
+    if id_problem:
+        return id_problem
     if not image_url:
         return MSG_MISSING_URL
     try:
         if len(image_url) > MAX_URL_LENGTH:
             raise ValidationError("too long")
         http_url_validator(image_url)
-    except ValidationError:
+    except ValidationError as exc:
+        if exc.code == URL_NOT_URI:
+            return MSG_BAD_URL_DETAIL.format(url=image_url[:200], detail=exc.message)
         return MSG_BAD_URL.format(url=image_url[:200])
     metadata = {
         key: value

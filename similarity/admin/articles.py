@@ -15,7 +15,7 @@ from django.utils.html import format_html
 
 from catalog.admin import ArticleAdmin
 from catalog.models import Article
-from catalog.services.downloads import images_download
+from catalog.services.download_queue import images_download_enqueue
 from similarity.admin.duplicates import HELP_KEEP, HELP_SPLIT, confirm_keep_url
 from similarity.errors import ArticleNotFound, ArticleNotIndexed, IndexNotReady, SimilarityError
 from similarity.selectors.search import similar_to_article
@@ -25,7 +25,8 @@ from similarity.services.duplicate_review import article_duplicates_find
 logger = logging.getLogger(__name__)
 
 SIMILAR_K = 12
-MAX_SYNC_DOWNLOADS = 500  # more than this in one request: use the background rebuild instead
+# Ids carried in one queued task; for more, the background rebuild downloads everything.
+MAX_ACTION_DOWNLOADS = 500
 
 MSG_NO_INDEX = (
     "No similarity index has been built yet. Use the “Rebuild the similarity index” action "
@@ -35,12 +36,11 @@ MSG_NOT_INDEXED = "This article is not in the similarity index yet: {reason}."
 MSG_NOT_FOUND = "This article is unknown to the similarity index ({error})."
 MSG_PANEL_ERROR = "Similar items could not be loaded: {error}"
 MSG_NO_RESULTS = "The index holds no other active article."
-MSG_DOWNLOADED = "Images of {count} selected article(s): {summary}."
-MSG_DOWNLOAD_FAILURES = "Failed: {failures}"
-MSG_NOT_RETRIED = (
-    "{count} selected article(s) whose download failed before were not retried; "
-    "use “Retry failed downloads of selected articles”."
+MSG_DOWNLOAD_QUEUED = (
+    "Downloading the images of {count} selected article(s) in the background{retry}. Their "
+    "download status shows the outcome; Background tasks > Successful tasks holds the summary."
 )
+MSG_RETRY = " (previously failed ones included)"
 MSG_TOO_MANY = (
     "{count} articles selected; at most {limit} can be downloaded from the admin at once. "
     "Use “Rebuild the similarity index”, which downloads in the background."
@@ -216,30 +216,20 @@ class SimilarArticleAdmin(ArticleAdmin):
     def _download(
         self, request: HttpRequest, queryset: QuerySet[Article], *, only_failed: bool
     ) -> None:
+        # Queued, never run here: one slow image server would outlast the worker timeout.
         article_ids = list(queryset.values_list("article_id", flat=True))
-        if len(article_ids) > MAX_SYNC_DOWNLOADS:
+        if len(article_ids) > MAX_ACTION_DOWNLOADS:
             self.message_user(
                 request,
-                MSG_TOO_MANY.format(count=len(article_ids), limit=MAX_SYNC_DOWNLOADS),
+                MSG_TOO_MANY.format(count=len(article_ids), limit=MAX_ACTION_DOWNLOADS),
                 messages.ERROR,
             )
             return
-        summary = images_download(
-            article_ids=article_ids, only_failed=only_failed, progress=False
-        )
+        images_download_enqueue(article_ids=article_ids, only_failed=only_failed)
         self.message_user(
             request,
-            MSG_DOWNLOADED.format(count=len(article_ids), summary=summary),
-            messages.WARNING if summary.failed else messages.SUCCESS,
+            MSG_DOWNLOAD_QUEUED.format(
+                count=len(article_ids), retry=MSG_RETRY if only_failed else ""
+            ),
+            messages.SUCCESS,
         )
-        if summary.failures:
-            failures = "; ".join(f"{aid}: {reason}" for aid, reason in summary.failures[:10])
-            more = len(summary.failures) - 10
-            suffix = f" (and {more} more)" if more > 0 else ""
-            self.message_user(
-                request, MSG_DOWNLOAD_FAILURES.format(failures=failures + suffix), messages.ERROR
-            )
-        if summary.not_retried:
-            self.message_user(
-                request, MSG_NOT_RETRIED.format(count=summary.not_retried), messages.INFO
-            )

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.core.exceptions import (
+    DisallowedHost,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -24,6 +32,9 @@ from similarity.errors import (
     SimilarityError,
     UploadsBusy,
 )
+
+# Django logs refused requests there (django.security.<Error>); API views answer them here.
+security_logger = logging.getLogger("django.security")
 
 STATUS_BY_ERROR: dict[type[SimilarityError], int] = {
     ArticleNotFound: status.HTTP_404_NOT_FOUND,
@@ -85,12 +96,49 @@ def similarity_error(exc: SimilarityError, *, user: Any) -> tuple[int, dict[str,
     return code, error_body(exc.code, message, **extra)
 
 
+# Django's request-parsing refusals (SuspiciousOperation subclasses): status, code, message.
+# Their messages name only Django's limits, no client data.
+SUSPICIOUS_ERRORS: dict[type[SuspiciousOperation], tuple[int, str, str]] = {
+    RequestDataTooBig: (
+        status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        "request_too_large",
+        "the request body outside uploaded files exceeds DATA_UPLOAD_MAX_MEMORY_SIZE",
+    ),
+    TooManyFieldsSent: (
+        status.HTTP_400_BAD_REQUEST,
+        "too_many_fields",
+        "the request has more fields than DATA_UPLOAD_MAX_NUMBER_FIELDS",
+    ),
+    TooManyFilesSent: (
+        status.HTTP_400_BAD_REQUEST,
+        "too_many_files",
+        "the request has more files than DATA_UPLOAD_MAX_NUMBER_FILES",
+    ),
+    DisallowedHost: (
+        status.HTTP_400_BAD_REQUEST, "disallowed_host", "the Host header is not allowed"
+    ),
+}
+
+
+def suspicious_error(exc: Exception) -> tuple[int, dict[str, Any]]:
+    """Status and error body for a refused request (SuspiciousOperation or BadRequest)."""
+    for kind, (code_status, code, message) in SUSPICIOUS_ERRORS.items():
+        if isinstance(exc, kind):
+            return code_status, error_body(code, message)
+    return status.HTTP_400_BAD_REQUEST, error_body("bad_request", "bad request")
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF EXCEPTION_HANDLER: similarity errors and DRF errors in the same JSON shape."""
     if isinstance(exc, SimilarityError):
         user = getattr(context.get("request"), "user", None)
         code, body = similarity_error(exc, user=user)
         return Response(body, status=code)
+
+    if isinstance(exc, SuspiciousOperation):  # multipart limits hit while parsing the body
+        security_logger.warning("%s: %s", type(exc).__name__, exc)
+        code_status, body = suspicious_error(exc)
+        return Response(body, status=code_status)
 
     # Django's own Http404 / PermissionDenied carry no DRF code: use DRF's equivalents.
     if isinstance(exc, Http404):

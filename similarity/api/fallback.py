@@ -1,4 +1,5 @@
-"""JSON answers for what no API view handles: unknown /api/ paths (404) and server errors."""
+"""JSON answers for what no API view handles: unknown /api/ paths (404), requests Django
+refused (400/403/413) and server errors."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
 from django.urls import Resolver404, resolve
 
-from similarity.api.errors import error_body
+from similarity.api.errors import error_body, suspicious_error
 
 NOT_FOUND_NAME = "not-found"
 MSG_NO_ENDPOINT = "no API endpoint at {path}"
@@ -37,3 +38,15 @@ def api_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
 def api_server_error(request: HttpRequest) -> HttpResponse:
     """A 500 under /api/ in the API's error shape (django.request logs the traceback)."""
     return JsonResponse(error_body("server_error", MSG_SERVER_ERROR), status=500)
+
+
+def api_bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """A request Django refused before an API view ran (a disallowed Host, too many fields,
+    a body over the limits), in the API's error shape. Uses nothing of the request's Host."""
+    code_status, body = suspicious_error(exception)
+    return JsonResponse(body, status=code_status)
+
+
+def api_permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """A 403 raised outside the API views (middleware), in the API's error shape."""
+    return JsonResponse(error_body("permission_denied", "permission denied"), status=403)

@@ -17,6 +17,8 @@ from similarity.selectors.queries import index_preprocessing
 from similarity.selectors.store import get_store
 from similarity.services.builds import index_build_enqueue
 
+MSG_ERROR_FOR_STAFF = "the build failed; its error is shown to staff users"
+
 
 class IndexBuildSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
@@ -122,12 +124,14 @@ class IndexApi(APIView):
             }
         latest = IndexBuild.objects.first()
         context = {"request": request}
+        latest_data = IndexBuildSerializer(latest, context=context).data if latest else None
+        if latest_data and latest_data["error"] and not request.user.is_staff:
+            # A build error may name paths, hosts or models: staff read it on the build's page.
+            latest_data["error"] = MSG_ERROR_FOR_STAFF
         return Response(
             {
                 "current": IndexCurrentSerializer(current).data if current else None,
-                "latest_build": IndexBuildSerializer(latest, context=context).data
-                if latest
-                else None,
+                "latest_build": latest_data,
             }
         )
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from similarity.conf import similarity_settings
+
 ERROR_COMPONENT = "Error"
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -41,6 +43,8 @@ STATUS_TEXT = {
     404: "Unknown article, build or path.",
     409: "Conflict: the article is not in the index, or a build is already running.",
     413: "Upload larger than `LOOKALIKE_UPLOAD_MAX_BYTES`.",
+    405: "Method not allowed on this path (`method_not_allowed`).",
+    406: "No acceptable representation for the Accept header (`not_acceptable`).",
     415: "Unsupported media type of the request body.",
     429: "Throttled (`LOOKALIKE_UPLOAD_THROTTLE`).",
     503: "No index built yet (`index_not_ready`).",
@@ -55,9 +59,10 @@ SERVER_STATUSES: dict[int, dict[str, Any]] = {
     },
 }
 
-# Every operation may answer 401/403 (token mode, staff-only endpoints). The statuses beyond
+# Every operation may answer 401/403 (token mode, staff-only endpoints), 405 (another method
+# on its path) and 406 (an Accept header the API cannot satisfy). The statuses beyond
 # those, per (path, method): keep in step with the views and the README's error table.
-COMMON_STATUSES = (401, 403)
+COMMON_STATUSES = (401, 403, 405, 406)
 ERROR_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("/api/articles/", "get"): (400,),
     ("/api/articles/{article_id}/", "get"): (404,),
@@ -109,7 +114,28 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
             for status, response in SERVER_STATUSES.items():
                 operation["responses"].setdefault(str(status), response)
     _extend_duplicates_page(result)
+    _bound_k(result)
     return result
+
+
+def _bound_k(result: dict[str, Any]) -> None:
+    # KField (api/search.py) validates 1 <= k <= MAX_K but maps to a bare integer: declare
+    # the bounds on every "k" parameter and body property that does not declare its own.
+    bounds = {"minimum": 1, "maximum": similarity_settings().max_k}
+    schemas: list[dict[str, Any]] = []
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict):
+                parameters = operation.get("parameters", [])
+                schemas += [p["schema"] for p in parameters if p.get("name") == "k"]
+    for component in result["components"]["schemas"].values():
+        k = component.get("properties", {}).get("k")
+        if k is not None:
+            schemas.append(k)
+    for schema in schemas:
+        if schema.get("type") == "integer":
+            for key, value in bounds.items():
+                schema.setdefault(key, value)
 
 
 def _extend_duplicates_page(result: dict[str, Any]) -> None:

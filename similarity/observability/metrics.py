@@ -8,9 +8,11 @@ whichever process answers the scrape and whichever process did the work.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
+from django.db import DatabaseError
 from django.db.models import Case, Count, Max, Min, Q, Value, When
 from django.utils import timezone
 from prometheus_client import Histogram
@@ -19,6 +21,8 @@ from prometheus_client.registry import Collector
 
 from catalog.models import Article
 from similarity.models import IndexBuild
+
+logger = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -77,9 +81,20 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         now = timezone.now()
-        yield from self._index(now)
-        yield from self._builds(now)
-        yield from self._downloads()
+        up = GaugeMetricFamily(
+            "lookalike_state_up",
+            "1 when the database answered for the state gauges; 0 when it did not (logged).",
+        )
+        try:
+            state = [*self._index(now), *self._builds(now), *self._downloads()]
+            up.add_metric([], 1.0)
+        except DatabaseError as exc:
+            # The process metrics must still export when the database is down.
+            logger.warning("metrics: database state skipped: %s: %s", type(exc).__name__, exc)
+            state = []
+            up.add_metric([], 0.0)
+        yield up
+        yield from state
 
     def _index(self, now: Any) -> Iterator[Metric]:
         current = (

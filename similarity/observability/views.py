@@ -13,7 +13,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -35,30 +35,44 @@ MSG_METRICS_FORBIDDEN = (
 
 
 @never_cache
-@require_GET
+@require_safe
 def healthz(request: HttpRequest) -> HttpResponse:
     """The process is up and answering; touches nothing else (no database)."""
     return JsonResponse({"status": "ok"})
 
 
 @never_cache
-@require_GET
+@require_safe
 def readyz(request: HttpRequest) -> HttpResponse:
-    """200 when the database, the index and the broker are usable; 503 naming what failed."""
+    """200 when the database, the index and the broker are usable; 503 naming what failed.
+
+    Anyone sees each check's name and ok (and the queue age); the details (error strings,
+    which name hosts and ports, index build, broker kind) only callers allowed /metrics.
+    """
     checks: dict[str, dict[str, Any]] = {}
     for name, check in (("database", _database), ("index", _index), ("broker", _broker),
                         ("queue", _queue)):
         try:
             checks[name] = {"ok": True, **check()}
         except Exception as exc:  # a readiness probe reports every failure, whatever it is
-            logger.warning("readiness check %s failed: %s", name, exc)
+            logger.warning("readiness check %s failed: %s: %s", name, type(exc).__name__, exc)
             checks[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         if name == "database" and not checks[name]["ok"]:
             break  # the other checks read the database
     ready = all(check["ok"] for check in checks.values()) and "index" in checks
     failed = [name for name, check in checks.items() if not check["ok"]]
+    if not _metrics_allowed(request):
+        # Error strings and details name hosts, ports and paths: logged above, not public.
+        checks = {name: _public_check(check) for name, check in checks.items()}
     body = {"status": "ready" if ready else "not ready", "failed": failed, "checks": checks}
     return JsonResponse(body, status=200 if ready else 503)
+
+
+PUBLIC_CHECK_FIELDS = ("ok", "oldest_queued_build_age_seconds")
+
+
+def _public_check(check: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in check.items() if key in PUBLIC_CHECK_FIELDS}
 
 
 def _database() -> dict[str, Any]:
@@ -98,7 +112,7 @@ def _queue() -> dict[str, Any]:
 
 
 @never_cache
-@require_GET
+@require_safe
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus exposition: this process's (or all workers') histograms + database state."""
     if not _metrics_allowed(request):

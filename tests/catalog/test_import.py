@@ -11,12 +11,14 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from catalog.management.commands.import_catalog import EXIT_ROWS_SKIPPED
-from catalog.models import Article
+from catalog.models import MSG_ID_CONTROL, MSG_ID_DOT_SEGMENT, MSG_ID_RESERVED, Article
 from catalog.services import imports
 from catalog.services.imports import (
+    MSG_BAD_URL_DETAIL,
     MSG_FIELD_TOO_LARGE,
     MSG_NON_FINITE,
     MSG_NUL,
+    MSG_SURROGATE,
     CatalogImportError,
     catalog_import,
 )
@@ -288,3 +290,104 @@ def test_unreadable_csv_header_is_a_clear_error(tmp_path, monkeypatch):
 
     with pytest.raises(CatalogImportError, match="unreadable CSV header: field larger"):
         catalog_import(path=write(tmp_path, "c.csv", text))
+
+
+@pytest.mark.parametrize(
+    ("article_id", "message"),
+    [
+        ("line\nbreak", MSG_ID_CONTROL),
+        ("tab\there", MSG_ID_CONTROL),
+        ("cr\rhere", MSG_ID_CONTROL),
+        ("del\x7f", MSG_ID_CONTROL),
+        ("c1\x85x", MSG_ID_CONTROL),
+        (".", MSG_ID_DOT_SEGMENT),
+        ("..", MSG_ID_DOT_SEGMENT),
+        ("a/../b", MSG_ID_DOT_SEGMENT),
+        ("a/./b", MSG_ID_DOT_SEGMENT),
+        ("X1/similar", MSG_ID_RESERVED),
+        ("X1/duplicates", MSG_ID_RESERVED),
+    ],
+)
+def test_ids_no_url_can_carry_are_skipped_with_a_reason(tmp_path, article_id, message):
+    rows = [
+        {"article_id": "GOOD", "image_url": "https://x.example/g.jpg"},
+        {"article_id": article_id, "image_url": "https://x.example/b.jpg"},
+    ]
+    text = "\n".join(json.dumps(row) for row in rows) + "\n"
+    path = write(tmp_path, "c.jsonl", text)
+    err = StringIO()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("import_catalog", str(path), stdout=StringIO(), stderr=err)
+    assert excinfo.value.returncode == EXIT_ROWS_SKIPPED
+    suffix = article_id.rsplit("/", 1)[-1]
+    reason = message.format(article_id=article_id, suffix=f"/{suffix}")
+    assert f"line 2: skipped: {reason}" in err.getvalue()
+    assert list(Article.objects.values_list("article_id", flat=True)) == ["GOOD"]
+
+
+def test_ids_with_dots_slashes_and_route_names_inside_are_kept(tmp_path):
+    ids = ["A-1.b_c", "with/slash", "similar", "a/similar/b", "...", "a..b", "x/similarity"]
+    text = "\n".join(
+        json.dumps({"article_id": article_id, "image_url": "https://x.example/a.jpg"})
+        for article_id in ids
+    )
+    summary = catalog_import(path=write(tmp_path, "c.jsonl", text + "\n"))
+    assert summary.created == len(ids) and not summary.skipped
+
+
+def test_lone_surrogates_are_skipped_not_a_crash(tmp_path):
+    """JSON's "\\ud800" escape parses to a string no database can encode."""
+    text = (
+        '{"article_id": "OK1", "image_url": "https://x.example/1.jpg",'
+        ' "title": "pair \\ud83d\\ude00"}\n'
+        '{"article_id": "S1", "image_url": "https://x.example/2.jpg", "title": "sur\\ud800x"}\n'
+        '{"article_id": "S2", "image_url": "https://x.example/3.jpg", "tags": {"k\\udfff": 1}}\n'
+        '{"article_id": "S3\\udc00", "image_url": "https://x.example/4.jpg"}\n'
+        '{"article_id": "OK2", "image_url": "https://x.example/5.jpg"}\n'
+    )
+    path = write(tmp_path, "c.jsonl", text)
+    err = StringIO()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("import_catalog", str(path), stdout=StringIO(), stderr=err)
+    assert excinfo.value.returncode == EXIT_ROWS_SKIPPED
+    for line, field in ((2, "title"), (3, "tags"), (4, "article_id")):
+        assert f"line {line}: skipped: {MSG_SURROGATE.format(field=field)}" in err.getvalue()
+    assert sorted(Article.objects.values_list("article_id", flat=True)) == ["OK1", "OK2"]
+    assert Article.objects.get(article_id="OK1").title == "pair \U0001f600"
+
+
+def test_csv_with_encoded_surrogates_is_not_utf8(tmp_path):
+    """CSV is decoded as strict UTF-8: surrogate bytes make the file unusable, with a message."""
+    path = tmp_path / "c.csv"
+    path.write_bytes(b"article_id,image_url\nA1,https://x.example/a.jpg\nB\xed\xa0\x80,https://x/b\n")
+    with pytest.raises(CatalogImportError, match="not UTF-8"):
+        catalog_import(path=path)
+
+
+@pytest.mark.parametrize(
+    ("url", "detail"),
+    [
+        (
+            "http://127.0.0.1:18480\\@example.com/a.jpg",
+            "a URL cannot contain '\\\\' (percent-encode it)",
+        ),
+        ("https://user:pw@cdn.example.com/a.jpg", "a URL cannot contain user:password@"),
+        ("https://cdn.example.com/a{1}.jpg", "a URL cannot contain '{}' (percent-encode it)"),
+        ("https://cdn.example.com/a|b.jpg", "a URL cannot contain '|' (percent-encode it)"),
+    ],
+)
+def test_image_urls_must_be_rfc3986_uris(tmp_path, url, detail):
+    text = json.dumps({"article_id": "A1", "image_url": url}) + "\n"
+    summary = catalog_import(path=write(tmp_path, "c.jsonl", text))
+    assert summary.created == 0
+    [skipped] = summary.skipped
+    assert skipped.reason == MSG_BAD_URL_DETAIL.format(url=url, detail=detail)
+
+
+def test_image_urls_with_at_signs_in_the_path_or_query_import(tmp_path):
+    urls = ["https://cdn.example.com/a@2x.jpg", "https://cdn.example.com/a.jpg?v=@1"]
+    text = "".join(
+        json.dumps({"article_id": f"A{n}", "image_url": url}) + "\n" for n, url in enumerate(urls)
+    )
+    summary = catalog_import(path=write(tmp_path, "c.jsonl", text))
+    assert summary.created == 2 and not summary.skipped

@@ -14,6 +14,7 @@ from django.urls import reverse
 from django_q.models import Success
 
 from catalog.models import Article
+from catalog.services.download_queue import DOWNLOAD_TASK
 from demo.loopback import LoopbackServer
 from demo.sample_images import product_jpeg
 from similarity.admin.articles import (
@@ -150,16 +151,24 @@ def post_action(admin_client, action: str, articles: list[Article]):
     )
 
 
-def test_download_action_fetches_the_selected_images(admin_client, loopback: LoopbackServer):
+def test_download_action_queues_a_task_and_returns_at_once(
+    admin_client, loopback: LoopbackServer, django_capture_on_commit_callbacks
+):
     good = ArticleFactory(image_url=loopback.add("/good.jpg", product_jpeg(1, size=64)))
     missing = ArticleFactory(image_url=loopback.url("/missing.jpg"))
     untouched = ArticleFactory(image_url=loopback.add("/other.jpg", product_jpeg(2, size=64)))
-    response = post_action(admin_client, "download_images", [good, missing])
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = post_action(admin_client, "download_images", [good, missing])
     assert response.status_code == 200
     text = [str(m) for m in response.context["messages"]]
-    assert any("2 selected article(s): 1 downloaded, 0 skipped" in m and "1 failed" in m
-               for m in text), text
-    assert any(missing.article_id in m and "HTTP 404" in m for m in text), text
+    assert any("images of 2 selected article(s) in the background" in m for m in text), text
+    # Nothing was fetched inside the request: the task is sent when the request commits.
+    assert loopback.hits == {} and len(callbacks) == 1
+    callbacks[0]()  # django-q2 runs it inline in tests (Q_CLUSTER sync)
+
+    result = Success.objects.get(func=DOWNLOAD_TASK).result
+    assert "2 article(s): 1 downloaded, 0 skipped (unchanged), 1 failed" in result
+    assert f"{missing.article_id}: HTTP 404" in result
     good.refresh_from_db()
     missing.refresh_from_db()
     untouched.refresh_from_db()
@@ -168,13 +177,28 @@ def test_download_action_fetches_the_selected_images(admin_client, loopback: Loo
     assert untouched.download_status == Article.DownloadStatus.PENDING
     assert "/other.jpg" not in loopback.hits
 
-    # A plain download leaves the failed one alone and says how to retry it.
+    # A plain download leaves the failed one alone; the retry action fetches it.
     loopback.add("/missing.jpg", product_jpeg(3, size=64))
-    response = post_action(admin_client, "download_images", [missing])
-    assert any("were not retried" in str(m) for m in response.context["messages"])
-    response = post_action(admin_client, "retry_failed_downloads", [missing])
+    with django_capture_on_commit_callbacks(execute=True):
+        post_action(admin_client, "download_images", [missing])
+    missing.refresh_from_db()
+    assert missing.download_status == Article.DownloadStatus.FAILED
+    assert "1 previously failed article(s) not retried" in Success.objects.latest("stopped").result
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_action(admin_client, "retry_failed_downloads", [missing])
+    assert "previously failed ones included" in str(next(iter(response.context["messages"])))
     missing.refresh_from_db()
     assert missing.has_image
+
+
+def test_download_action_refuses_more_than_it_can_queue(admin_client, monkeypatch):
+    from similarity.admin import articles
+
+    monkeypatch.setattr(articles, "MAX_ACTION_DOWNLOADS", 2)
+    chosen = [ArticleFactory() for _ in range(3)]
+    response = post_action(admin_client, "download_images", chosen)
+    assert any("3 articles selected; at most 2" in str(m) for m in response.context["messages"])
+    assert not Success.objects.exists()
 
 
 def test_rebuild_action_queues_a_build_that_runs(

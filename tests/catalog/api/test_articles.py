@@ -51,6 +51,39 @@ def test_detail_with_odd_ids(client, catalog):
     assert body["indexed"] is True and body["download_status"] == "downloaded"
 
 
+@pytest.mark.parametrize("article_id", ["line\nbreak", "tab\there", "del\x7f", "c1\x85"])
+def test_ids_with_control_characters_already_stored_do_not_break_the_list(client, db, article_id):
+    """The import refuses such ids now; rows stored before must not turn the list into a 500."""
+    Article.objects.create(article_id=article_id, image_url="http://127.0.0.1:9/x.jpg")
+    Article.objects.create(article_id="OK", image_url="http://127.0.0.1:9/y.jpg")
+    response = client.get("/api/articles/")
+    assert response.status_code == 200
+    urls = {row["article_id"]: row["url"] for row in response.json()["results"]}
+    assert urls == {article_id: None, "OK": "http://testserver/api/articles/OK/"}
+
+
+@pytest.mark.parametrize(
+    "article_id", [".", "..", "a/../b", "a/./b", "X1/similar", "X1/duplicates"]
+)
+def test_ids_that_no_url_routes_back_get_no_url(client, db, article_id):
+    Article.objects.create(article_id=article_id, image_url="http://127.0.0.1:9/x.jpg")
+    rows = client.get("/api/articles/").json()["results"]
+    assert [(row["article_id"], row["url"]) for row in rows] == [(article_id, None)]
+
+
+def test_list_urls_are_quoted_and_lead_back_to_the_article(client, catalog):
+    for article_id in ("with/slash", "q?x#y", "100%", "sp ace", "ünï"):
+        Article.objects.create(article_id=article_id, image_url="http://127.0.0.1:9/x.jpg")
+    for row in client.get("/api/articles/", {"limit": 500}).json()["results"]:
+        detail = client.get(row["url"])
+        assert detail.status_code == 200, row
+        assert detail.json()["article_id"] == row["article_id"]
+        similar = client.get(detail.json()["similar_url"]).json()
+        # Indexed articles answer their neighbours, the new ones "not indexed": same id.
+        answered = similar.get("article_id") or similar["error"]["article_id"]
+        assert answered == row["article_id"]
+
+
 def test_detail_unknown_is_404(client, db):
     response = client.get("/api/articles/NOPE/")
     assert response.status_code == 404

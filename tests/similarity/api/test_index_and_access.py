@@ -152,3 +152,16 @@ def test_errors_are_json_for_wrong_methods_and_media(client, catalog):
     response = client.post("/api/similar/", io.BytesIO(b"{}").read(), content_type="text/plain")
     assert response.status_code == 415
     assert response.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_index_state_hides_build_errors_from_anonymous_clients(client, admin_client, db):
+    from similarity.api.index import MSG_ERROR_FOR_STAFF
+
+    IndexBuild.objects.create(
+        status=IndexBuild.Status.FAILED, model="/srv/secret/models/clip",
+        error="Cannot load embedding model '/srv/secret/models/clip': directory does not exist",
+    )
+    public = client.get("/api/index/").json()["latest_build"]
+    assert public["error"] == MSG_ERROR_FOR_STAFF and "secret" not in public["error"]
+    staff = admin_client.get("/api/index/").json()["latest_build"]
+    assert "/srv/secret/models/clip" in staff["error"]
