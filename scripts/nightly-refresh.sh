@@ -1,5 +1,6 @@
 #!/bin/sh
-# Nightly catalog refresh for cron: import the feed, download images, build the index.
+# Nightly catalog refresh for cron: import the feed, download images (then retry the failed
+# ones once), build the index.
 #
 #   scripts/nightly-refresh.sh /path/to/feed.csv     (docs/operations.md "Scheduled refresh")
 #
@@ -28,5 +29,6 @@ step() {
 
 step import_catalog --deactivate-missing "$feed"
 step download_images
+step download_images --only-failed  # a plain run leaves failed downloads alone
 step build_index
 exit "$worst"

@@ -6,7 +6,8 @@ ids stay stable when files are added elsewhere; the category is the sub-folder p
 (``fruit``; empty at the top level) and the title the file name with ``-``/``_`` as spaces.
 With a labels CSV (columns ``article_id``, ``image_file`` relative to the folder, optional
 ``title``, ``category`` and any others, kept as metadata) the labels decide ids and
-categories, and only the listed files are imported.
+categories, and only the listed files are imported: the others are counted as left out
+(intended, so they do not make the run partial), while listed files that fail are skipped.
 
 Images are validated as downloads are (format, pixel and byte limits), written atomically
 under the catalog's image path and recorded as downloaded; ``image_url`` is the file's
@@ -37,7 +38,6 @@ MSG_NOT_A_DIRECTORY = "not a directory: {path}"
 MSG_LABELS_MISSING = "labels file not found: {path}"
 MSG_LABELS_COLUMNS = "labels file {path} needs the columns article_id,image_file; got {columns}"
 MSG_DUPLICATE_ID = "duplicate article_id {article_id!r} (also {other})"
-MSG_NOT_LISTED = "not listed in the labels file"
 MSG_FILE_MISSING = "image file {file!r} does not exist"
 MSG_ID_TOO_LONG = "article_id longer than {limit} characters"
 MSG_TOO_LARGE = "file is {size} bytes > limit {limit}"
@@ -60,6 +60,7 @@ class FolderImportSummary:
     updated: int = 0
     unchanged: int = 0
     skipped: list[SkippedFile] = field(default_factory=list)
+    not_listed: int = 0  # files left out because the labels file does not list them
     dry_run: bool = False
 
     def describe(self) -> str:
@@ -67,6 +68,8 @@ class FolderImportSummary:
             f"{self.created} new, {self.updated} updated, {self.unchanged} unchanged, "
             f"{len(self.skipped)} skipped"
         )
+        if self.not_listed:
+            text += f"; {self.not_listed} files not in the labels file, left out"
         return text + (" [dry run: nothing written]" if self.dry_run else "")
 
 
@@ -150,8 +153,7 @@ def _entries_from_labels(root: Path, labels: Path, summary: FolderImportSummary)
         category = row.pop("category", "")
         metadata = {"source_file": relative, **{k: v for k, v in row.items() if v}}
         entries.append(_Entry(path, relative, article_id, title, category, metadata))
-    for path in sorted(set(_image_files(root)) - listed):
-        summary.skipped.append(SkippedFile(path.relative_to(root).as_posix(), MSG_NOT_LISTED))
+    summary.not_listed = len(set(_image_files(root)) - listed)
     return entries
 
 

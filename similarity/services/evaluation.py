@@ -57,6 +57,7 @@ class EvaluationReport:
     approximate_recall: float | None = None
     approximate_sample: int = 0
     labelled_queries: int = 0
+    labels_ignored: int = 0  # article ids in the labels that are not in the index
     recall_at_k: float | None = None
     precision_at_k: float | None = None
     map_at_k: float | None = None
@@ -118,6 +119,8 @@ def index_evaluate(
         rows = np.sort(np.random.default_rng(0).choice(len(ids), size=size, replace=False))
         report.approximate_recall = recall_at_k(loaded.index, (vectors, ids), vectors[rows], k)
         report.approximate_sample = size
+    if labels:
+        report.labels_ignored = len(_labelled_ids(labels) - set(names.values()))
     if isinstance(labels, Labels):
         report.retrieval = retrieval_scores(
             names=[names[pk] for pk in ids.tolist()], vectors=vectors, labels=labels, k=k,
@@ -129,6 +132,12 @@ def index_evaluate(
             threshold = similarity_settings().duplicate_threshold_for(report.model)
         _labelled(report, loaded.index, ids, vectors, names, labels, k, threshold, progress)
     return report
+
+
+def _labelled_ids(labels: dict[str, str] | Labels) -> set[str]:
+    if isinstance(labels, Labels):
+        return {*labels.product, *labels.category, *labels.kind}
+    return set(labels)
 
 
 def _self_retrieval(report, index, ids, vectors, names, k, progress) -> None:
@@ -226,6 +235,8 @@ def format_report(report: EvaluationReport) -> str:
     if report.approximate_recall is not None:
         lines.append(f"Approximate recall@{report.k} vs exact "
                      f"(sample {report.approximate_sample}): {report.approximate_recall:.4f}")
+    if report.labels_ignored:
+        lines.append(f"Labels: {report.labels_ignored} article id(s) not in the index, ignored")
     if report.recall_at_k is not None:
         lines.append(
             f"Labelled ({report.labelled_queries} queries): recall@{report.k} "
@@ -285,4 +296,8 @@ def models_evaluate(
 
 def format_models_table(reports: list[EvaluationReport]) -> str:
     """One row per model: the labelled retrieval scores side by side."""
-    return format_scores_table([(r.model, r.retrieval) for r in reports if r.retrieval])
+    table = format_scores_table([(r.model, r.retrieval) for r in reports if r.retrieval])
+    ignored = max((r.labels_ignored for r in reports), default=0)
+    if ignored:
+        table += f"\nLabels: {ignored} article id(s) not in the index, ignored"
+    return table

@@ -192,14 +192,16 @@ def format_scores_table(rows: list[tuple[str, RetrievalScores]]) -> str:
         return ""
     k = rows[0][1].k
     supplier = next((s for _, s in rows if s.query_kind), None)
-    header = ["model", "queries", f"recall@{RECALL_AT}", f"recall@{k}", "hit@1", f"mAP@{k}",
-              f"cat-P@{k}"]
+    both = k != RECALL_AT  # recall@5 and recall@k are one column when k is 5
+    header = ["model", "queries", f"recall@{RECALL_AT}", *([f"recall@{k}"] if both else []),
+              "hit@1", f"mAP@{k}", f"cat-P@{k}"]
     if supplier is not None:
         header += [f"{supplier.query_kind}->{supplier.catalog_kind} hit@1", "hit@5"]
     table = [header]
     for model, s in rows:
         line = [model, str(s.product_queries or s.category_queries),
-                *(_num(v) for v in (s.product_recall_at_5, s.product_recall_at_k,
+                *(_num(v) for v in (s.product_recall_at_5,
+                                    *([s.product_recall_at_k] if both else []),
                                     s.product_hit_at_1, s.product_map_at_k,
                                     s.category_precision_at_k))]
         if supplier is not None:

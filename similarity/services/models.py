@@ -46,9 +46,13 @@ class ModelChoice:
 
 
 def embedder_load_with_fallback(
-    *, spec: str, threads: int | None = None, fallbacks: tuple[str, ...] = FALLBACK_ORDER
+    *, spec: str, threads: int | None = None, fallbacks: tuple[str, ...] = FALLBACK_ORDER,
+    log_fallback: bool = True,
 ) -> ModelChoice:
     """Load ``spec``, else the first of ``fallbacks`` that loads (logged as a warning).
+
+    ``log_fallback=False``: the caller shows ``choice.warning()`` itself (the demo's banner),
+    so it is not said twice.
 
     The order is ``spec`` -> efficientnet-lite0 -> classic; ``classic`` needs no weights,
     so with the default order this always returns. EmbedderLoadError only when every
@@ -65,7 +69,7 @@ def embedder_load_with_fallback(
             continue
         choice = ModelChoice(embedder=embedder, spec=candidate, requested=requested,
                              failures=failures)
-        if choice.fell_back:
+        if choice.fell_back and log_fallback:
             logger.warning(choice.warning())
         return choice
     raise EmbedderLoadError(

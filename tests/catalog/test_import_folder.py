@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 
 from catalog.management.commands.import_catalog import EXIT_ROWS_SKIPPED
 from catalog.models import Article
-from catalog.services.folders import MSG_NOT_LISTED, catalog_import_folder
+from catalog.services.folders import catalog_import_folder
 from demo.sample_images import product_image
 
 pytestmark = pytest.mark.django_db
@@ -82,10 +82,25 @@ def test_labels_decide_ids_and_categories(folder, tmp_path):
     assert summary.created == 2
     assert {(s.file, s.reason) for s in summary.skipped} == {
         ("missing.jpg", "image file 'missing.jpg' does not exist"),
-        ("fruit/pear.png", MSG_NOT_LISTED),
     }
+    assert summary.not_listed == 1  # fruit/pear.png: left out on purpose, not skipped
     apple = Article.objects.get(article_id="A1")
     assert apple.category == "apple" and apple.metadata["product"] == "red-apple"
+
+
+def test_files_not_in_the_labels_are_left_out_without_a_partial_exit(folder, tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("article_id,image_file\nA1,fruit/red-apple_1.jpg\n")
+    out, err = run(str(folder), "--labels", str(labels))  # exits 0: no CommandError
+    assert "1 new, 0 updated, 0 unchanged, 0 skipped; " \
+        "2 files not in the labels file, left out" in out
+    assert "skipped" not in err
+    assert list(Article.objects.values_list("article_id", flat=True)) == ["A1"]
+
+    labels.write_text("article_id,image_file\nA1,fruit/red-apple_1.jpg\nX1,gone.jpg\n")
+    with pytest.raises(CommandError) as caught:  # a listed file that fails is still skipped
+        run(str(folder), "--labels", str(labels))
+    assert caught.value.returncode == EXIT_ROWS_SKIPPED
 
 
 def test_dry_run_writes_nothing(folder):

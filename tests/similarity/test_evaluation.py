@@ -53,6 +53,27 @@ def test_evaluate_command_table_and_json(evalset, tmp_path):
         call_command("evaluate", "--k", "0")
 
 
+def test_k_5_prints_one_recall_column_and_unknown_label_ids_are_counted(evalset, tmp_path):
+    labels = tmp_path / "labels.csv"
+    lines = evalset.labels.read_text().splitlines()
+    width = lines[0].count(",")
+    lines += ["GHOST-1,ghost" + "," * (width - 1), "GHOST-2,ghost" + "," * (width - 1)]
+    labels.write_text("\n".join(lines) + "\n")
+    out = StringIO()
+    call_command("evaluate", "--labels", str(labels), "--k", "5", "--no-progress", stdout=out)
+    text = out.getvalue()
+    [header] = [line for line in text.splitlines() if line.strip().startswith("model")]
+    assert header.split().count("recall@5") == 1, header
+    assert "Labels: 2 article id(s) not in the index, ignored" in text
+    out = StringIO()
+    call_command("evaluate", "--labels", str(evalset.labels), "--k", "10", "--no-progress",
+                 stdout=out)
+    [header] = [line for line in out.getvalue().splitlines()
+                if line.strip().startswith("model")]
+    assert "recall@5" in header.split() and "recall@10" in header.split()
+    assert "ignored" not in out.getvalue()
+
+
 def test_exact_duplicates_tie_at_zero_count_as_self_found(tmp_path):
     from catalog.models import Article
     from demo.sample_images import product_image
@@ -105,7 +126,7 @@ def test_evaluate_models_prints_one_row_per_model_and_keeps_the_current_index(ev
     call_command("evaluate", "--labels", str(evalset.labels), "--models", "classic",
                  "--k", "5", "--json", str(target), "--no-progress", stdout=out)
     header, row = out.getvalue().strip().splitlines()
-    assert header.split()[:4] == ["model", "queries", "recall@5", "recall@5"]
+    assert header.split()[:4] == ["model", "queries", "recall@5", "hit@1"]  # one recall@5
     assert row.split()[0] == "classic" and float(row.split()[4]) >= 0.95  # hit@1
     assert json.loads(target.read_text())[0]["retrieval"]["product_hit_at_1"] >= 0.95
     assert get_store().get().manifest["model"] == before

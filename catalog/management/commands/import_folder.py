@@ -5,13 +5,14 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from catalog.management.base import LookalikeCommand
 from catalog.management.commands.import_catalog import EXIT_ROWS_SKIPPED
 from catalog.services.folders import FolderImportError, catalog_import_folder
 
 
-class Command(BaseCommand):
+class Command(LookalikeCommand):
     help = (
         "Import a folder of photos (jpg, png, webp, gif; sub-folders included) as a catalog: "
         "article id = path without extension (sub-folders included), category = sub-folder, "
@@ -42,7 +43,8 @@ class Command(BaseCommand):
             self.stderr.write(f"{skipped.file}: skipped: {skipped.reason}")
         self.stdout.write(f"{options['directory']}: {summary.describe()}")
         if summary.skipped:
+            done = "validated, nothing written" if options["dry_run"] else "imported"
             raise CommandError(
-                f"{len(summary.skipped)} file(s) skipped; the others were imported",
+                f"{len(summary.skipped)} file(s) skipped; the others were {done}",
                 returncode=EXIT_ROWS_SKIPPED,
             )

@@ -5,13 +5,14 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from catalog.management.base import LookalikeCommand
 from demo.services import DemoRefused, demo_run
 from similarity.selectors.search import similar_to_article
 
 
-class Command(BaseCommand):
+class Command(LookalikeCommand):
     help = "Generate a demo catalog, serve it on 127.0.0.1, download, embed, index and query it."
 
     def add_arguments(self, parser: ArgumentParser) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from catalog.management.base import LookalikeCommand
 from demo.evalset import evalset_import, evalset_write
 
 
-class Command(BaseCommand):
+class Command(LookalikeCommand):
     help = (
         "--write DIR writes the labelled demo catalog (images, catalog.csv, labels.csv); "
         "--import DIR imports it with its images stored (then run build_index and evaluate)."

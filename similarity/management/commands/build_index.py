@@ -5,16 +5,17 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from catalog.exitcodes import EXIT_PARTIAL
+from catalog.management.base import LookalikeCommand
 from similarity.engine.embedders.runtimes import RUNTIME_CHOICES
 from similarity.engine.embedders.specs import DEFAULT_MODEL
 from similarity.errors import BuildAlreadyRunning, BuildTakenOver
 from similarity.services.builds import BuildFailed, index_build_run
 
 
-class Command(BaseCommand):
+class Command(LookalikeCommand):
     help = (
         "Embed new and changed images and build (or update) the similarity index. Exits 0 "
         f"when done, {EXIT_PARTIAL} when done but some images could not be embedded, 1 when "

@@ -6,9 +6,10 @@ import re
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from catalog.exitcodes import EXIT_PARTIAL
+from catalog.management.base import LookalikeCommand
 from similarity.engine.embedders.runtimes import RUNTIME_CHOICES
 from similarity.services.builds import BuildFailed, embeddings_run
 
@@ -23,7 +24,7 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
     return int(match[1]), int(match[2])
 
 
-class Command(BaseCommand):
+class Command(LookalikeCommand):
     help = (
         "Embed the images that have no stored vector yet, without building the index. Run "
         "several with --shard 0/N .. N-1/N to share a large catalog, then build_index. "

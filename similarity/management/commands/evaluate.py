@@ -6,8 +6,9 @@ import json
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from catalog.management.base import LookalikeCommand
 from similarity.errors import SimilarityError
 from similarity.services.builds import BuildFailed
 from similarity.services.duplicates import validate_threshold
@@ -20,7 +21,7 @@ from similarity.services.evaluation import (
 from similarity.services.labelled import labels_read
 
 
-class Command(BaseCommand):
+class Command(LookalikeCommand):
     help = (
         "Self-retrieval sanity, recall of an approximate index against exact search and, with "
         "--labels (CSV article_id plus group/product and/or category, optional kind), "

@@ -6,14 +6,15 @@ from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from catalog.management.base import LookalikeCommand
 from similarity.conf import similarity_settings
 from similarity.errors import SimilarityError
 from similarity.services.neighbors import neighbors_export, neighbors_store, output_format
 
 
-class Command(BaseCommand):
+class Command(LookalikeCommand):
     help = (
         "Write, for every indexed article, its k nearest other articles (the article itself is "
         "left out) with cosine distances. CSV (article_id,category,rank,neighbor_id,distance) "

@@ -8,14 +8,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from catalog.management.base import LookalikeCommand
 from similarity.engine.files import atomic_text_file
 from similarity.errors import SimilarityError
 from similarity.services.duplicates import duplicate_groups_find, validate_threshold
 
 
-class Command(BaseCommand):
+class Command(LookalikeCommand):
     help = (
         "List groups of articles whose photos are closer than --threshold (cosine distance; "
         "default: DUPLICATE_THRESHOLD for the index's model), largest group first."

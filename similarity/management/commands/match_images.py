@@ -6,9 +6,10 @@ from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from catalog.exitcodes import EXIT_PARTIAL
+from catalog.management.base import LookalikeCommand
 from similarity.errors import IndexNotReady
 from similarity.services.match_sources import MatchSourceError
 from similarity.services.matching import supplier_photos_match
@@ -17,7 +18,7 @@ EXIT_ROWS_FAILED = EXIT_PARTIAL  # the report is complete but some rows failed
 ERRORS_SHOWN = 20
 
 
-class Command(BaseCommand):
+class Command(LookalikeCommand):
     help = (
         "Match supplier photos (a folder, or a CSV / JSON Lines feed with supplier_ref and "
         "image_url) against the current index; write a report with a verdict per photo "

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand
-
+from catalog.management.base import LookalikeCommand
 from similarity.services.builds import builds_reap
 
 
-class Command(BaseCommand):
+class Command(LookalikeCommand):
     help = (
         "Mark running index builds without a heartbeat or without progress for "
         "BUILD_STALE_SECONDS as failed, and hand a queued build that waits to a worker again. "

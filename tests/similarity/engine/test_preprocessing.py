@@ -21,8 +21,9 @@ def follow(description: dict, image: Image.Image) -> np.ndarray:
     if match := re.match(r"shortest edge to (\d+)", resize):
         side = int(match.group(1))
         width, height = image.size
-        size = (side, int(side * height / width)) if width <= height else (
-            int(side * width / height), side)
+        cut = round if "long side rounded" in resize else int
+        size = (side, cut(side * height / width)) if width <= height else (
+            cut(side * width / height), side)
         image = image.resize(size, resample)
     elif match := re.match(r"to (\d+)x(\d+)", resize):
         image = image.resize((int(match.group(1)), int(match.group(2))), resample)
@@ -50,6 +51,20 @@ def test_published_preprocessing_reproduces_the_model_inputs(tmp_path, kind):
     expected = embedder.pixel_values(batch).float().numpy()
     client = np.stack([follow(description, image) for image in images])
     assert client.shape == expected.shape
+    assert float(np.abs(client - expected).max()) < 1e-4
+
+
+def test_efficientnet_published_preprocessing_reproduces_its_inputs():
+    embedder = load_embedder("efficientnet-lite0")
+    description = embedder.preprocessing()
+    assert description["client_computable"] is True
+    assert description["mean"] == [127.0] * 3 and description["std"] == [128.0] * 3
+    # Long sides that round up (61x151 -> 633.7, 640x427 -> 383.7), one that does not, a square.
+    sizes = ((97, 61), (61, 151), (300, 300), (640, 427))
+    images = [Image.effect_noise(size, 64).convert("RGB") for size in sizes]
+    expected = embedder.pixel_values(embedder.preprocess(images)).float().numpy()
+    client = np.stack([follow(description, image) for image in images])
+    assert client.shape == expected.shape == (len(images), 3, 224, 224)
     assert float(np.abs(client - expected).max()) < 1e-4
 
 
