@@ -206,6 +206,9 @@ Q_CLUSTER: dict[str, object] = {
     "save_limit": 250,
     "label": "Background tasks",
     "catch_up": False,
+    # Named clusters (`manage.py qcluster --name embed`, LOOKALIKE_EMBED_CLUSTER): a worker
+    # started with a name takes that queue; django-q2 requires this key to start one.
+    "ALT_CLUSTERS": {},
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL

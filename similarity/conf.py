@@ -39,6 +39,12 @@ DEFAULTS: dict[str, object] = {
     "NEIGHBORS_K": 10,
     "NEIGHBORS_BATCH": 1024,  # query vectors per Faiss search call
     "DUPLICATE_THRESHOLD": None,  # cosine distance; None = the model family's default below
+    # Distributed builds (services/distributed.py, docs/scaling.md "Distributed builds").
+    "DISTRIBUTED_BUILDS": False,  # API/admin rebuilds fan out over the django-q2 cluster
+    "SHARD_SIZE": 1000,  # articles per shard (download or embed)
+    "SHARD_LEASE_SECONDS": 120,  # a claimed shard without progress for this long is re-run
+    "EMBED_CLUSTER": "",  # django-q2 cluster (qcluster --name) for embed shards; "" = default
+    "DEVICE": "cpu",  # torch device of the embedders: cpu, cuda, cuda:1 ...
 }
 
 # Types of the DEFAULTS keys whose default is None (LOOKALIKE_<KEY> parsing in settings.py;
@@ -81,6 +87,11 @@ class SimilaritySettings:
     neighbors_batch: int = 1024
     duplicate_threshold: float | None = None
     model_explicit: bool = False  # MODEL set in settings (LOOKALIKE_MODEL), not the default
+    distributed_builds: bool = False
+    shard_size: int = 1000
+    shard_lease_seconds: int = 120
+    embed_cluster: str = ""
+    device: str = "cpu"
 
     def duplicate_threshold_for(self, model: str) -> float:
         """The configured DUPLICATE_THRESHOLD, else the default of ``model``'s family."""
@@ -125,6 +136,11 @@ def similarity_settings() -> SimilaritySettings:
             None if values["DUPLICATE_THRESHOLD"] is None else float(values["DUPLICATE_THRESHOLD"])
         ),
         model_explicit="MODEL" in configured,
+        distributed_builds=bool(values["DISTRIBUTED_BUILDS"]),
+        shard_size=_at_least_one("SHARD_SIZE", values["SHARD_SIZE"]),
+        shard_lease_seconds=_at_least_one("SHARD_LEASE_SECONDS", values["SHARD_LEASE_SECONDS"]),
+        embed_cluster=str(values["EMBED_CLUSTER"] or "").strip(),
+        device=str(values["DEVICE"] or "cpu").strip().lower(),
     )
 
 

@@ -40,9 +40,11 @@ class BuildRun:
     progress: bool = True
     runtime: str | None = None
     threads: int = 1
+    device: str = "cpu"
     embedder: Any = None
     runtime_choice: Any = None
     inputs: Any = None
+    extra_manifest: dict[str, Any] = field(default_factory=dict)  # e.g. distributed shards
 
 
 def step_download(run: BuildRun) -> None:
@@ -62,8 +64,9 @@ def step_load_model(run: BuildRun) -> None:
     set_faiss_threads(run.threads)
     mark_openmp_used()
     model = run.build.model
+    run.device = similarity_settings().device
     with Timeit(f"Loading model {model}", into=run.timings, key="load_model_seconds"):
-        run.embedder = embedder_load(model=model, threads=run.threads)
+        run.embedder = embedder_load(model=model, threads=run.threads, device=run.device)
 
 
 def step_choose_runtime(run: BuildRun) -> None:
@@ -113,7 +116,9 @@ def step_index(run: BuildRun) -> None:
             extra_manifest={
                 "build_id": build.pk,
                 "supports_text": run.embedder.supports_text,
+                "device": run.device,
                 **run.runtime_choice.as_manifest(),
+                **run.extra_manifest,
             },
         )
     run.timings.update(outcome.timings)
@@ -147,25 +152,33 @@ STEPS: tuple[tuple[str, Callable[[BuildRun], None]], ...] = (
 )
 
 
-def build_steps_run(*, run: BuildRun) -> None:
+def build_steps_run(
+    *,
+    run: BuildRun,
+    steps: tuple[tuple[str, Callable[[BuildRun], None]], ...] = STEPS,
+    done_phase: str | None = "done",
+) -> None:
     """Run every step; each start and every progress-bar update inside it counts as progress.
 
     The index becomes current inside ``index``; a build that lost its lock (declared dead or
-    hung by another process) stops at the next step or batch with BuildTakenOver.
+    hung by another process) stops at the next step or batch with BuildTakenOver. A
+    distributed build's planning steps end without ``done_phase`` (its shards go on).
     """
-    for name, step in STEPS:
+    for name, step in steps:
         run.tracker.step(name)
         with progress_listener(run.tracker.progressed):
             step(run)
-    run.tracker.step("done")
+    if done_phase is not None:
+        run.tracker.step(done_phase)
 
 
-def embedder_load(*, model: str, threads: int) -> Any:
-    """The embedder for ``model``; a model that cannot be loaded fails the build in one line."""
-    from similarity.engine.embedders import EmbedderLoadError, load_embedder
+def embedder_load(*, model: str, threads: int, device: str = "cpu") -> Any:
+    """The embedder for ``model`` on ``device``; a model or device that cannot be used fails
+    the build in one line (e.g. cuda asked for on a machine without it)."""
+    from similarity.engine.embedders import EmbedderLoadError, device_check, load_embedder
 
     try:
-        return load_embedder(model, threads=threads)
+        return load_embedder(model, threads=threads, device=device_check(device))
     except EmbedderLoadError as exc:
         raise BuildFailed(str(exc)) from exc
 

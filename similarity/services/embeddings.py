@@ -43,6 +43,7 @@ def embeddings_update(
     reembed: bool = False,
     progress: bool = True,
     shard: tuple[int, int] | None = None,
+    pk_range: tuple[int, int] | None = None,
 ) -> EmbedSummary:
     """Store an embedding for every indexable article whose (model, image hash) has none.
 
@@ -52,9 +53,11 @@ def embeddings_update(
     recomputes every vector, replacing stored ones one batch at a time. ``shard`` =
     (index, count) embeds only the articles whose pk % count == index, so ``count``
     processes (``manage.py embed_images --shard i/n``) split a large catalog between them.
+    ``pk_range`` = (first, last) embeds only the articles with first <= pk <= last (one
+    shard of a distributed build, services.shards).
     """
     identity = embedder.identity()
-    articles = _candidate_rows(shard)
+    articles = _candidate_rows(shard, pk_range)
     # With reembed nothing counts as stored: every vector is replaced batch by batch, so an
     # interrupted run leaves the old vectors of the articles it did not reach in place.
     todo = articles if reembed else _without_stored_vector(articles, identity)
@@ -70,9 +73,13 @@ def embeddings_update(
     return summary
 
 
-def _candidate_rows(shard: tuple[int, int] | None) -> list[Any]:
+def _candidate_rows(
+    shard: tuple[int, int] | None, pk_range: tuple[int, int] | None = None
+) -> list[Any]:
     """(pk, article_id, image, image_sha256) rows of the indexable articles of ``shard``."""
     candidates = indexable_articles()
+    if pk_range is not None:
+        candidates = candidates.filter(pk__gte=pk_range[0], pk__lte=pk_range[1])
     if shard is not None:
         index, count = shard
         if not 0 <= index < count:

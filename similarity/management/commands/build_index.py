@@ -39,6 +39,11 @@ class Command(BaseCommand):
                             help="Embedding runtime: torch (fp32 reference), "
                             "torch-bf16, onnx, onnx-int8, or auto (fastest that passes the "
                             "accuracy gate); default: the RUNTIME setting.")
+        parser.add_argument("--distributed", action="store_true", default=None,
+                            help="Fan the downloads and embeddings out as shard tasks over "
+                            "the django-q2 cluster (start workers with manage.py qcluster) "
+                            "and wait for the build to finish; default: the "
+                            "DISTRIBUTED_BUILDS setting.")
         parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -55,6 +60,7 @@ class Command(BaseCommand):
                 progress=not options["no_progress"],
                 trigger="shell",
                 runtime=options["runtime"],
+                distributed=options["distributed"],
             )
         except (BuildFailed, BuildAlreadyRunning, BuildTakenOver, ValueError) as exc:
             raise CommandError(str(exc)) from exc
