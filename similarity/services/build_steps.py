@@ -155,7 +155,7 @@ STEPS: tuple[tuple[str, Callable[[BuildRun], None]], ...] = (
 def build_steps_run(
     *,
     run: BuildRun,
-    steps: tuple[tuple[str, Callable[[BuildRun], None]], ...] = STEPS,
+    steps: tuple[tuple[str, Callable[[BuildRun], None]], ...] | None = None,
     done_phase: str | None = "done",
 ) -> None:
     """Run every step; each start and every progress-bar update inside it counts as progress.
@@ -163,8 +163,9 @@ def build_steps_run(
     The index becomes current inside ``index``; a build that lost its lock (declared dead or
     hung by another process) stops at the next step or batch with BuildTakenOver. A
     distributed build's planning steps end without ``done_phase`` (its shards go on).
+    ``steps`` defaults to STEPS (read at call time).
     """
-    for name, step in steps:
+    for name, step in STEPS if steps is None else steps:
         run.tracker.step(name)
         with progress_listener(run.tracker.progressed):
             step(run)

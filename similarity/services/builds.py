@@ -31,7 +31,6 @@ from similarity.services.build_lock import (
 )
 from similarity.services.build_steps import (
     MSG_NOTHING_TO_INDEX,
-    STEPS,
     BuildFailed,
     BuildRun,
     build_steps_run,
@@ -298,7 +297,7 @@ def index_build_run(
     if distributed is None:
         distributed = similarity_settings().distributed_builds
     if not distributed:
-        return _recorded_run(run, steps=STEPS)
+        return _recorded_run(run, steps=None)  # build_steps.STEPS
     _recorded_run(run, steps=PLAN_STEPS, done_phase=None, finish=False)
     if wait:
         with Heartbeat(build.pk):
