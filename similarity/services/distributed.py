@@ -270,7 +270,10 @@ def build_shard_work(*, shard_id: int) -> str:
             return "failed"
     preferred: int | None = shard_id
     ran = 0
+    stop_stealing = time.monotonic() + _task_timeout() / 2
     while IndexBuild.objects.filter(pk=build.pk, status=IndexBuild.Status.RUNNING).exists():
+        if ran and time.monotonic() > stop_stealing:
+            break  # leave the rest to their own tasks before django-q2's timeout kills this
         shard = shard_claim(build_id=build.pk, kind=kind, preferred=preferred, device=device)
         preferred = None
         if shard is None:
@@ -295,6 +298,12 @@ def build_shard_work(*, shard_id: int) -> str:
         ran += 1
         build_shards_advance(build_id=build.pk)
     return f"{ran} shard(s) run"
+
+
+def _task_timeout() -> float:
+    from django.conf import settings
+
+    return float(getattr(settings, "Q_CLUSTER", {}).get("timeout") or 3600)
 
 
 def _shard_execute(shard: BuildShard, *, build: IndexBuild) -> ShardOutcome:
