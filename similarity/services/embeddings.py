@@ -60,7 +60,7 @@ def embeddings_update(
     articles = _candidate_rows(shard, pk_range)
     # With reembed nothing counts as stored: every vector is replaced batch by batch, so an
     # interrupted run leaves the old vectors of the articles it did not reach in place.
-    todo = articles if reembed else _without_stored_vector(articles, identity)
+    todo = articles if reembed else _without_stored_vector(articles, identity, pk_range)
     summary = EmbedSummary(reused=len(articles) - len(todo))
     if todo:
         by_pk = {row.pk: row for row in todo}
@@ -69,7 +69,7 @@ def embeddings_update(
         )
         for batch in batches:
             _store_batch(embedder, identity, batch, by_pk, summary, reembed=reembed)
-    _delete_replaced_embeddings(identity)
+    _delete_replaced_embeddings(identity, pk_range)
     return summary
 
 
@@ -88,9 +88,12 @@ def _candidate_rows(
     return list(candidates.values_list("pk", "article_id", "image", "image_sha256", named=True))
 
 
-def _without_stored_vector(articles: list[Any], identity: str) -> list[Any]:
+def _without_stored_vector(
+    articles: list[Any], identity: str, pk_range: tuple[int, int] | None = None
+) -> list[Any]:
     """The rows whose (article, image hash) has no vector under ``identity`` yet."""
-    have = set(Embedding.objects.filter(model=identity).values_list("article_id", "image_sha256"))
+    stored = _in_range(Embedding.objects.filter(model=identity), pk_range)
+    have = set(stored.values_list("article_id", "image_sha256"))
     return [row for row in articles if (row.pk, row.image_sha256) not in have]
 
 
@@ -148,8 +151,15 @@ def _store_batch(
     summary.failures.extend((by_pk[pk].article_id, reason) for pk, reason in batch.failures)
 
 
-def _delete_replaced_embeddings(identity: str) -> None:
-    stale = Embedding.objects.filter(model=identity).exclude(
+def _in_range(embeddings: QuerySet[Embedding], pk_range: tuple[int, int] | None) -> Any:
+    """Only the embeddings of one shard's articles: a shard never scans the whole table."""
+    if pk_range is None:
+        return embeddings
+    return embeddings.filter(article_id__gte=pk_range[0], article_id__lte=pk_range[1])
+
+
+def _delete_replaced_embeddings(identity: str, pk_range: tuple[int, int] | None = None) -> None:
+    stale = _in_range(Embedding.objects.filter(model=identity), pk_range).exclude(
         image_sha256=F("article__image_sha256")
     )
     deleted, _ = stale.delete()
