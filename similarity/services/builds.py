@@ -300,8 +300,12 @@ def index_build_run(
         return _recorded_run(run, steps=None)  # build_steps.STEPS
     _recorded_run(run, steps=PLAN_STEPS, done_phase=None, finish=False)
     if wait:
-        with Heartbeat(build.pk):
-            return distributed_build_wait(build_id=build.pk)
+        try:
+            with Heartbeat(build.pk):
+                return distributed_build_wait(build_id=build.pk)
+        except KeyboardInterrupt:
+            # Only the waiting stops: the workers carry the build to its end.
+            logger.warning("Stopped waiting for build #%s; its workers go on", build.pk)
     build.refresh_from_db()
     return build
 

@@ -158,3 +158,23 @@ def test_the_reaper_resends_the_task_of_an_expired_shard(small_shards, monkeypat
     assert report.resent == 2 and "2 shard task(s) of distributed builds sent again" in str(report)
     build.refresh_from_db()
     assert build.status == IndexBuild.Status.SUCCEEDED, build.error
+
+
+def test_ctrl_c_while_waiting_leaves_the_build_to_its_workers(small_shards, monkeypatch):
+    from django.core.management.base import CommandError
+    from django_q import tasks
+
+    from similarity.services import builds
+
+    make_catalog(3)
+    monkeypatch.setattr(tasks, "async_task", lambda *args, **kw: None)  # workers elsewhere
+
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(builds, "distributed_build_wait", interrupted)
+    with pytest.raises(CommandError, match=r"stopped waiting: build #\d+ goes on in the"):
+        call_command("build_index", "--distributed", "--no-progress", stdout=StringIO())
+    build = IndexBuild.objects.get()
+    assert build.status == IndexBuild.Status.RUNNING and build.phase == "embed shards"
+    assert build.shards.filter(state=BuildShard.State.PENDING).count() == 1

@@ -11,6 +11,7 @@ from catalog.exitcodes import EXIT_PARTIAL
 from similarity.engine.embedders.runtimes import RUNTIME_CHOICES
 from similarity.engine.embedders.specs import DEFAULT_MODEL
 from similarity.errors import BuildAlreadyRunning, BuildTakenOver
+from similarity.models import IndexBuild
 from similarity.services.builds import BuildFailed, index_build_run
 
 
@@ -64,6 +65,11 @@ class Command(BaseCommand):
             )
         except (BuildFailed, BuildAlreadyRunning, BuildTakenOver, ValueError) as exc:
             raise CommandError(str(exc)) from exc
+        if build.status == IndexBuild.Status.RUNNING:
+            raise CommandError(
+                f"stopped waiting: build #{build.pk} goes on in the django-q2 workers "
+                "(follow it in the admin or GET /api/index/builds/<id>/)"
+            )
         for failure in build.failures[:20]:
             self.stderr.write(f"skipped {failure['article_id']}: {failure['reason']}")
         self.stdout.write(f"{build.describe()} (model {build.model}: {build.model_source})")
