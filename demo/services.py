@@ -19,7 +19,6 @@ from demo.sample_images import category_for, product_image
 logger = logging.getLogger(__name__)
 
 DEMO_PORT = 8765  # a fixed port keeps image URLs stable across runs (re-runs skip downloads)
-FALLBACK_MODEL = "classic"
 
 
 @dataclass(frozen=True)
@@ -53,18 +52,50 @@ def demo_images(products: int = 60, duplicates: int = 10) -> list[DemoImage]:
     return images
 
 
-def demo_run(*, out: Callable[[str], None], products: int = 60, model: str | None = None) -> str:
-    """Import, download, embed and index the demo catalog; return the model actually used."""
+DEMO_MARK = "demo"  # an extra catalog column: kept in each demo article's metadata
+MSG_NOT_A_DEMO_DATABASE = (
+    "This database holds {count} articles that are not the demo's (e.g. {example!r}): the demo "
+    "would import over them. Run the demo with its own data directory, e.g. "
+    "LOOKALIKE_DATA_DIR=./var/demo make demo (and unset DATABASE_URL)."
+)
+
+
+class DemoRefused(Exception):
+    """The demo will not run here (it would touch a real catalog); the message says why."""
+
+
+def demo_database_check() -> None:
+    """Refuse a database that holds any article the demo did not create."""
+    from catalog.models import Article
+
+    # exclude() on a missing JSON key is NULL, not true: select the demo's rows positively.
+    ours = Article.objects.filter(**{f"metadata__{DEMO_MARK}": "1"}).values("pk")
+    foreign = Article.objects.exclude(pk__in=ours)
+    count = foreign.count()
+    if count:
+        example = foreign.values_list("article_id", flat=True).first()
+        raise DemoRefused(MSG_NOT_A_DEMO_DATABASE.format(count=count, example=example))
+
+
+def demo_run(
+    *, out: Callable[[str], None], products: int = 60, model: str | None = None,
+    port: int = DEMO_PORT,
+) -> str:
+    """Import, download, embed and index the demo catalog; return the model actually used.
+
+    DemoRefused, before anything is written, when the database holds a real catalog.
+    """
     from catalog.services.downloads import images_download
     from similarity.conf import similarity_settings
-    from similarity.engine.embedders import EmbedderLoadError, load_embedder
     from similarity.services.builds import index_build_run
+    from similarity.services.models import embedder_load_with_fallback
 
+    demo_database_check()
     images = demo_images(products)
-    with LoopbackServer(port=DEMO_PORT) as server:
+    with LoopbackServer(port=port) as server:
         rows = [
             {"article_id": image.article_id, "image_url": server.add(image.path, image.body),
-             "title": image.title, "category": image.category}
+             "title": image.title, "category": image.category, DEMO_MARK: "1"}
             for image in images
         ]
         catalog_path = Path(settings.DATA_DIR) / "demo" / "catalog.csv"
@@ -76,18 +107,20 @@ def demo_run(*, out: Callable[[str], None], products: int = 60, model: str | Non
         downloaded = images_download(allow_private=True)  # the demo's server is on loopback
         out(f"Download: {downloaded}")
 
-    spec = model or similarity_settings().model
-    try:
-        load_embedder(spec, threads=similarity_settings().threads)
-    except EmbedderLoadError as exc:
+    requested = model or similarity_settings().model
+    choice = embedder_load_with_fallback(spec=requested, threads=similarity_settings().threads)
+    spec = choice.spec
+    if choice.fell_back:
         banner = "!" * 78
         out(banner)
-        out(f"! Model {spec!r} cannot be loaded here: {exc}")
-        out(f"! FALLING BACK to the weight-free {FALLBACK_MODEL!r} embedder (a baseline for")
-        out("! near-duplicates). Provide the model as a local directory or in the Hugging")
-        out("! Face cache and set LOOKALIKE_MODEL to use it.")
+        for failed, error in choice.failures:
+            out(f"! Model {failed!r} cannot be loaded here: {error}")
+        out(f"! FALLING BACK to {spec!r}"
+            + (" (ImageNet EfficientNet-Lite0: learned, offline)." if spec != "classic"
+               else " (weight-free: a baseline for near-duplicates)."))
+        out("! Provide the model as a local directory or in the Hugging Face cache and set")
+        out("! LOOKALIKE_MODEL to use it.")
         out(banner)
-        spec = FALLBACK_MODEL
     build = index_build_run(model=spec, trigger="demo")
     out(build.describe())
     return spec

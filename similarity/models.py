@@ -58,6 +58,7 @@ class IndexBuild(models.Model):
         SETTING = "setting", "LOOKALIKE_MODEL setting"
         CURRENT = "current index", "Model of the current index"
         DEFAULT = "default", "Default (no index yet, no setting)"
+        FALLBACK = "fallback", "Fallback (the default model could not be loaded)"
 
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('similarity', '0003_build_progress_and_queue'),
+        ('similarity', '0004_model_source_fallback'),
     ]
 
     operations = [

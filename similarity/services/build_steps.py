@@ -44,6 +44,7 @@ class BuildRun:
     embedder: Any = None
     runtime_choice: Any = None
     inputs: Any = None
+    model_fallback: str = ""  # the warning when the default model could not be loaded
     extra_manifest: dict[str, Any] = field(default_factory=dict)  # e.g. distributed shards
 
 
@@ -66,7 +67,35 @@ def step_load_model(run: BuildRun) -> None:
     model = run.build.model
     run.device = similarity_settings().device
     with Timeit(f"Loading model {model}", into=run.timings, key="load_model_seconds"):
-        run.embedder = embedder_load(model=model, threads=run.threads, device=run.device)
+        if run.build.model_source == IndexBuild.ModelSource.DEFAULT:
+            _load_default_model(run)
+        else:  # asked for, set, or the current index's: it loads or the build fails
+            run.embedder = embedder_load(model=model, threads=run.threads, device=run.device)
+
+
+def _load_default_model(run: BuildRun) -> None:
+    """The default model, else efficientnet-lite0, else classic (loudly, recorded).
+
+    Only a build that nobody chose a model for falls back: the model it lands on becomes
+    the current index's, so later rebuilds keep it (``build_model_choose``).
+    """
+    from similarity.engine.embedders import EmbedderLoadError, device_check
+    from similarity.services.models import embedder_load_with_fallback
+
+    try:
+        choice = embedder_load_with_fallback(
+            spec=run.build.model, threads=run.threads, device=device_check(run.device)
+        )
+    except EmbedderLoadError as exc:
+        raise BuildFailed(str(exc)) from exc
+    run.embedder = choice.embedder
+    if choice.fell_back:
+        run.model_fallback = choice.warning()
+        run.build.model = choice.spec
+        run.build.model_source = IndexBuild.ModelSource.FALLBACK
+        IndexBuild.objects.filter(pk=run.build.pk).update(
+            model=choice.spec, model_source=IndexBuild.ModelSource.FALLBACK
+        )
 
 
 def step_choose_runtime(run: BuildRun) -> None:
@@ -117,6 +146,7 @@ def step_index(run: BuildRun) -> None:
                 "build_id": build.pk,
                 "supports_text": run.embedder.supports_text,
                 "device": run.device,
+                **({"model_fallback": run.model_fallback} if run.model_fallback else {}),
                 **run.runtime_choice.as_manifest(),
                 **run.extra_manifest,
             },

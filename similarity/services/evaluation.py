@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,17 +13,23 @@ from tqdm import tqdm
 from catalog.models import Article
 from similarity.conf import similarity_settings
 from similarity.engine.index import knn_query, range_search_batched, recall_at_k
+from similarity.errors import IndexNotReady
 from similarity.selectors.store import get_store
 from similarity.services.duplicates import connected_components
 from similarity.services.indexing import EXACT_FACTORIES, collect_inputs
+from similarity.services.labelled import (
+    Labels,
+    RetrievalScores,
+    format_scores_table,
+    labels_read,
+    retrieval_scores,
+)
 from similarity.services.neighbors import id_chunks
 
 TIE_EPSILON = 1e-4  # distances at or below count as "identical" (exact duplicates tie at 0)
 SWEEP = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2)
 BATCH = 1024
 MAX_FAILURES_LISTED = 50
-MSG_LABELS_MISSING = "labels file not found: {path}"
-MSG_LABELS_COLUMNS = "labels file {path} needs the columns article_id,group; got {columns}"
 
 
 @dataclass
@@ -57,6 +62,7 @@ class EvaluationReport:
     map_at_k: float | None = None
     detector: DetectorScore | None = None
     sweep: list[DetectorScore] = field(default_factory=list)
+    retrieval: RetrievalScores | None = None  # product/category/supplier scores (labels)
 
     @property
     def self_failure_count(self) -> int:
@@ -67,17 +73,8 @@ class EvaluationReport:
 
 
 def read_labels(path: Path | str) -> dict[str, str]:
-    """article_id -> group from a CSV with columns article_id,group; ValueError when unusable."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(MSG_LABELS_MISSING.format(path=path))
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        if "article_id" not in columns or "group" not in columns:
-            raise ValueError(MSG_LABELS_COLUMNS.format(path=path, columns=",".join(columns)))
-        return {row["article_id"].strip(): row["group"].strip() for row in reader
-                if row["article_id"] and row["group"]}
+    """article_id -> product (or the old ``group`` column) from a labels CSV; ValueError."""
+    return labels_read(path=path).product
 
 
 def article_ids_by_pk(pks: list[int]) -> dict[int, str]:
@@ -91,12 +88,18 @@ def article_ids_by_pk(pks: list[int]) -> dict[int, str]:
 def index_evaluate(
     *,
     k: int = 10,
-    labels: dict[str, str] | None = None,
+    labels: dict[str, str] | Labels | None = None,
     threshold: float | None = None,
     sample: int | None = None,
     progress: bool = True,
+    query_kind: str | None = None,
+    catalog_kind: str | None = None,
 ) -> EvaluationReport:
-    """Evaluate the current index (see EvaluationReport); vectors come from stored embeddings."""
+    """Evaluate the current index (see EvaluationReport); vectors come from stored embeddings.
+
+    ``labels``: article_id -> group, or a ``Labels`` table, which also scores same-product,
+    same-category and (with ``query_kind`` and ``catalog_kind``) the supplier case.
+    """
     if k < 1:
         raise ValueError(f"k must be >= 1; got {k}")
     loaded = get_store().get()
@@ -115,6 +118,12 @@ def index_evaluate(
         rows = np.sort(np.random.default_rng(0).choice(len(ids), size=size, replace=False))
         report.approximate_recall = recall_at_k(loaded.index, (vectors, ids), vectors[rows], k)
         report.approximate_sample = size
+    if isinstance(labels, Labels):
+        report.retrieval = retrieval_scores(
+            names=[names[pk] for pk in ids.tolist()], vectors=vectors, labels=labels, k=k,
+            query_kind=query_kind, catalog_kind=catalog_kind,
+        )
+        labels = labels.product
     if labels:
         if threshold is None:
             threshold = similarity_settings().duplicate_threshold_for(report.model)
@@ -223,6 +232,10 @@ def format_report(report: EvaluationReport) -> str:
             f"{report.recall_at_k:.4f}, precision@{report.k} {report.precision_at_k:.4f}, "
             f"mAP@{report.k} {report.map_at_k:.4f}"
         )
+    if report.retrieval is not None:
+        lines.append("Labelled retrieval (exact cosine kNN over stored vectors):")
+        lines += ["  " + line for line in
+                  format_scores_table([(report.model, report.retrieval)]).splitlines()]
     if report.sweep:
         lines.append("Duplicate detector (pairs; groups = same connected component):")
         lines.append("  threshold  predicted  correct   true  precision  recall  "
@@ -235,3 +248,41 @@ def format_report(report: EvaluationReport) -> str:
                 f"{s.group_precision:10.3f}  {s.group_recall:12.3f}{mark}"
             )
     return "\n".join(lines)
+
+
+def models_evaluate(
+    *,
+    models: list[str],
+    labels: Labels,
+    k: int = 10,
+    query_kind: str | None = None,
+    catalog_kind: str | None = None,
+    progress: bool = True,
+) -> list[EvaluationReport]:
+    """Build the index with each of ``models`` in turn and evaluate it; one report per model.
+
+    Each build embeds only what that model has not stored yet. Afterwards the index the
+    catalog was serving before (if any) is built again from its stored vectors, so the
+    current model is what it was.
+    """
+    from similarity.services.builds import index_build_run
+
+    if not models:
+        raise ValueError("models must name at least one model")
+    try:
+        previous = get_store().get().manifest["model"]
+    except IndexNotReady:  # no current index: nothing to restore
+        previous = None
+    reports = []
+    for model in models:
+        index_build_run(model=model, progress=progress, trigger="evaluate")
+        reports.append(index_evaluate(k=k, labels=labels, progress=progress,
+                                      query_kind=query_kind, catalog_kind=catalog_kind))
+    if previous is not None and previous != models[-1]:
+        index_build_run(model=previous, progress=progress, trigger="evaluate")
+    return reports
+
+
+def format_models_table(reports: list[EvaluationReport]) -> str:
+    """One row per model: the labelled retrieval scores side by side."""
+    return format_scores_table([(r.model, r.retrieval) for r in reports if r.retrieval])

@@ -75,3 +75,28 @@ def test_rebuilds_from_api_admin_tasks_and_the_shell_keep_the_current_model(
 
     queued = index_build_enqueue(trigger="admin").build  # not run: only its record
     assert (queued.model, queued.model_source) == ("classic", Source.CURRENT)
+
+
+def test_a_default_build_falls_back_loudly_and_rebuilds_keep_the_fallback(
+    no_model_setting, monkeypatch
+):
+    """CLIP weights are not on this machine: the default falls back to efficientnet-lite0."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    make_catalog(4)
+    first = index_build_run(progress=False)
+    assert first.status == IndexBuild.Status.SUCCEEDED
+    assert (first.model, first.model_source) == ("efficientnet-lite0", Source.FALLBACK)
+    assert DEFAULTS["MODEL"] in first.manifest["model_fallback"]
+    assert "FALLING BACK" in first.manifest["model_fallback"]
+    again = index_build_run(progress=False)
+    assert (again.model, again.model_source) == ("efficientnet-lite0", Source.CURRENT)
+
+
+def test_an_explicit_model_that_cannot_load_fails_instead_of_falling_back(no_model_setting):
+    make_catalog(2)
+    build = None
+    with pytest.raises(Exception, match="does not exist"):
+        build = index_build_run(model="/nonexistent/model-dir", progress=False)
+    assert build is None
+    failed = IndexBuild.objects.latest("pk")
+    assert failed.status == IndexBuild.Status.FAILED and failed.model == "/nonexistent/model-dir"

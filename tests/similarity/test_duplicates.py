@@ -46,7 +46,7 @@ def catalog() -> list[Article]:
 
 
 def brute_force_groups(threshold: float) -> list[list[int]]:
-    inputs = collect_inputs("classic@v1")
+    inputs = collect_inputs("classic@v2")
     distances = 1 - inputs.vectors @ inputs.vectors.T
     rows, cols = np.nonzero(np.triu(distances < threshold, k=1))
     return connected_components(
@@ -173,7 +173,7 @@ def cap_of_two(monkeypatch):
 
 
 def test_too_many_pairs_is_a_clear_error_everywhere(catalog, cap_of_two, admin_client):
-    assert len(duplicate_groups_find(threshold=0.02).groups) <= 2  # few pairs: fine
+    assert len(duplicate_groups_find(threshold=0.01).groups) <= 2  # few pairs: fine
     with pytest.raises(TooManyPairs, match=r"more than 2 pairs .* lower the threshold"):
         duplicate_groups_find(threshold=THRESHOLD)
     response = admin_client.get("/api/duplicates/", {"threshold": THRESHOLD})

