@@ -43,7 +43,7 @@ DEFAULTS: dict[str, object] = {
     "DISTRIBUTED_BUILDS": False,  # API/admin rebuilds fan out over the django-q2 cluster
     "SHARD_SIZE": 1000,  # articles per shard (download or embed)
     "SHARD_LEASE_SECONDS": 120,  # a claimed shard without progress for this long is re-run
-    "EMBED_CLUSTER": "",  # django-q2 cluster (qcluster --name) for embed shards; "" = default
+    "EMBED_CLUSTER": "",  # django-q2 queue (Q_CLUSTER_NAME) of embed shards; "" = default
     "DEVICE": "cpu",  # torch device of the embedders: cpu, cuda, cuda:1 ...
 }
 

@@ -161,22 +161,32 @@ def _open_finishing(build_id: int) -> None:
         _send_finish(build_id)
 
 
+def _default_queue() -> str:
+    """The default cluster's queue, named explicitly: in a worker of a named cluster (the
+    embed one) django-q2's default is that worker's own queue."""
+    from django.conf import settings
+
+    return str(settings.Q_CLUSTER.get("name") or "default")
+
+
 def _send_shards(shards: Sequence[BuildShard]) -> None:
     from django_q.tasks import async_task
 
-    cluster = similarity_settings().embed_cluster
+    embed_queue = similarity_settings().embed_cluster or _default_queue()
     for shard in shards:
         shard_enqueued(shard_ids=[shard.pk])  # before: a sync (inline) task may finish it
-        options: dict[str, Any] = {"task_name": f"build-{shard.build_id}-shard-{shard.pk}"}
-        if shard.kind == Kind.EMBED and cluster:
-            options["cluster"] = cluster
-        async_task(SHARD_TASK, shard.pk, **options)
+        async_task(
+            SHARD_TASK, shard.pk, task_name=f"build-{shard.build_id}-shard-{shard.pk}",
+            cluster=embed_queue if shard.kind == Kind.EMBED else _default_queue(),
+        )
 
 
 def _send_finish(build_id: int) -> None:
     from django_q.tasks import async_task
 
-    async_task(FINISH_TASK, build_id, task_name=f"build-{build_id}-finish")
+    async_task(
+        FINISH_TASK, build_id, task_name=f"build-{build_id}-finish", cluster=_default_queue()
+    )
 
 
 def build_shards_advance(*, build_id: int) -> None:

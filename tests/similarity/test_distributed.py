@@ -78,7 +78,7 @@ def test_embed_shards_go_to_the_embed_cluster_and_the_finish_to_the_default(
     assert build.status == IndexBuild.Status.SUCCEEDED, build.error
     assert sent == [
         ("similarity.tasks.build_shard_task", "embed"),
-        ("similarity.tasks.build_finish_task", None),
+        ("similarity.tasks.build_finish_task", "lookalike"),  # named: not the sender's queue
         ("similarity.tasks.build_shard_task", "embed"),
     ]  # sync mode: the first task runs both shards (stealing), the second finds none
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,8 @@ def cluster_env(settings, data_dir: Path, monkeypatch) -> dict[str, str]:
     from django_q.conf import Conf
 
     monkeypatch.setattr(Conf, "SYNC", False)  # tasks go to Redis, not inline
-    get_broker().purge_queue()
+    for queue in (None, "embed"):  # tasks a failed run may have left behind
+        get_broker(queue).purge_queue()
     settings.LOOKALIKE = {
         **settings.LOOKALIKE, "MODEL": "classic", "SHARD_SIZE": SHARD_SIZE,
         "SHARD_LEASE_SECONDS": LEASE_SECONDS,
@@ -82,16 +84,19 @@ def wait_for(condition: Callable[[], Any], *, what: str, timeout: float = DEADLI
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-@pytest.fixture
-def workers(cluster_env: dict[str, str], tmp_path: Path) -> Iterator[list[subprocess.Popen]]:
-    """Two qcluster processes, each with one worker, idle and polling the queue."""
+@contextmanager
+def start_clusters(
+    env: dict[str, str], logs: Path, names: tuple[str, ...] = ("", "")
+) -> Iterator[list[subprocess.Popen]]:
+    """qcluster processes (one worker each; a name = that queue), idle and polling."""
     from django_q.status import Stat
 
     started = []
-    for n in range(2):
-        log = (tmp_path / f"qcluster-{n}.log").open("wb")
+    for n, name in enumerate(names):
+        log = (logs / f"qcluster-{n}.log").open("wb")
         started.append(subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=cluster_env,
+            [sys.executable, "manage.py", "qcluster"], cwd=ROOT,
+            env={**env, "Q_CLUSTER_NAME": name} if name else env,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         ))
     try:
@@ -106,6 +111,13 @@ def workers(cluster_env: dict[str, str], tmp_path: Path) -> Iterator[list[subpro
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)  # the group of the process we started
             process.wait(timeout=10)
+
+
+@pytest.fixture
+def workers(cluster_env: dict[str, str], tmp_path: Path) -> Iterator[list[subprocess.Popen]]:
+    """Two qcluster processes on the default queue."""
+    with start_clusters(cluster_env, tmp_path) as started:
+        yield started
 
 
 def cluster_worker_pids(cluster: subprocess.Popen) -> set[int]:
@@ -161,3 +173,24 @@ def test_a_worker_killed_mid_shard_loses_no_shard(workers):
     assert killed.state == BuildShard.State.DONE and killed.attempts >= 2
     assert killed.worker_pid != victim.worker_pid
     assert Embedding.objects.count() == ARTICLES == build.article_count
+
+
+def test_embed_shards_run_on_the_embed_cluster_and_the_finish_on_the_default(
+    cluster_env, tmp_path, settings
+):
+    from django_q.models import Task
+
+    settings.LOOKALIKE = {**settings.LOOKALIKE, "EMBED_CLUSTER": "embed"}
+    env = {**cluster_env, "LOOKALIKE_EMBED_CLUSTER": "embed"}
+    make_catalog(60, size=96)
+    with start_clusters(env, tmp_path, names=("", "embed")) as (_default, embed):
+        build = index_build_run(distributed=True, wait=False, progress=False)
+        build = wait_for(lambda: build_ended(build.pk), what="the build to end")
+        assert build.status == IndexBuild.Status.SUCCEEDED, build.error
+        assert {s.worker_pid for s in build.shards.all()} <= cluster_worker_pids(embed)
+        ran = dict(Task.objects.filter(name__startswith=f"build-{build.pk}-").values_list(
+            "name", "cluster"
+        ))
+        assert ran.pop(f"build-{build.pk}-finish") == "lookalike"  # the default queue
+        assert ran and set(ran.values()) == {"embed"}
+        assert Embedding.objects.count() == 60

@@ -123,3 +123,38 @@ def test_lost_tasks_are_found_once_per_lease(build):
     assert sorted(s.pk for s in shards_needing_a_task(build_id=build.pk)) == [a.pk, b.pk, c.pk]
     shard_enqueued(shard_ids=[a.pk, b.pk, c.pk])
     assert shards_needing_a_task(build_id=build.pk) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_claims_on_postgresql_never_share_a_shard(settings):
+    """Eight threads (own connections) claim at once: SKIP LOCKED gives each its own row."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("threads racing on the in-memory SQLite test database; runs on PostgreSQL")
+    settings.LOOKALIKE = {**settings.LOOKALIKE, "SHARD_LEASE_SECONDS": 30}
+    now = timezone.now()
+    build = IndexBuild.objects.create(
+        status=IndexBuild.Status.RUNNING, model="classic", index_type="flat", started_at=now,
+        heartbeat_at=now, progress_at=now, phase="embed shards",
+    )
+    shards = plan(build, count=50, size=10)
+    barrier = Barrier(8)
+
+    def claim(_: int) -> int | None:
+        try:
+            barrier.wait(timeout=30)
+            shard = shard_claim(build_id=build.pk, kind=EMBED)
+            return shard.pk if shard else None
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(claim, range(8)))
+    claimed = [pk for pk in won if pk is not None]
+    assert sorted(claimed) == sorted(s.pk for s in shards)  # 5 shards, 5 winners, no twice
+    assert won.count(None) == 3
+    assert set(BuildShard.objects.values_list("attempts", flat=True)) == {1}
