@@ -43,7 +43,7 @@ def builds_reap() -> str:
 def build_shard_task(shard_id: int) -> str:
     """Run a distributed build's shard, then any other claimable shard of the same build and
     kind (work stealing), so a shard whose task was lost with its worker still gets done."""
-    from similarity.services.distributed import build_shard_work
+    from similarity.services.shard_work import build_shard_work
 
     return build_shard_work(shard_id=shard_id)
 

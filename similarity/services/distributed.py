@@ -12,16 +12,15 @@ The build's ``phase`` is the stage (``download shards``, ``embed shards``, ``fin
 moving it on is a guarded UPDATE in the transaction that creates the next stage's shards,
 so exactly one worker moves it and nobody sees a stage without its shards. Shard workers
 write the build's heartbeat and progress with every lease renewal, so the reaper judges a
-distributed build like any other. Lost tasks (the Redis broker has no delivery receipts)
-are re-sent by ``build_shards_watch``: from the waiting ``build_index --distributed`` and
-from the reaper schedule.
+distributed build like any other (the worker side: ``services.shard_work``). Lost tasks
+(the Redis broker has no delivery receipts) are re-sent by ``build_shards_watch``: from the
+waiting ``build_index --distributed`` and from the reaper schedule.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,36 +29,23 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from catalog.models import Article
-from catalog.progress import progress_listener
 from similarity.conf import similarity_settings
-from similarity.engine.threads import fork_safe_threads, mark_openmp_used
-from similarity.errors import BuildTakenOver
 from similarity.models import BuildShard, Embedding, IndexBuild
 from similarity.services.build_steps import (
-    BuildFailed,
     BuildRun,
-    embedder_load,
-    select_build_runtime,
     step_choose_runtime,
     step_collect,
     step_index,
     step_load_model,
     step_neighbours,
 )
-from similarity.services.embeddings import embeddings_update, indexable_articles
+from similarity.services.embeddings import indexable_articles
 from similarity.services.shards import (
-    LeaseKeeper,
-    ShardLost,
-    ShardOutcome,
-    shard_claim,
-    shard_complete,
     shard_counts,
     shard_enqueued,
-    shard_fail,
     shard_totals,
     shards_needing_a_task,
     shards_plan,
-    worker_identity,
 )
 
 logger = logging.getLogger(__name__)
@@ -71,7 +57,6 @@ PHASE_FINISHING = "finishing"
 SHARD_TASK = "similarity.tasks.build_shard_task"
 FINISH_TASK = "similarity.tasks.build_finish_task"
 WAIT_POLL_SECONDS = 2.0
-MSG_SHARD_FAILED = "{kind} shard #{shard} (articles {first}-{last}) failed on {worker}: {error}"
 
 Kind = BuildShard.Kind
 
@@ -228,7 +213,10 @@ def distributed_builds_watch() -> int:
 
 
 def distributed_build_wait(
-    *, build_id: int, poll_seconds: float = WAIT_POLL_SECONDS, stop: threading.Event | None = None
+    *,
+    build_id: int,
+    poll_seconds: float = WAIT_POLL_SECONDS,
+    stop: threading.Event | None = None,
 ) -> IndexBuild:
     """Wait (``build_index --distributed``) until the build ends, re-sending lost tasks."""
     stop = stop or threading.Event()
@@ -239,131 +227,6 @@ def distributed_build_wait(
         build_shards_watch(build_id=build_id)
         if stop.wait(poll_seconds):
             return IndexBuild.objects.get(pk=build_id)
-
-
-# -- workers: run shards -----------------------------------------------------------------
-
-
-_embedders: dict[tuple[Any, ...], tuple[Any, str]] = {}
-_embedders_lock = threading.Lock()
-
-
-def _worker_embedder(*, model: str, options: dict[str, Any]) -> tuple[Any, str]:
-    """(embedder on its gated runtime, device), loaded once per worker process."""
-    conf = similarity_settings()
-    threads = fork_safe_threads(conf.threads)
-    key = (model, options.get("runtime"), conf.device, threads)
-    with _embedders_lock:
-        if key not in _embedders:
-            mark_openmp_used()
-            embedder = embedder_load(model=model, threads=threads, device=conf.device)
-            embedder, _choice = select_build_runtime(embedder, options.get("runtime"),
-                                                     threads=threads)
-            _embedders[key] = (embedder, conf.device)
-        return _embedders[key]
-
-
-def build_shard_work(*, shard_id: int) -> str:
-    """A shard task: claim this shard (or, once it is done or held, any other claimable
-    shard of the same build and kind) and run shards until none is left to claim."""
-    first = BuildShard.objects.select_related("build").filter(pk=shard_id).first()
-    if first is None:
-        return "no such shard"
-    build, kind = first.build, first.kind
-    device = ""
-    if kind == Kind.EMBED:
-        try:
-            _embedder, device = _worker_embedder(model=build.model, options=first.options)
-        except BuildFailed as exc:
-            host, pid = worker_identity()
-            _build_fail(build.pk, f"worker {host}:{pid} cannot embed: {exc}")
-            return "failed"
-    preferred: int | None = shard_id
-    ran = 0
-    stop_stealing = time.monotonic() + _task_timeout() / 2
-    while IndexBuild.objects.filter(pk=build.pk, status=IndexBuild.Status.RUNNING).exists():
-        if ran and time.monotonic() > stop_stealing:
-            break  # leave the rest to their own tasks before django-q2's timeout kills this
-        shard = shard_claim(build_id=build.pk, kind=kind, preferred=preferred, device=device)
-        preferred = None
-        if shard is None:
-            break
-        try:
-            shard_complete(shard=shard, outcome=_shard_execute(shard, build=build))
-        except ShardLost as exc:
-            logger.warning("%s; moving on", exc)
-            continue
-        except BuildTakenOver:
-            logger.warning("Build #%s no longer runs: shard #%s stops", build.pk, shard.pk)
-            break
-        except Exception as exc:
-            error = MSG_SHARD_FAILED.format(
-                kind=shard.kind, shard=shard.pk, first=shard.first_pk, last=shard.last_pk,
-                worker=shard.worker, error=f"{type(exc).__name__}: {exc}",
-            )
-            logger.exception("%s", error)
-            shard_fail(shard=shard, error=error)
-            _build_fail(build.pk, error)
-            return "failed"
-        ran += 1
-        build_shards_advance(build_id=build.pk)
-    return f"{ran} shard(s) run"
-
-
-def _task_timeout() -> float:
-    from django.conf import settings
-
-    return float(getattr(settings, "Q_CLUSTER", {}).get("timeout") or 3600)
-
-
-def _shard_execute(shard: BuildShard, *, build: IndexBuild) -> ShardOutcome:
-    keeper = LeaseKeeper(shard)
-    started = time.perf_counter()
-    with progress_listener(keeper):
-        if shard.kind == Kind.DOWNLOAD:
-            outcome = _download(shard)
-        else:
-            outcome = _embed(shard, model=build.model)
-    seconds = round(time.perf_counter() - started, 3)
-    return ShardOutcome(
-        done=outcome.done, reused=outcome.reused, failures=outcome.failures,
-        timings={"seconds": seconds, **(outcome.timings or {})},
-    )
-
-
-def _download(shard: BuildShard) -> ShardOutcome:
-    from catalog.services.downloads import images_download
-
-    ids = Article.objects.filter(
-        pk__gte=shard.first_pk, pk__lte=shard.last_pk, is_active=True
-    ).values_list("article_id", flat=True)
-    summary = images_download(article_ids=list(ids), progress=False)
-    return ShardOutcome(
-        done=summary.downloaded, reused=summary.skipped, failures=summary.failures
-    )
-
-
-def _embed(shard: BuildShard, *, model: str) -> ShardOutcome:
-    conf = similarity_settings()
-    embedder, _device = _worker_embedder(model=model, options=shard.options)
-    summary = embeddings_update(
-        embedder=embedder,
-        batch_size=shard.options.get("batch_size") or conf.batch_size,
-        decode_workers=conf.decode_workers,
-        reembed=shard.reembed,
-        progress=False,
-        pk_range=(shard.first_pk, shard.last_pk),
-    )
-    return ShardOutcome(
-        done=summary.embedded, reused=summary.reused, failures=summary.failures,
-        timings={"embed": summary.timings.as_dict()},
-    )
-
-
-def _build_fail(build_id: int, error: str) -> None:
-    IndexBuild.objects.filter(pk=build_id, status=IndexBuild.Status.RUNNING).update(
-        status=IndexBuild.Status.FAILED, error=error, finished_at=timezone.now()
-    )
 
 
 # -- the finish: collect, index, publish -------------------------------------------------

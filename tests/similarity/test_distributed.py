@@ -102,10 +102,10 @@ def test_a_device_this_machine_lacks_fails_the_build_clearly(small_shards, setti
 
 
 def test_a_shard_that_raises_fails_the_build_with_its_worker_and_range(small_shards, monkeypatch):
-    from similarity.services import distributed
+    from similarity.services import shard_work
 
     make_catalog(6)
-    monkeypatch.setattr(distributed, "_embed", lambda shard, model: 1 / 0)
+    monkeypatch.setattr(shard_work, "_embed", lambda shard, model: 1 / 0)
     build = index_build_run(distributed=True, progress=False)
     assert build.status == IndexBuild.Status.FAILED
     shard = build.shards.get(state=BuildShard.State.FAILED)
