@@ -37,6 +37,11 @@ logger = logging.getLogger(__name__)
 
 MSG_SHARD_FAILED = "{kind} shard #{shard} (articles {first}-{last}) failed on {worker}: {error}"
 
+MSG_OTHER_WEIGHTS = (
+    "worker {worker} loads other weights for {model!r} ({found}) than the build planned "
+    "({expected}): give every worker the same model files"
+)
+
 Kind = BuildShard.Kind
 
 
@@ -66,14 +71,23 @@ def build_shard_work(*, shard_id: int) -> str:
     if first is None:
         return "no such shard"
     build, kind = first.build, first.kind
+    if build.status != IndexBuild.Status.RUNNING:
+        return f"build #{build.pk} is {build.status}"
     device = ""
     if kind == Kind.EMBED:
+        host, pid = worker_identity()
         try:
-            _embedder, device = _worker_embedder(model=build.model, options=first.options)
+            embedder, device = _worker_embedder(model=build.model, options=first.options)
         except Exception as exc:  # a model or device this machine cannot use
-            host, pid = worker_identity()
             reason = str(exc) if isinstance(exc, BuildFailed) else f"{type(exc).__name__}: {exc}"
             _build_fail(build.pk, f"worker {host}:{pid} cannot embed: {reason}")
+            return "failed"
+        expected = first.options.get("identity")
+        if expected and embedder.identity() != expected:
+            _build_fail(build.pk, MSG_OTHER_WEIGHTS.format(
+                worker=f"{host}:{pid}", model=build.model, found=embedder.identity(),
+                expected=expected,
+            ))
             return "failed"
     preferred: int | None = shard_id
     ran = 0

@@ -178,3 +178,21 @@ def test_ctrl_c_while_waiting_leaves_the_build_to_its_workers(small_shards, monk
     build = IndexBuild.objects.get()
     assert build.status == IndexBuild.Status.RUNNING and build.phase == "embed shards"
     assert build.shards.filter(state=BuildShard.State.PENDING).count() == 1
+
+
+def test_a_worker_with_other_weights_fails_the_build_instead_of_mixing_vectors(
+    small_shards, monkeypatch
+):
+    from similarity.services import shards
+
+    real_plan = shards.shards_plan
+
+    def planned_elsewhere(**kwargs):
+        return real_plan(**{**kwargs, "options": {**kwargs["options"], "identity": "classic@x"}})
+
+    monkeypatch.setattr("similarity.services.distributed.shards_plan", planned_elsewhere)
+    make_catalog(3)
+    build = index_build_run(distributed=True, progress=False)
+    assert build.status == IndexBuild.Status.FAILED
+    assert "loads other weights for 'classic'" in build.error and "(classic@x)" in build.error
+    assert not Embedding.objects.exists()
