@@ -79,7 +79,7 @@ def main() -> None:
     print(f"model {args.model}; {args.images} images of {args.image_side} px, shards of {args.shard_size}; "
           f"{cpu_model()} ({os.cpu_count()} CPUs), Python {platform.python_version()}; "
           f"load before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
-    local = run_local()
+    local = run_local(env)
     print(f"local, 1 thread: embed {local:.1f} s ({args.images / local:.1f} images/s)", flush=True)
     one = run_distributed(env, workers=1, images=args.images)
     print(f"distributed, 1 worker: embed phase {one['embed']:.1f} s "
@@ -121,11 +121,15 @@ def reset_vectors() -> None:
     Embedding.objects.all().delete()
 
 
-def run_local() -> float:
-    from similarity.services.builds import index_build_run
+def run_local(env: dict[str, str]) -> float:
+    """``build_index --full`` in a fresh process, like a worker (not this one, whose heap
+    holds the generated catalog)."""
+    from similarity.models import IndexBuild
 
     reset_vectors()
-    build = index_build_run(full=True, progress=False, distributed=False)
+    subprocess.run([sys.executable, "manage.py", "build_index", "--full", "--no-progress"],
+                   cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    build = IndexBuild.objects.order_by("-pk").first()
     assert build.status == "succeeded", build.error
     return float(build.timings["embed_seconds"])
 
