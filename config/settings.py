@@ -243,6 +243,9 @@ Q_CLUSTER: dict[str, object] = {
     "save_limit": 250,
     "label": "Background tasks",
     "catch_up": False,
+    # Named clusters (`Q_CLUSTER_NAME=embed manage.py qcluster`, LOOKALIKE_EMBED_CLUSTER): a
+    # worker started with a name takes that queue; django-q2 requires this key to start one.
+    "ALT_CLUSTERS": {},
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL

@@ -49,6 +49,12 @@ DEFAULTS: dict[str, object] = {
     # Serving from a shared "indexes" storage (docs/scaling.md): how often each web process
     # asks the database which build is current (one primary-key query at most this often).
     "INDEX_CHECK_SECONDS": 2.0,
+    # Distributed builds (services/distributed.py, docs/scaling.md "Distributed builds").
+    "DISTRIBUTED_BUILDS": False,  # API/admin rebuilds fan out over the django-q2 cluster
+    "SHARD_SIZE": 1000,  # articles per shard (download or embed)
+    "SHARD_LEASE_SECONDS": 120,  # a claimed shard without progress for this long is re-run
+    "EMBED_CLUSTER": "",  # django-q2 queue (Q_CLUSTER_NAME) of embed shards; "" = default
+    "DEVICE": "cpu",  # torch device of the embedders: cpu, cuda, cuda:1 ...
 }
 
 # Types of the DEFAULTS keys whose default is None (LOOKALIKE_<KEY> parsing in settings.py;
@@ -121,14 +127,19 @@ class SimilaritySettings:
     match_batch_size: int = 64
     match_zip_max_files: int = 10_000
     match_zip_max_bytes: int = 2 * 1024 * 1024 * 1024
+    index_check_seconds: float = 2.0
+    index_cache_root: Path = Path("index-cache")
+    distributed_builds: bool = False
+    shard_size: int = 1000
+    shard_lease_seconds: int = 120
+    embed_cluster: str = ""
+    device: str = "cpu"
 
     def similar_threshold_for(self, model: str) -> float:
         """The configured SIMILAR_THRESHOLD, else the default of ``model``'s family."""
         if self.similar_threshold is not None:
             return self.similar_threshold
         return SIMILAR_THRESHOLDS.get(model_family(model), SIMILAR_THRESHOLD_FALLBACK)
-    index_check_seconds: float = 2.0
-    index_cache_root: Path = Path("index-cache")
 
     def duplicate_threshold_for(self, model: str) -> float:
         """The configured DUPLICATE_THRESHOLD, else the default of ``model``'s family."""
@@ -181,6 +192,11 @@ def similarity_settings() -> SimilaritySettings:
         match_zip_max_bytes=_at_least_one("MATCH_ZIP_MAX_BYTES", values["MATCH_ZIP_MAX_BYTES"]),
         index_check_seconds=float(values["INDEX_CHECK_SECONDS"]),
         index_cache_root=Path(settings.DATA_DIR) / "index-cache",
+        distributed_builds=bool(values["DISTRIBUTED_BUILDS"]),
+        shard_size=_at_least_one("SHARD_SIZE", values["SHARD_SIZE"]),
+        shard_lease_seconds=_at_least_one("SHARD_LEASE_SECONDS", values["SHARD_LEASE_SECONDS"]),
+        embed_cluster=str(values["EMBED_CLUSTER"] or "").strip(),
+        device=str(values["DEVICE"] or "cpu").strip().lower(),
     )
 
 

@@ -166,6 +166,67 @@ class CurrentIndex(models.Model):
         return f"{self.build_name} (published {self.published_at:%Y-%m-%d %H:%M:%S})"
 
 
+class BuildShard(models.Model):
+    """One slice of a distributed build's downloads or embeddings, claimed by one worker at a time.
+
+    A worker holds a shard through a lease it renews while it progresses; a shard whose lease
+    expired (its worker died or hung) is claimed again by another worker. Re-running a shard
+    is harmless: embeddings are keyed (article, model identity, image sha256).
+    """
+
+    class Kind(models.TextChoices):
+        DOWNLOAD = "download", "Download"
+        EMBED = "embed", "Embed"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        CLAIMED = "claimed", "Claimed (a worker holds its lease)"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    build = models.ForeignKey(IndexBuild, on_delete=models.CASCADE, related_name="shards")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    first_pk = models.BigIntegerField(help_text="Article pk range, inclusive.")
+    last_pk = models.BigIntegerField()
+    article_count = models.PositiveIntegerField(default=0, help_text="Articles planned.")
+    reembed = models.BooleanField(default=False)
+    options = models.JSONField(
+        default=dict, blank=True, help_text="Build options a worker needs (runtime, batch size)."
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    worker_host = models.CharField(max_length=128, blank=True)
+    worker_pid = models.PositiveIntegerField(null=True, blank=True)
+    device = models.CharField(max_length=32, blank=True, help_text="torch device (embed).")
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Claims so far.")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="Last task sent.")
+    started_at = models.DateTimeField(null=True, blank=True, help_text="Last claim.")
+    finished_at = models.DateTimeField(null=True, blank=True)
+    done_count = models.PositiveIntegerField(default=0, help_text="Embedded or downloaded.")
+    reused_count = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
+    failures = models.JSONField(default=list, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["build", "kind", "first_pk"]
+        indexes = [models.Index(fields=["build", "kind", "state"], name="buildshard_claim")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} shard #{self.pk} of build #{self.build_id} ({self.state})"
+
+    @property
+    def worker(self) -> str:
+        return f"{self.worker_host}:{self.worker_pid}" if self.worker_pid else ""
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
 class SimilarArticle(models.Model):
     """A stored top-k neighbour of an article (itself excluded), refreshed after each build.
 

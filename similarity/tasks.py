@@ -1,4 +1,4 @@
-"""django-q2 tasks: background index builds and the periodic check of running builds."""
+"""django-q2 tasks: background index builds, their shards, and the periodic check of builds."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ def index_build_task(build_id: int) -> str:
 
     build = IndexBuild.objects.get(pk=build_id)
     try:
-        build = index_build_run(build=build, progress=True)
+        # A distributed build (DISTRIBUTED_BUILDS) returns once its shards are sent: no
+        # worker waits on them; the worker closing the last one sends build_finish_task.
+        build = index_build_run(build=build, progress=True, wait=False)
     except BuildAlreadyRunning as exc:
         logger.warning("Build #%s waits: %s", build_id, exc)
         return IndexBuild.Status.QUEUED
@@ -45,3 +47,18 @@ def builds_reap() -> str:
     report = str(reap())
     logger.info("Build check: %s", report)
     return report
+
+
+def build_shard_task(shard_id: int) -> str:
+    """Run a distributed build's shard, then any other claimable shard of the same build and
+    kind (work stealing), so a shard whose task was lost with its worker still gets done."""
+    from similarity.services.shard_work import build_shard_work
+
+    return build_shard_work(shard_id=shard_id)
+
+
+def build_finish_task(build_id: int) -> str:
+    """The end of a distributed build: collect the vectors, index and publish."""
+    from similarity.services.builds import index_build_finish
+
+    return index_build_finish(build_id=build_id).status

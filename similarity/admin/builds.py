@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from catalog.models import Article
-from similarity.models import IndexBuild
+from similarity.models import BuildShard, IndexBuild
 
 FAILURES_SHOWN = 50
 
@@ -45,6 +45,31 @@ def _timing_value(name: str, value: Any) -> str:
     return str(value)
 
 
+class BuildShardInline(admin.TabularInline):
+    """A distributed build's shards: read-only, the workers write them."""
+
+    model = BuildShard
+    extra = 0
+    can_delete = False
+    show_change_link = False
+    fields = (
+        "kind", "first_pk", "last_pk", "article_count", "state", "worker", "device",
+        "attempts", "lease_expires_at", "started_at", "duration_display", "done_count",
+        "reused_count", "failed_count", "error",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="Duration")
+    def duration_display(self, shard: BuildShard) -> str:
+        return "" if shard.duration is None else f"{shard.duration:.1f} s"
+
+
 @admin.register(IndexBuild)
 class IndexBuildAdmin(admin.ModelAdmin):
     """Read-only history of builds: the system creates them, the admin only shows them."""
@@ -66,6 +91,7 @@ class IndexBuildAdmin(admin.ModelAdmin):
     list_display_links = ("id", "status_badge")
     list_filter = ("status", "model", "trigger", "mode")
     date_hierarchy = "created_at"
+    inlines = (BuildShardInline,)
     fieldsets = (
         (None, {"fields": ("status_badge", "error", "trigger", "task_link")}),
         ("Options", {"fields": ("model", "model_source", "index_type", "full", "download")}),

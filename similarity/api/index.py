@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from similarity.errors import IndexNotReady
-from similarity.models import IndexBuild
+from similarity.models import BuildShard, IndexBuild
 from similarity.selectors.queries import index_preprocessing
 from similarity.selectors.store import get_store
 from similarity.services.builds import index_build_enqueue
@@ -183,12 +183,36 @@ class IndexRebuildApi(APIView):
         )
 
 
+class BuildShardSerializer(serializers.ModelSerializer):
+    worker = serializers.CharField(read_only=True, help_text="host:pid of the last claim.")
+    duration = serializers.FloatField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = BuildShard
+        fields = [
+            "id", "kind", "first_pk", "last_pk", "article_count", "state", "worker", "device",
+            "attempts", "lease_expires_at", "started_at", "finished_at", "duration",
+            "done_count", "reused_count", "failed_count", "error",
+        ]
+
+
+@extend_schema_serializer(component_name="IndexBuildDetail")
+class IndexBuildDetailSerializer(IndexBuildSerializer):
+    shards = BuildShardSerializer(many=True, read_only=True, help_text=(
+        "A distributed build's shards (download, then embed); empty for a local build."
+    ))
+
+    class Meta(IndexBuildSerializer.Meta):
+        fields = [*IndexBuildSerializer.Meta.fields, "timings", "shards"]
+
+
 class IndexBuildDetailApi(APIView):
-    """GET /api/index/builds/<id>/ (staff) — one build record: status, counts, error."""
+    """GET /api/index/builds/<id>/ (staff) — one build record: status, counts, error, and
+    the shards of a distributed build (state, worker, attempts, timings)."""
 
     permission_classes = [IsAdminUser]
 
-    @extend_schema(responses=IndexBuildSerializer)
+    @extend_schema(responses=IndexBuildDetailSerializer)
     def get(self, request: Request, build_id: int) -> Response:
-        build = get_object_or_404(IndexBuild, pk=build_id)
-        return Response(IndexBuildSerializer(build, context={"request": request}).data)
+        build = get_object_or_404(IndexBuild.objects.prefetch_related("shards"), pk=build_id)
+        return Response(IndexBuildDetailSerializer(build, context={"request": request}).data)

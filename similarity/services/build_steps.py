@@ -40,10 +40,12 @@ class BuildRun:
     progress: bool = True
     runtime: str | None = None
     threads: int = 1
+    device: str = "cpu"
     embedder: Any = None
     runtime_choice: Any = None
     inputs: Any = None
     model_fallback: str = ""  # the warning when the default model could not be loaded
+    extra_manifest: dict[str, Any] = field(default_factory=dict)  # e.g. distributed shards
 
 
 def step_download(run: BuildRun) -> None:
@@ -63,11 +65,12 @@ def step_load_model(run: BuildRun) -> None:
     set_faiss_threads(run.threads)
     mark_openmp_used()
     model = run.build.model
+    run.device = similarity_settings().device
     with Timeit(f"Loading model {model}", into=run.timings, key="load_model_seconds"):
         if run.build.model_source == IndexBuild.ModelSource.DEFAULT:
             _load_default_model(run)
         else:  # asked for, set, or the current index's: it loads or the build fails
-            run.embedder = embedder_load(model=model, threads=run.threads)
+            run.embedder = embedder_load(model=model, threads=run.threads, device=run.device)
 
 
 def _load_default_model(run: BuildRun) -> None:
@@ -76,11 +79,13 @@ def _load_default_model(run: BuildRun) -> None:
     Only a build that nobody chose a model for falls back: the model it lands on becomes
     the current index's, so later rebuilds keep it (``build_model_choose``).
     """
-    from similarity.engine.embedders import EmbedderLoadError
+    from similarity.engine.embedders import EmbedderLoadError, device_check
     from similarity.services.models import embedder_load_with_fallback
 
     try:
-        choice = embedder_load_with_fallback(spec=run.build.model, threads=run.threads)
+        choice = embedder_load_with_fallback(
+            spec=run.build.model, threads=run.threads, device=device_check(run.device)
+        )
     except EmbedderLoadError as exc:
         raise BuildFailed(str(exc)) from exc
     run.embedder = choice.embedder
@@ -140,8 +145,10 @@ def step_index(run: BuildRun) -> None:
             extra_manifest={
                 "build_id": build.pk,
                 "supports_text": run.embedder.supports_text,
+                "device": run.device,
                 **({"model_fallback": run.model_fallback} if run.model_fallback else {}),
                 **run.runtime_choice.as_manifest(),
+                **run.extra_manifest,
             },
         )
     run.timings.update(outcome.timings)
@@ -175,25 +182,34 @@ STEPS: tuple[tuple[str, Callable[[BuildRun], None]], ...] = (
 )
 
 
-def build_steps_run(*, run: BuildRun) -> None:
+def build_steps_run(
+    *,
+    run: BuildRun,
+    steps: tuple[tuple[str, Callable[[BuildRun], None]], ...] | None = None,
+    done_phase: str | None = "done",
+) -> None:
     """Run every step; each start and every progress-bar update inside it counts as progress.
 
     The index becomes current inside ``index``; a build that lost its lock (declared dead or
-    hung by another process) stops at the next step or batch with BuildTakenOver.
+    hung by another process) stops at the next step or batch with BuildTakenOver. A
+    distributed build's planning steps end without ``done_phase`` (its shards go on).
+    ``steps`` defaults to STEPS (read at call time).
     """
-    for name, step in STEPS:
+    for name, step in STEPS if steps is None else steps:
         run.tracker.step(name)
         with progress_listener(run.tracker.progressed):
             step(run)
-    run.tracker.step("done")
+    if done_phase is not None:
+        run.tracker.step(done_phase)
 
 
-def embedder_load(*, model: str, threads: int) -> Any:
-    """The embedder for ``model``; a model that cannot be loaded fails the build in one line."""
-    from similarity.engine.embedders import EmbedderLoadError, load_embedder
+def embedder_load(*, model: str, threads: int, device: str = "cpu") -> Any:
+    """The embedder for ``model`` on ``device``; a model or device that cannot be used fails
+    the build in one line (e.g. cuda asked for on a machine without it)."""
+    from similarity.engine.embedders import EmbedderLoadError, device_check, load_embedder
 
     try:
-        return load_embedder(model, threads=threads)
+        return load_embedder(model, threads=threads, device=device_check(device))
     except EmbedderLoadError as exc:
         raise BuildFailed(str(exc)) from exc
 

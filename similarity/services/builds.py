@@ -27,6 +27,7 @@ from similarity.services.build_lock import (
     build_claim,
     build_start,
     running_builds_reap,
+    this_process,
 )
 from similarity.services.build_steps import (
     MSG_NOTHING_TO_INDEX,
@@ -35,6 +36,14 @@ from similarity.services.build_steps import (
     build_steps_run,
     embedder_load,
     select_build_runtime,
+)
+from similarity.services.distributed import (
+    FINISH_STEPS,
+    PHASE_FINISHING,
+    PLAN_STEPS,
+    distributed_build_wait,
+    distributed_builds_watch,
+    finish_options,
 )
 from similarity.services.embeddings import embeddings_update
 
@@ -48,6 +57,7 @@ __all__ = [
     "embeddings_run",
     "index_build_create",
     "index_build_enqueue",
+    "index_build_finish",
     "index_build_run",
     "select_build_runtime",
 ]
@@ -175,9 +185,12 @@ def _send_task(build: IndexBuild) -> None:
 class ReapReport:
     reaped: list[Reaped] = field(default_factory=list)
     requeued: int | None = None  # id of a queued build handed to a worker again
+    resent: int = 0  # shard tasks of distributed builds sent again (expired leases)
 
     def __str__(self) -> str:
         lines = [f"build #{r.build_id} marked failed ({r.reason}): {r.error}" for r in self.reaped]
+        if self.resent:
+            lines.append(f"{self.resent} shard task(s) of distributed builds sent again")
         if self.requeued is not None:
             lines.append(f"queued build #{self.requeued} handed to a worker again")
         return "\n".join(lines) or "nothing to do: no dead, hung or waiting build"
@@ -191,6 +204,7 @@ def builds_reap() -> ReapReport:
     reached the task queue.
     """
     report = ReapReport(reaped=running_builds_reap())
+    report.resent = distributed_builds_watch()
     if IndexBuild.objects.filter(status=IndexBuild.Status.RUNNING).exists():
         return report
     queued = IndexBuild.objects.filter(status=IndexBuild.Status.QUEUED).first()
@@ -248,6 +262,8 @@ def index_build_run(
     trigger: str = "shell",
     progress: bool = True,
     runtime: str | None = None,
+    distributed: bool | None = None,
+    wait: bool = True,
 ) -> IndexBuild:
     """Run a build: (download,) embed what is missing, update or rebuild the index, switch.
 
@@ -257,6 +273,12 @@ def index_build_run(
     the previous index serving and the build recorded as failed with its error. Same inputs
     as the current index: nothing is written (status "unchanged"). ``runtime`` (default:
     the RUNTIME setting) is the embedding runtime; see ``select_build_runtime``.
+
+    ``distributed`` (default: the DISTRIBUTED_BUILDS setting) fans the downloads and
+    embeddings out as shard tasks over the django-q2 cluster (services.distributed); the
+    build then ends in the worker that finishes it. ``wait`` (the shell) waits for that end,
+    re-sending the tasks of shards whose worker died; without it (a task) this returns the
+    running build at once.
     """
     if build is None:
         build = build_start(
@@ -272,11 +294,55 @@ def index_build_run(
         build=build, tracker=BuildTracker(build.pk), reembed=reembed, batch_size=batch_size,
         progress=progress, runtime=runtime,
     )
+    if distributed is None:
+        distributed = similarity_settings().distributed_builds
+    if not distributed:
+        return _recorded_run(run, steps=None)  # build_steps.STEPS
+    _recorded_run(run, steps=PLAN_STEPS, done_phase=None, finish=False)
+    if wait:
+        try:
+            with Heartbeat(build.pk):
+                return distributed_build_wait(build_id=build.pk)
+        except KeyboardInterrupt:
+            # Only the waiting stops: the workers carry the build to its end.
+            logger.warning("Stopped waiting for build #%s; its workers go on", build.pk)
+    build.refresh_from_db()
+    return build
+
+
+def index_build_finish(*, build_id: int) -> IndexBuild:
+    """The end of a distributed build (a task sent by the worker that closed its last
+    shard): gather the shards' counts, collect the vectors, index and publish."""
+    build = IndexBuild.objects.get(pk=build_id)
+    if build.status != IndexBuild.Status.RUNNING or build.phase != PHASE_FINISHING:
+        logger.warning("Build #%s is %s (%s): nothing to finish", build.pk, build.status,
+                       build.phase)
+        return build
+    IndexBuild.objects.filter(pk=build.pk).update(process=this_process())
+    options = finish_options(build_id=build.pk)
+    run = BuildRun(
+        build=build, tracker=BuildTracker(build.pk), batch_size=options.get("batch_size"),
+        progress=True, runtime=options.get("runtime"),
+        timings=dict(build.timings or {}),
+    )
+    return _recorded_run(run, steps=FINISH_STEPS)
+
+
+def _recorded_run(
+    run: BuildRun, *, steps: Any, done_phase: str | None = "done", finish: bool = True
+) -> IndexBuild:
+    """Run ``steps`` with a heartbeat; the outcome (or the failure) is written to the build.
+
+    ``finish=False`` (a distributed build's planning) writes the outcome only on failure.
+    """
+    build = run.build
     started = time.perf_counter()
+    failed = False
     try:
         with Heartbeat(build.pk):
-            build_steps_run(run=run)
+            build_steps_run(run=run, steps=steps, done_phase=done_phase)
     except BaseException as exc:
+        failed = True
         build.status = IndexBuild.Status.FAILED
         known = isinstance(exc, BuildFailed | BuildTakenOver)
         build.error = str(exc) if known else f"{type(exc).__name__}: {exc}"
@@ -284,10 +350,15 @@ def index_build_run(
             build.error = "interrupted"
         raise
     finally:
-        run.timings["total_seconds"] = round(time.perf_counter() - started, 3)
-        build.timings = run.timings
-        build.finished_at = timezone.now()
-        _finish(build)
+        if finish or failed:
+            run.timings["total_seconds"] = round(time.perf_counter() - started, 3)
+            if "distributed" in run.timings and build.started_at:
+                run.timings["total_seconds"] = round(
+                    (timezone.now() - build.started_at).total_seconds(), 3
+                )
+            build.timings = run.timings
+            build.finished_at = timezone.now()
+            _finish(build)
     return build
 
 

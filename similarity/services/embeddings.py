@@ -44,6 +44,7 @@ def embeddings_update(
     reembed: bool = False,
     progress: bool = True,
     shard: tuple[int, int] | None = None,
+    pk_range: tuple[int, int] | None = None,
 ) -> EmbedSummary:
     """Store an embedding for every indexable article whose (model, image hash) has none.
 
@@ -53,12 +54,14 @@ def embeddings_update(
     recomputes every vector, replacing stored ones one batch at a time. ``shard`` =
     (index, count) embeds only the articles whose pk % count == index, so ``count``
     processes (``manage.py embed_images --shard i/n``) split a large catalog between them.
+    ``pk_range`` = (first, last) embeds only the articles with first <= pk <= last (one
+    shard of a distributed build, services.shards).
     """
     identity = embedder.identity()
-    articles = _candidate_rows(shard)
+    articles = _candidate_rows(shard, pk_range)
     # With reembed nothing counts as stored: every vector is replaced batch by batch, so an
     # interrupted run leaves the old vectors of the articles it did not reach in place.
-    todo = articles if reembed else _without_stored_vector(articles, identity)
+    todo = articles if reembed else _without_stored_vector(articles, identity, pk_range)
     summary = EmbedSummary(reused=len(articles) - len(todo))
     if todo:
         by_pk = {row.pk: row for row in todo}
@@ -67,13 +70,17 @@ def embeddings_update(
         )
         for batch in batches:
             _store_batch(embedder, identity, batch, by_pk, summary, reembed=reembed)
-    _delete_replaced_embeddings(identity)
+    _delete_replaced_embeddings(identity, pk_range)
     return summary
 
 
-def _candidate_rows(shard: tuple[int, int] | None) -> list[Any]:
+def _candidate_rows(
+    shard: tuple[int, int] | None, pk_range: tuple[int, int] | None = None
+) -> list[Any]:
     """(pk, article_id, image, image_sha256) rows of the indexable articles of ``shard``."""
     candidates = indexable_articles()
+    if pk_range is not None:
+        candidates = candidates.filter(pk__gte=pk_range[0], pk__lte=pk_range[1])
     if shard is not None:
         index, count = shard
         if not 0 <= index < count:
@@ -82,9 +89,12 @@ def _candidate_rows(shard: tuple[int, int] | None) -> list[Any]:
     return list(candidates.values_list("pk", "article_id", "image", "image_sha256", named=True))
 
 
-def _without_stored_vector(articles: list[Any], identity: str) -> list[Any]:
+def _without_stored_vector(
+    articles: list[Any], identity: str, pk_range: tuple[int, int] | None = None
+) -> list[Any]:
     """The rows whose (article, image hash) has no vector under ``identity`` yet."""
-    have = set(Embedding.objects.filter(model=identity).values_list("article_id", "image_sha256"))
+    stored = _in_range(Embedding.objects.filter(model=identity), pk_range)
+    have = set(stored.values_list("article_id", "image_sha256"))
     return [row for row in articles if (row.pk, row.image_sha256) not in have]
 
 
@@ -140,8 +150,15 @@ def _store_batch(
     summary.failures.extend((by_pk[pk].article_id, reason) for pk, reason in batch.failures)
 
 
-def _delete_replaced_embeddings(identity: str) -> None:
-    stale = Embedding.objects.filter(model=identity).exclude(
+def _in_range(embeddings: QuerySet[Embedding], pk_range: tuple[int, int] | None) -> Any:
+    """Only the embeddings of one shard's articles: a shard never scans the whole table."""
+    if pk_range is None:
+        return embeddings
+    return embeddings.filter(article_id__gte=pk_range[0], article_id__lte=pk_range[1])
+
+
+def _delete_replaced_embeddings(identity: str, pk_range: tuple[int, int] | None = None) -> None:
+    stale = _in_range(Embedding.objects.filter(model=identity), pk_range).exclude(
         image_sha256=F("article__image_sha256")
     )
     deleted, _ = stale.delete()

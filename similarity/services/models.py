@@ -46,8 +46,12 @@ class ModelChoice:
 
 
 def embedder_load_with_fallback(
-    *, spec: str, threads: int | None = None, fallbacks: tuple[str, ...] = FALLBACK_ORDER,
+    *,
+    spec: str,
+    threads: int | None = None,
+    fallbacks: tuple[str, ...] = FALLBACK_ORDER,
     log_fallback: bool = True,
+    device: str = "cpu",
 ) -> ModelChoice:
     """Load ``spec``, else the first of ``fallbacks`` that loads (logged as a warning).
 
@@ -63,7 +67,7 @@ def embedder_load_with_fallback(
     failures: list[tuple[str, str]] = []
     for candidate in candidates:
         try:
-            embedder = load_embedder(candidate, threads=threads)
+            embedder = load_embedder(candidate, threads=threads, device=device)
         except EmbedderLoadError as error:
             failures.append((candidate, str(error)))
             continue

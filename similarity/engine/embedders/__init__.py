@@ -31,6 +31,7 @@ __all__ = [
     "TextNotSupportedError",
     "canonical_spec",
     "clear_embedder_cache",
+    "device_check",
     "load_embedder",
     "parse_model_spec",
 ]
@@ -63,6 +64,32 @@ def load_embedder(spec: str, *, device: str = "cpu", threads: int | None = None)
         embedder = _build(parsed, device=device, threads=threads)
         _cache[key] = embedder
         return embedder
+
+
+MSG_DEVICE_UNAVAILABLE = (
+    "DEVICE is {device!r} but {reason}: set LOOKALIKE_DEVICE=cpu on this machine, or send "
+    "embedding to machines that have it (EMBED_CLUSTER)"
+)
+
+
+def device_check(device: str) -> str:
+    """``device`` when this machine has it (``cpu`` always); EmbedderLoadError otherwise."""
+    name = device.strip().lower()
+    if name == "cpu":
+        return name
+    if not (name == "cuda" or name.startswith("cuda:")):
+        raise EmbedderLoadError(f"DEVICE must be cpu, cuda or cuda:<n>; got {device!r}")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise EmbedderLoadError(
+            MSG_DEVICE_UNAVAILABLE.format(device=device, reason="CUDA is not available here")
+        )
+    index = int(name.split(":", 1)[1]) if ":" in name else 0
+    if index >= torch.cuda.device_count():
+        reason = f"this machine has {torch.cuda.device_count()} CUDA device(s)"
+        raise EmbedderLoadError(MSG_DEVICE_UNAVAILABLE.format(device=device, reason=reason))
+    return name
 
 
 def clear_embedder_cache() -> None:

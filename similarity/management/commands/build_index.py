@@ -12,6 +12,7 @@ from catalog.management.base import LookalikeCommand
 from similarity.engine.embedders.runtimes import RUNTIME_CHOICES
 from similarity.engine.embedders.specs import DEFAULT_MODEL
 from similarity.errors import BuildAlreadyRunning, BuildTakenOver
+from similarity.models import IndexBuild
 from similarity.services.builds import BuildFailed, index_build_run
 
 
@@ -40,6 +41,11 @@ class Command(LookalikeCommand):
                             help="Embedding runtime: torch (fp32 reference), "
                             "torch-bf16, onnx, onnx-int8, or auto (fastest that passes the "
                             "accuracy gate); default: the RUNTIME setting.")
+        parser.add_argument("--distributed", action="store_true", default=None,
+                            help="Fan the downloads and embeddings out as shard tasks over "
+                            "the django-q2 cluster (start workers with manage.py qcluster) "
+                            "and wait for the build to finish; default: the "
+                            "DISTRIBUTED_BUILDS setting.")
         parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -56,9 +62,15 @@ class Command(LookalikeCommand):
                 progress=not options["no_progress"],
                 trigger="shell",
                 runtime=options["runtime"],
+                distributed=options["distributed"],
             )
         except (BuildFailed, BuildAlreadyRunning, BuildTakenOver, ValueError) as exc:
             raise CommandError(str(exc)) from exc
+        if build.status == IndexBuild.Status.RUNNING:
+            raise CommandError(
+                f"stopped waiting: build #{build.pk} goes on in the django-q2 workers "
+                "(follow it in the admin or GET /api/index/builds/<id>/)"
+            )
         for failure in build.failures[:20]:
             self.stderr.write(f"skipped {failure['article_id']}: {failure['reason']}")
         self.stdout.write(f"{build.describe()} (model {build.model}: {build.model_source})")
