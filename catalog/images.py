@@ -71,18 +71,8 @@ def validate_image_bytes(data: bytes, *, max_pixels: int) -> ImageInfo:
             orientation = image.getexif().get(0x0112)
     except ImageValidationError:
         raise
-    except Image.DecompressionBombError as exc:
-        match = _PILLOW_BOMB_PIXELS.search(str(exc))
-        pixels = match.group(1) if match else "too many"
-        raise ImageValidationError(MSG_BOMB.format(pixels=pixels, limit=max_pixels)) from exc
-    except UnidentifiedImageError as exc:
-        raise ImageValidationError(_unidentified_message(data)) from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # Pillow reports a short body as "image file is truncated" or "... not enough data".
-        text = str(exc)
-        if "truncated" in text.lower() or "not enough data" in text or isinstance(exc, EOFError):
-            raise ImageValidationError(MSG_TRUNCATED) from exc
-        raise ImageValidationError(MSG_CORRUPT.format(error=text or type(exc).__name__)) from exc
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise _validation_error(exc, data=data, max_pixels=max_pixels) from exc
     if image_format not in ALLOWED_FORMATS:  # pragma: no cover - Image.open(formats=) filters
         raise ImageValidationError(
             MSG_FORMAT.format(format=image_format, allowed=", ".join(ALLOWED_FORMATS))
@@ -133,17 +123,8 @@ def image_decode_reduced(data: bytes, *, max_pixels: int, min_side: int | None) 
             decoded = _reducible(image).reduce(factor) if factor > 1 else image.copy()
     except ImageValidationError:
         raise
-    except Image.DecompressionBombError as exc:
-        match = _PILLOW_BOMB_PIXELS.search(str(exc))
-        pixels = match.group(1) if match else "too many"
-        raise ImageValidationError(MSG_BOMB.format(pixels=pixels, limit=max_pixels)) from exc
-    except UnidentifiedImageError as exc:
-        raise ImageValidationError(_unidentified_message(data)) from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        text = str(exc)
-        if "truncated" in text.lower() or "not enough data" in text or isinstance(exc, EOFError):
-            raise ImageValidationError(MSG_TRUNCATED) from exc
-        raise ImageValidationError(MSG_CORRUPT.format(error=text or type(exc).__name__)) from exc
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise _validation_error(exc, data=data, max_pixels=max_pixels) from exc
     upright = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
     return decoded.transpose(upright) if upright is not None else decoded
 
@@ -152,6 +133,21 @@ def image_decode_reduced(data: bytes, *, max_pixels: int, min_side: int | None) 
 _DEFLATE_MAX_RATIO = 1032
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # IHDR colour type -> samples per pixel
 
+
+
+def _validation_error(exc: Exception, *, data: bytes, max_pixels: int) -> ImageValidationError:
+    """The ImageValidationError that says what Pillow's decoding error ``exc`` means."""
+    if isinstance(exc, Image.DecompressionBombError):
+        match = _PILLOW_BOMB_PIXELS.search(str(exc))
+        pixels = match.group(1) if match else "too many"
+        return ImageValidationError(MSG_BOMB.format(pixels=pixels, limit=max_pixels))
+    if isinstance(exc, UnidentifiedImageError):
+        return ImageValidationError(_unidentified_message(data))
+    # Pillow reports a short body as "image file is truncated" or "... not enough data".
+    text = str(exc)
+    if "truncated" in text.lower() or "not enough data" in text or isinstance(exc, EOFError):
+        return ImageValidationError(MSG_TRUNCATED)
+    return ImageValidationError(MSG_CORRUPT.format(error=text or type(exc).__name__))
 
 def _check_png_data_covers_rows(data: bytes, image_format: str) -> None:
     """Refuse a PNG whose IDAT chunks are too small to hold the rows its header declares.
