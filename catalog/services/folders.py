@@ -29,7 +29,7 @@ from django.db import transaction
 from catalog.conf import catalog_settings
 from catalog.images import ImageValidationError, validate_image_bytes
 from catalog.models import Article, article_image_path
-from catalog.services.images import article_image_store
+from catalog.services.images import ImageFiles, article_image_store
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 MAX_ID_LENGTH = Article._meta.get_field("article_id").max_length
@@ -186,12 +186,12 @@ def _upsert(entry: _Entry, *, conf: Any, dry_run: bool) -> str:
         "image_url": url, "is_active": True,
     }
     article = Article.objects.filter(article_id=entry.article_id).first()
-    stored = conf.media_root / name
     if article is not None:
         same_fields = all(getattr(article, key) == value for key, value in wanted.items())
         same_image = (
             article.image_sha256 == sha256 and article.image.name == name
-            and article.download_status == Article.DownloadStatus.DOWNLOADED and stored.is_file()
+            and article.download_status == Article.DownloadStatus.DOWNLOADED
+            and ImageFiles().exists(name)
         )
         if same_fields and same_image:
             return "unchanged"
@@ -201,5 +201,5 @@ def _upsert(entry: _Entry, *, conf: Any, dry_run: bool) -> str:
         article, created = Article.objects.update_or_create(
             article_id=entry.article_id, defaults=wanted
         )
-        article_image_store(article=article, data=data, source_url=url)
+        article_image_store(article=article, data=data, source_url=url, info=info)
     return "created" if created else "updated"

@@ -27,7 +27,7 @@ from django.core.files.storage import FileSystemStorage, Storage, default_storag
 from django.utils import timezone
 
 from catalog.conf import catalog_settings
-from catalog.images import validate_image_bytes
+from catalog.images import ImageInfo, validate_image_bytes
 from catalog.models import Article, article_image_path
 
 logger = logging.getLogger(__name__)
@@ -126,6 +126,11 @@ class ImageFiles:
             return open(self.local_root / name, "rb")
         return self.storage.open(name, "rb")
 
+    def exists(self, name: str) -> bool:
+        if self.local_root is not None:
+            return (self.local_root / name).is_file()
+        return self.storage.exists(name)
+
     def delete(self, name: str) -> None:
         """Remove ``name``; a missing file is not an error."""
         if self.local_root is not None:
@@ -173,14 +178,17 @@ def image_fields(
     }
 
 
-def article_image_store(*, article: Article, data: bytes, source_url: str | None = None) -> Article:
+def article_image_store(
+    *, article: Article, data: bytes, source_url: str | None = None, info: ImageInfo | None = None
+) -> Article:
     """Validate ``data``, store it as ``article``'s image and mark the article downloaded.
 
     ``source_url`` defaults to the article's ``image_url`` (the file then counts as fresh).
+    ``info``: what ``validate_image_bytes`` already said of these bytes (not decoded again).
     Raises ``ImageValidationError`` for bytes that are not an acceptable image.
     """
-    conf = catalog_settings()
-    info = validate_image_bytes(data, max_pixels=conf.download_max_pixels)
+    if info is None:
+        info = validate_image_bytes(data, max_pixels=catalog_settings().download_max_pixels)
     files = ImageFiles()
     name = image_file_write(files=files, article_id=article.article_id, data=data, ext=info.ext)
     old = article.image.name if article.image else ""

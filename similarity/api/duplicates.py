@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from catalog.api.articles import media_url
 from similarity.api.permissions import StaffAccess
 from similarity.services.duplicate_review import article_duplicates_find
 from similarity.services.duplicates import DuplicateGroup, duplicate_groups_find
@@ -43,8 +44,6 @@ class DuplicatesApi(APIView):
         image = serializers.SerializerMethodField()
 
         def get_image(self, member: Any) -> str | None:
-            from catalog.api.articles import media_url
-
             return media_url(self.context["request"], member.image)
 
     @extend_schema_serializer(component_name="DuplicatePair")
