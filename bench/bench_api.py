@@ -76,7 +76,7 @@ def setup_data(count: int, env: dict[str, str]) -> dict[str, object]:
     from catalog.models import Article
     from similarity.engine.index import Timeit
     from similarity.models import Embedding
-    from similarity.services.indexing import collect_inputs, index_update
+    from similarity.services.indexing.update import collect_inputs, index_update
 
     call_command("migrate", verbosity=0)
     timings: dict[str, float] = {}

@@ -139,7 +139,7 @@ def run_distributed(env: dict[str, str], *, workers: int, images: int) -> dict[s
     from django_q.brokers import get_broker
 
     from similarity.models import BuildShard
-    from similarity.services.builds import index_build_run
+    from similarity.services.builds.runs import index_build_run
 
     reset_vectors()
     get_broker().purge_queue()

@@ -118,8 +118,8 @@ def refresh_db(n: int, insert_n: int) -> dict:
 
     from catalog.models import Article
     from similarity.models import Embedding
-    from similarity.services.indexing import collect_inputs, index_update
-    from similarity.services.neighbors import neighbors_store
+    from similarity.services.indexing.neighbors import neighbors_store
+    from similarity.services.indexing.update import collect_inputs, index_update
 
     vectors = clustered(n, seed=4)
     Article.objects.bulk_create(
@@ -133,7 +133,7 @@ def refresh_db(n: int, insert_n: int) -> dict:
     run = neighbors_store(k=K, progress=False)
     # Insert cost alone at insert_n articles x K rows, the same bulk_create path.
     from similarity.models import SimilarArticle
-    from similarity.services.neighbors import INSERT_BATCH
+    from similarity.services.indexing.neighbors import INSERT_BATCH
 
     SimilarArticle.objects.all().delete()
     t = time.perf_counter()

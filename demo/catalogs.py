@@ -42,7 +42,7 @@ def catalog_from_vectors(vectors: np.ndarray, *, model: str = "synthetic") -> st
     """
     from catalog.models import Article
     from similarity.models import Embedding
-    from similarity.services.indexing import collect_inputs, index_update
+    from similarity.services.indexing.update import collect_inputs, index_update
 
     identity = f"{model}@v1"
     Article.objects.bulk_create(

@@ -87,8 +87,8 @@ def demo_run(
     """
     from catalog.services.downloads import images_download
     from similarity.conf import similarity_settings
-    from similarity.services.builds import index_build_run
-    from similarity.services.models import embedder_load_with_fallback
+    from similarity.services.builds.model_choice import embedder_load_with_fallback
+    from similarity.services.builds.runs import index_build_run
 
     demo_database_check()
     images = demo_images(products)

@@ -297,7 +297,7 @@ class MatchRun(models.Model):
 
     The uploaded file and the report live in ``<DATA_DIR>/matching/<pk>/`` (not served);
     the supplier photos' thumbnails in ``<MEDIA_ROOT>/matching/<pk>/`` (shown on review).
-    Written only by similarity.services.match_runs.
+    Written only by similarity.services.matching.runs.
     """
 
     class Status(models.TextChoices):

@@ -18,7 +18,7 @@ def index_build_task(build_id: int) -> str:
     When another build is running, the build stays queued: ``builds_reap`` hands it to a
     worker again once the lock is free. Progress is logged (no TTY in a worker).
     """
-    from similarity.services.builds import index_build_run
+    from similarity.services.builds.runs import index_build_run
 
     build = IndexBuild.objects.get(pk=build_id)
     try:
@@ -34,7 +34,7 @@ def index_build_task(build_id: int) -> str:
 def match_run_task(run_id: int) -> str:
     """Run a queued supplier match run (admin upload) in a django-q2 worker; its final status."""
     from similarity.models import MatchRun
-    from similarity.services.match_runs import match_run_execute
+    from similarity.services.matching.runs import match_run_execute
 
     run = match_run_execute(run=MatchRun.objects.get(pk=run_id), progress=True)
     return run.status
@@ -42,7 +42,7 @@ def match_run_task(run_id: int) -> str:
 
 def builds_reap() -> str:
     """Scheduled every minute (see apps.py): fail dead and hung builds, restart a waiting one."""
-    from similarity.services.builds import builds_reap as reap
+    from similarity.services.builds.runs import builds_reap as reap
 
     report = str(reap())
     logger.info("Build check: %s", report)
@@ -52,13 +52,13 @@ def builds_reap() -> str:
 def build_shard_task(shard_id: int) -> str:
     """Run a distributed build's shard, then any other claimable shard of the same build and
     kind (work stealing), so a shard whose task was lost with its worker still gets done."""
-    from similarity.services.shard_work import build_shard_work
+    from similarity.services.builds.distributed.worker import build_shard_work
 
     return build_shard_work(shard_id=shard_id)
 
 
 def build_finish_task(build_id: int) -> str:
     """The end of a distributed build: collect the vectors, index and publish."""
-    from similarity.services.builds import index_build_finish
+    from similarity.services.builds.runs import index_build_finish
 
     return index_build_finish(build_id=build_id).status

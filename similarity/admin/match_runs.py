@@ -17,16 +17,16 @@ from django.utils.html import format_html
 
 from catalog.models import Article
 from similarity.models import MatchRun
-from similarity.services.match_reports import VERDICTS
-from similarity.services.match_runs import (
+from similarity.services.matching.photos import supplier_thumbnail_name
+from similarity.services.matching.reports import VERDICTS
+from similarity.services.matching.runs import (
     match_run_create,
     match_run_csv,
     match_run_delete,
     match_run_rows,
     match_run_thumbnails_url,
 )
-from similarity.services.match_sources import MatchSourceError
-from similarity.services.matching import supplier_thumbnail_name
+from similarity.services.matching.sources import MatchSourceError
 
 ROWS_PER_PAGE = 25
 

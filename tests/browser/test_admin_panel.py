@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from similarity.admin.articles import SIMILAR_K
-from similarity.services.builds import index_build_run
+from similarity.services.builds.runs import index_build_run
 from tests.similarity.helpers import make_catalog
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

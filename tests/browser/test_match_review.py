@@ -13,8 +13,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from similarity.models import MatchRun
-from similarity.services.builds import index_build_run
-from similarity.services.match_runs import match_run_create
+from similarity.services.builds.runs import index_build_run
+from similarity.services.matching.runs import match_run_create
 from tests.similarity.helpers import make_catalog
 from tests.similarity.test_matching import near_copy, unrelated
 

@@ -14,9 +14,9 @@ from similarity.conf import similarity_settings
 from similarity.engine.index import current_build
 from similarity.errors import BuildAlreadyRunning, BuildTakenOver
 from similarity.models import IndexBuild
-from similarity.services import build_steps
-from similarity.services.build_lock import BuildTracker, running_builds_reap
-from similarity.services.builds import (
+from similarity.services.builds import steps as build_steps
+from similarity.services.builds.lock import BuildTracker, running_builds_reap
+from similarity.services.builds.runs import (
     builds_reap,
     index_build_create,
     index_build_enqueue,
@@ -205,7 +205,7 @@ def test_concurrent_rebuild_requests_queue_exactly_one_build(monkeypatch):
         # The in-memory shared-cache test database locks whole tables ("database table is
         # locked", no busy wait); a SQLite file serialises writers (IMMEDIATE transactions).
         pytest.skip("threads racing on the in-memory SQLite test database; runs on PostgreSQL")
-    monkeypatch.setattr("similarity.services.builds._send_task", lambda build: None)  # broker
+    monkeypatch.setattr("similarity.services.builds.runs._send_task", lambda build: None)  # broker
     barrier = Barrier(8)
 
     def request(_: int) -> tuple[int, bool]:

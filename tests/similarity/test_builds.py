@@ -15,7 +15,7 @@ from similarity.conf import similarity_settings
 from similarity.engine.index import current_build, knn_query, load_index, read_members
 from similarity.errors import BuildAlreadyRunning
 from similarity.models import Embedding, IndexBuild
-from similarity.services.builds import BuildFailed, index_build_create, index_build_run
+from similarity.services.builds.runs import BuildFailed, index_build_create, index_build_run
 from tests.similarity.helpers import make_catalog, store_image
 
 pytestmark = pytest.mark.django_db
@@ -125,7 +125,7 @@ def test_failed_build_leaves_the_current_index_serving(monkeypatch):
     def explode(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("similarity.services.indexing.write_build", explode)
+    monkeypatch.setattr("similarity.services.indexing.update.write_build", explode)
     with pytest.raises(OSError, match="disk full"):
         build()
     assert current_build(similarity_settings().index_root).name == before
@@ -182,7 +182,7 @@ def test_build_index_command(tmp_path):
 
 
 def test_member_changes_finds_removed_added_and_changed_ids():
-    from similarity.services.indexing import member_changes
+    from similarity.services.indexing.update import member_changes
 
     old_ids = np.array([1, 2, 3, 5], dtype=np.int64)
     old_emb = np.array([10, 20, 30, 50], dtype=np.int64)
@@ -199,7 +199,7 @@ def test_heartbeat_thread_beats_for_a_running_build():
 
     from django.utils import timezone
 
-    from similarity.services.build_lock import Heartbeat
+    from similarity.services.builds.lock import Heartbeat
 
     build = index_build_create(model="classic")
     old = timezone.now() - timezone.timedelta(hours=1)
@@ -215,7 +215,7 @@ def test_heartbeat_thread_beats_for_a_running_build():
 
 
 def test_finish_keeps_a_takeover_by_another_process():
-    from similarity.services.builds import _finish
+    from similarity.services.builds.runs import _finish
 
     build = index_build_create(model="classic")
     IndexBuild.objects.filter(pk=build.pk).update(

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 
 from similarity.models import BuildShard, Embedding, IndexBuild
-from similarity.services.builds import index_build_run
+from similarity.services.builds.runs import index_build_run
 from tests.similarity.helpers import make_catalog
 
 pytestmark = pytest.mark.django_db
@@ -102,7 +102,7 @@ def test_a_device_this_machine_lacks_fails_the_build_clearly(small_shards, setti
 
 
 def test_a_shard_that_raises_fails_the_build_with_its_worker_and_range(small_shards, monkeypatch):
-    from similarity.services import shard_work
+    from similarity.services.builds.distributed import worker as shard_work
 
     make_catalog(6)
     monkeypatch.setattr(shard_work, "_embed", lambda shard, model: 1 / 0)
@@ -143,7 +143,7 @@ def test_the_reaper_resends_the_task_of_an_expired_shard(small_shards, monkeypat
     from django.utils import timezone
     from django_q import tasks
 
-    from similarity.services.builds import builds_reap
+    from similarity.services.builds.runs import builds_reap
 
     make_catalog(6)
     lost = []
@@ -164,7 +164,7 @@ def test_ctrl_c_while_waiting_leaves_the_build_to_its_workers(small_shards, monk
     from django.core.management.base import CommandError
     from django_q import tasks
 
-    from similarity.services import builds
+    from similarity.services.builds import runs as builds
 
     make_catalog(3)
     monkeypatch.setattr(tasks, "async_task", lambda *args, **kw: None)  # workers elsewhere
@@ -183,14 +183,16 @@ def test_ctrl_c_while_waiting_leaves_the_build_to_its_workers(small_shards, monk
 def test_a_worker_with_other_weights_fails_the_build_instead_of_mixing_vectors(
     small_shards, monkeypatch
 ):
-    from similarity.services import shards
+    from similarity.services.builds.distributed import shards
 
     real_plan = shards.shards_plan
 
     def planned_elsewhere(**kwargs):
         return real_plan(**{**kwargs, "options": {**kwargs["options"], "identity": "classic@x"}})
 
-    monkeypatch.setattr("similarity.services.distributed.shards_plan", planned_elsewhere)
+    monkeypatch.setattr(
+        "similarity.services.builds.distributed.plan.shards_plan", planned_elsewhere
+    )
     make_catalog(3)
     build = index_build_run(distributed=True, progress=False)
     assert build.status == IndexBuild.Status.FAILED

@@ -21,8 +21,8 @@ import pytest
 from django.db import connection
 
 from similarity.models import BuildShard, Embedding, IndexBuild
-from similarity.services.builds import index_build_run
-from similarity.services.distributed import build_shards_watch
+from similarity.services.builds.distributed.plan import build_shards_watch
+from similarity.services.builds.runs import index_build_run
 from tests.similarity.helpers import make_catalog
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -9,8 +9,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from demo.evalset import VARIANTS, evalset_import, evalset_write
-from similarity.services.builds import index_build_run
-from similarity.services.evaluation import index_evaluate, read_labels
+from similarity.services.builds.runs import index_build_run
+from similarity.services.evaluation.evaluate import index_evaluate, read_labels
 
 pytestmark = pytest.mark.django_db
 
@@ -102,8 +102,8 @@ def test_article_lookups_are_chunked(monkeypatch):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from similarity.services import neighbors
-    from similarity.services.evaluation import article_ids_by_pk
+    from similarity.services.evaluation.evaluate import article_ids_by_pk
+    from similarity.services.indexing import neighbors
     from tests.similarity.helpers import make_catalog
 
     articles = make_catalog(7)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from similarity.services.labelled import (
+from similarity.services.evaluation.labelled import (
     Labels,
     _exact_neighbours,
     format_scores_table,

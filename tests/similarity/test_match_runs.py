@@ -12,10 +12,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from similarity.models import MatchRun
-from similarity.services.builds import index_build_run
-from similarity.services.match_runs import match_run_create, match_run_report_path
-from similarity.services.match_sources import MatchSourceError, zip_extract_safe
-from similarity.services.matching import supplier_thumbnail_name
+from similarity.services.builds.runs import index_build_run
+from similarity.services.matching.photos import supplier_thumbnail_name
+from similarity.services.matching.runs import match_run_create, match_run_report_path
+from similarity.services.matching.sources import MatchSourceError, zip_extract_safe
 from tests.similarity.helpers import make_catalog
 from tests.similarity.test_matching import near_copy, unrelated
 

@@ -16,10 +16,10 @@ from PIL import Image
 from demo.loopback import LoopbackServer
 from demo.sample_images import product_image
 from similarity.conf import similarity_settings
-from similarity.services.builds import index_build_run
-from similarity.services.match_reports import report_rows_read
-from similarity.services.match_sources import MatchSourceError
-from similarity.services.matching import supplier_photos_match
+from similarity.services.builds.runs import index_build_run
+from similarity.services.matching.photos import supplier_photos_match
+from similarity.services.matching.reports import report_rows_read
+from similarity.services.matching.sources import MatchSourceError
 from tests.similarity.helpers import make_catalog
 
 pytestmark = pytest.mark.django_db
@@ -238,7 +238,8 @@ def test_the_index_runtime_is_used_and_loaded_once_per_process(catalog, monkeypa
     from dataclasses import replace
 
     from similarity.selectors.store import get_store
-    from similarity.services import builds, matching
+    from similarity.services.builds import runs as builds
+    from similarity.services.matching import photos as matching
 
     calls = []
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from similarity.engine.embedders import EmbedderLoadError, clear_embedder_cache
-from similarity.services.models import embedder_load_with_fallback
+from similarity.services.builds.model_choice import embedder_load_with_fallback
 
 MISSING = "/nonexistent/clip-model"
 

@@ -14,8 +14,8 @@ from catalog.models import Article
 from similarity.engine.index import knn_query
 from similarity.models import SimilarArticle
 from similarity.selectors.store import get_store
-from similarity.services.builds import index_build_run
-from similarity.services.neighbors import neighbors_search, stored_neighbors
+from similarity.services.builds.runs import index_build_run
+from similarity.services.indexing.neighbors import neighbors_search, stored_neighbors
 from tests.similarity.helpers import make_catalog
 
 pytestmark = pytest.mark.django_db
@@ -112,7 +112,7 @@ def test_store_searches_outside_the_transaction(catalog, monkeypatch):
     """The Faiss pass must not hold the (SQLite) write lock; only delete + insert are atomic."""
     from django.db import connection
 
-    from similarity.services import neighbors
+    from similarity.services.indexing import neighbors
 
     outer = len(connection.atomic_blocks)  # the test's own transaction
     depths: list[int] = []
@@ -132,7 +132,7 @@ def test_store_searches_outside_the_transaction(catalog, monkeypatch):
 def test_store_skips_articles_hard_deleted_since_the_build(catalog):
     from django.db import connection
 
-    from similarity.services.neighbors import iter_catalog_neighbors, neighbors_store
+    from similarity.services.indexing.neighbors import iter_catalog_neighbors, neighbors_store
 
     gone = catalog[5].pk
     answers = dict(iter_catalog_neighbors(get_store().get(), 4, progress=False))
@@ -149,7 +149,7 @@ def test_store_skips_articles_hard_deleted_since_the_build(catalog):
 
 
 def test_id_chunks():
-    from similarity.services.neighbors import id_chunks
+    from similarity.services.indexing.neighbors import id_chunks
 
     assert list(id_chunks(np.arange(5), 2)) == [[0, 1], [2, 3], [4]]
     assert list(id_chunks([], 2)) == []

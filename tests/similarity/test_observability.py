@@ -9,7 +9,7 @@ from django.test import Client
 
 from catalog.models import Article
 from similarity.models import IndexBuild
-from similarity.services.builds import index_build_run
+from similarity.services.builds.runs import index_build_run
 from tests.similarity.helpers import make_catalog
 
 pytestmark = pytest.mark.django_db

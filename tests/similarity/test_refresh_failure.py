@@ -13,7 +13,7 @@ from similarity.conf import similarity_settings
 from similarity.engine.index import current_build
 from similarity.selectors.search import similar_to_article
 from similarity.selectors.store import get_store, read_members
-from similarity.services.builds import index_build_run
+from similarity.services.builds.runs import index_build_run
 from tests.factories import ArticleFactory
 
 pytestmark = pytest.mark.django_db

@@ -18,7 +18,7 @@ from similarity.selectors.search import (
     validate_k,
 )
 from similarity.selectors.store import get_store
-from similarity.services.builds import index_build_run
+from similarity.services.builds.runs import index_build_run
 from tests.similarity.helpers import make_catalog, store_image
 
 pytestmark = pytest.mark.django_db

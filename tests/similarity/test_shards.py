@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from similarity.errors import BuildTakenOver
 from similarity.models import BuildShard, IndexBuild
-from similarity.services.shards import (
+from similarity.services.builds.distributed.shards import (
     ShardLost,
     ShardOutcome,
     shard_claim,

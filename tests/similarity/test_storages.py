@@ -21,7 +21,7 @@ from similarity.conf import similarity_settings
 from similarity.engine.index import current_build
 from similarity.models import CurrentIndex, IndexBuild
 from similarity.selectors.store import IndexStore, current_index_name, get_store
-from similarity.services.builds import index_build_run
+from similarity.services.builds.runs import index_build_run
 from similarity.storages import (
     build_fetch,
     build_upload,

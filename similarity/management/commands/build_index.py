@@ -13,7 +13,7 @@ from similarity.engine.embedders.runtimes import RUNTIME_CHOICES
 from similarity.engine.embedders.specs import DEFAULT_MODEL
 from similarity.errors import BuildAlreadyRunning, BuildTakenOver
 from similarity.models import IndexBuild
-from similarity.services.builds import BuildFailed, index_build_run
+from similarity.services.builds.runs import BuildFailed, index_build_run
 
 
 class Command(LookalikeCommand):

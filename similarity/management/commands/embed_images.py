@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from catalog.exitcodes import EXIT_PARTIAL
 from catalog.management.base import LookalikeCommand
 from similarity.engine.embedders.runtimes import RUNTIME_CHOICES
-from similarity.services.builds import BuildFailed, embeddings_run
+from similarity.services.builds.runs import BuildFailed, embeddings_run
 
 
 def parse_shard(value: str | None) -> tuple[int, int] | None:

@@ -10,15 +10,15 @@ from django.core.management.base import CommandError
 
 from catalog.management.base import LookalikeCommand
 from similarity.errors import SimilarityError
-from similarity.services.builds import BuildFailed
-from similarity.services.duplicates import validate_threshold
-from similarity.services.evaluation import (
+from similarity.services.builds.runs import BuildFailed
+from similarity.services.duplicates.groups import validate_threshold
+from similarity.services.evaluation.evaluate import (
     format_models_table,
     format_report,
     index_evaluate,
     models_evaluate,
 )
-from similarity.services.labelled import labels_read
+from similarity.services.evaluation.labelled import labels_read
 
 
 class Command(LookalikeCommand):

@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from catalog.management.base import LookalikeCommand
 from similarity.conf import similarity_settings
 from similarity.errors import SimilarityError
-from similarity.services.neighbors import neighbors_export, neighbors_store, output_format
+from similarity.services.indexing.neighbors import neighbors_export, neighbors_store, output_format
 
 
 class Command(LookalikeCommand):

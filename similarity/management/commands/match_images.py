@@ -11,8 +11,8 @@ from django.core.management.base import CommandError
 from catalog.exitcodes import EXIT_PARTIAL
 from catalog.management.base import LookalikeCommand
 from similarity.errors import IndexNotReady
-from similarity.services.match_sources import MatchSourceError
-from similarity.services.matching import supplier_photos_match
+from similarity.services.matching.photos import supplier_photos_match
+from similarity.services.matching.sources import MatchSourceError
 
 EXIT_ROWS_FAILED = EXIT_PARTIAL  # the report is complete but some rows failed
 ERRORS_SHOWN = 20

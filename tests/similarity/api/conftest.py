@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from catalog.models import Article
 from demo.sample_images import product_image
-from similarity.services.builds import index_build_run
+from similarity.services.builds.runs import index_build_run
 from tests.similarity.engine.tiny_models import build_tiny_clip
 from tests.similarity.helpers import make_catalog
 

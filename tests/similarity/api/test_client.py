@@ -10,7 +10,7 @@ from PIL import Image
 
 from demo.sample_images import product_image
 from similarity.selectors.search import similar_to_image
-from similarity.services.builds import index_build_run
+from similarity.services.builds.runs import index_build_run
 from tests.similarity.helpers import make_catalog
 
 README = Path(__file__).resolve().parents[3] / "README.md"

@@ -12,7 +12,7 @@ import similarity.engine.index as engine_index
 from catalog.models import Article
 from demo.sample_images import product_image
 from similarity.models import Embedding
-from similarity.services.builds import index_build_run
+from similarity.services.builds.runs import index_build_run
 from tests.similarity.helpers import make_catalog, store_image
 
 pytestmark = pytest.mark.django_db

@@ -10,7 +10,7 @@ from PIL import Image
 
 from catalog.models import Article
 from similarity.conf import similarity_settings
-from similarity.services.builds import index_build_run
+from similarity.services.builds.runs import index_build_run
 from tests.similarity.api.conftest import png_bytes
 from tests.similarity.helpers import make_catalog
 

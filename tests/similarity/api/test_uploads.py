@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from similarity.selectors.uploads import upload_decode_slot
-from similarity.services.builds import index_build_run
+from similarity.services.builds.runs import index_build_run
 from tests.similarity.api.conftest import png_bytes
 from tests.similarity.api.test_search import lookalike
 from tests.similarity.helpers import make_catalog

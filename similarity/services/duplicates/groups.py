@@ -25,7 +25,7 @@ from similarity.engine.index import range_search_batched, star_groups
 from similarity.errors import InvalidQuery
 from similarity.models import DuplicateDecision
 from similarity.selectors.store import LoadedIndex, get_store
-from similarity.services.neighbors import ID_CHUNK, id_chunks, vector_batches
+from similarity.services.indexing.neighbors import ID_CHUNK, id_chunks, vector_batches
 
 # Above this a "duplicate" is just "similar" and the pair count grows towards N^2; use
 # export_neighbors for similar items.

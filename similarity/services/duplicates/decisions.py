@@ -16,7 +16,7 @@ from similarity.errors import InvalidQuery
 from similarity.models import DuplicateDecision
 from similarity.selectors.search import article_query
 from similarity.selectors.store import get_store
-from similarity.services.duplicates import (
+from similarity.services.duplicates.groups import (
     GroupMember,
     duplicate_decision_record,
     group_member,

@@ -20,7 +20,15 @@ from similarity.conf import similarity_settings
 from similarity.engine.threads import fork_safe_threads, mark_openmp_used
 from similarity.errors import BuildTakenOver
 from similarity.models import IndexBuild
-from similarity.services.build_lock import (
+from similarity.services.builds.distributed.plan import (
+    FINISH_STEPS,
+    PHASE_FINISHING,
+    PLAN_STEPS,
+    distributed_build_wait,
+    distributed_builds_watch,
+    finish_options,
+)
+from similarity.services.builds.lock import (
     BuildTracker,
     Heartbeat,
     Reaped,
@@ -29,7 +37,7 @@ from similarity.services.build_lock import (
     running_builds_reap,
     this_process,
 )
-from similarity.services.build_steps import (
+from similarity.services.builds.steps import (
     MSG_NOTHING_TO_INDEX,
     BuildFailed,
     BuildRun,
@@ -37,15 +45,7 @@ from similarity.services.build_steps import (
     embedder_load,
     select_build_runtime,
 )
-from similarity.services.distributed import (
-    FINISH_STEPS,
-    PHASE_FINISHING,
-    PLAN_STEPS,
-    distributed_build_wait,
-    distributed_builds_watch,
-    finish_options,
-)
-from similarity.services.embeddings import embeddings_update
+from similarity.services.indexing.embeddings import embeddings_update
 
 logger = logging.getLogger(__name__)
 

@@ -15,16 +15,16 @@ from similarity.conf import similarity_settings
 from similarity.engine.index import knn_query, range_search_batched, recall_at_k
 from similarity.errors import IndexNotReady
 from similarity.selectors.store import get_store
-from similarity.services.duplicates import connected_components
-from similarity.services.indexing import EXACT_FACTORIES, collect_inputs
-from similarity.services.labelled import (
+from similarity.services.duplicates.groups import connected_components
+from similarity.services.evaluation.labelled import (
     Labels,
     RetrievalScores,
     format_scores_table,
     labels_read,
     retrieval_scores,
 )
-from similarity.services.neighbors import id_chunks
+from similarity.services.indexing.neighbors import id_chunks
+from similarity.services.indexing.update import EXACT_FACTORIES, collect_inputs
 
 TIE_EPSILON = 1e-4  # distances at or below count as "identical" (exact duplicates tie at 0)
 SWEEP = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2)
@@ -276,7 +276,7 @@ def models_evaluate(
     catalog was serving before (if any) is built again from its stored vectors, so the
     current model is what it was.
     """
-    from similarity.services.builds import index_build_run
+    from similarity.services.builds.runs import index_build_run
 
     if not models:
         raise ValueError("models must name at least one model")

@@ -35,7 +35,7 @@ from similarity.engine.imaging import to_rgb
 from similarity.engine.index import knn_query
 from similarity.selectors.search import query_embedder
 from similarity.selectors.store import LoadedIndex, get_store
-from similarity.services.match_reports import (
+from similarity.services.matching.reports import (
     DUPLICATE,
     ERROR,
     NEW,
@@ -44,7 +44,7 @@ from similarity.services.match_reports import (
     ReportWriter,
     report_format,
 )
-from similarity.services.match_sources import SupplierRow, supplier_source_open
+from similarity.services.matching.sources import SupplierRow, supplier_source_open
 
 logger = logging.getLogger(__name__)
 
@@ -369,7 +369,7 @@ def match_embedder(loaded: LoadedIndex) -> Any:
     key = (embedder.identity(), runtime)
     with _runtime_lock:
         if key not in _runtime_embedders:
-            from similarity.services.builds import select_build_runtime
+            from similarity.services.builds.runs import select_build_runtime
 
             threads = similarity_settings().threads
             _runtime_embedders[key], _choice = select_build_runtime(

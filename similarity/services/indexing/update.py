@@ -36,7 +36,7 @@ from similarity.engine.index import (
 from similarity.engine.index.members import MEMBERS_ARRAY, members_exist
 from similarity.engine.threads import fork_safe_threads
 from similarity.models import Embedding
-from similarity.services.publishing import index_local_sync, index_publish
+from similarity.services.indexing.publish import index_local_sync, index_publish
 
 logger = logging.getLogger(__name__)
 

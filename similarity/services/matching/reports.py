@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from similarity.services.match_sources import MatchSourceError
+from similarity.services.matching.sources import MatchSourceError
 
 DUPLICATE = "duplicate"
 SIMILAR = "similar"

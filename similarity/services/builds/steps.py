@@ -12,9 +12,9 @@ from similarity.conf import similarity_settings
 from similarity.engine.threads import fork_safe_threads, mark_openmp_used
 from similarity.engine.timing import Timeit
 from similarity.models import IndexBuild
-from similarity.services.build_lock import BuildTracker
-from similarity.services.embeddings import embeddings_update
-from similarity.services.indexing import collect_inputs, index_update
+from similarity.services.builds.lock import BuildTracker
+from similarity.services.indexing.embeddings import embeddings_update
+from similarity.services.indexing.update import collect_inputs, index_update
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _load_default_model(run: BuildRun) -> None:
     the current index's, so later rebuilds keep it (``build_model_choose``).
     """
     from similarity.engine.embedders import EmbedderLoadError, device_check
-    from similarity.services.models import embedder_load_with_fallback
+    from similarity.services.builds.model_choice import embedder_load_with_fallback
 
     try:
         choice = embedder_load_with_fallback(
@@ -166,7 +166,7 @@ def step_index(run: BuildRun) -> None:
 
 def step_neighbours(run: BuildRun) -> None:
     """Refresh stored neighbours (SimilarArticle; STORE_NEIGHBORS); it times itself."""
-    from similarity.services.neighbors import neighbors_refresh_after_build
+    from similarity.services.indexing.neighbors import neighbors_refresh_after_build
 
     neighbors_refresh_after_build(build=run.build, timings=run.timings, progress=run.progress)
 

@@ -31,7 +31,14 @@ from django.utils import timezone
 from catalog.models import Article
 from similarity.conf import similarity_settings
 from similarity.models import BuildShard, Embedding, IndexBuild
-from similarity.services.build_steps import (
+from similarity.services.builds.distributed.shards import (
+    shard_counts,
+    shard_enqueued,
+    shard_totals,
+    shards_needing_a_task,
+    shards_plan,
+)
+from similarity.services.builds.steps import (
     BuildRun,
     step_choose_runtime,
     step_collect,
@@ -39,14 +46,7 @@ from similarity.services.build_steps import (
     step_load_model,
     step_neighbours,
 )
-from similarity.services.embeddings import indexable_articles
-from similarity.services.shards import (
-    shard_counts,
-    shard_enqueued,
-    shard_totals,
-    shards_needing_a_task,
-    shards_plan,
-)
+from similarity.services.indexing.embeddings import indexable_articles
 
 logger = logging.getLogger(__name__)
 

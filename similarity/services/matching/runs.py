@@ -17,14 +17,14 @@ from django.utils import timezone
 
 from similarity.conf import similarity_settings
 from similarity.models import MatchRun
-from similarity.services.match_reports import VERDICTS, MatchRow, report_rows_read
-from similarity.services.match_sources import (
+from similarity.services.matching.photos import MatchSummary, supplier_photos_match
+from similarity.services.matching.reports import VERDICTS, MatchRow, report_rows_read
+from similarity.services.matching.sources import (
     CSV_EXTENSIONS,
     JSONL_EXTENSIONS,
     MatchSourceError,
     zip_extract_safe,
 )
-from similarity.services.matching import MatchSummary, supplier_photos_match
 
 logger = logging.getLogger(__name__)
 

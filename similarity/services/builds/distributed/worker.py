@@ -20,10 +20,8 @@ from similarity.conf import similarity_settings
 from similarity.engine.threads import fork_safe_threads, mark_openmp_used
 from similarity.errors import BuildTakenOver
 from similarity.models import BuildShard, IndexBuild
-from similarity.services.build_steps import BuildFailed, embedder_load, select_build_runtime
-from similarity.services.distributed import build_shards_advance
-from similarity.services.embeddings import embeddings_update
-from similarity.services.shards import (
+from similarity.services.builds.distributed.plan import build_shards_advance
+from similarity.services.builds.distributed.shards import (
     LeaseKeeper,
     ShardLost,
     ShardOutcome,
@@ -32,6 +30,8 @@ from similarity.services.shards import (
     shard_fail,
     worker_identity,
 )
+from similarity.services.builds.steps import BuildFailed, embedder_load, select_build_runtime
+from similarity.services.indexing.embeddings import embeddings_update
 
 logger = logging.getLogger(__name__)
 

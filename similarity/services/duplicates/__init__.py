@@ -1,0 +1,1 @@
+"""Reviewers' duplicate decisions (the groups themselves are reads: selectors.duplicates)."""

@@ -1,0 +1,1 @@
+"""Index quality: self-retrieval, approximate recall, labelled retrieval, duplicate detector."""

@@ -1,0 +1,1 @@
+"""What a build writes: embeddings, the Faiss index update, publishing, stored neighbors."""

@@ -1,0 +1,1 @@
+"""Supplier photo matching: sources, the matching pipeline, its report, the admin's runs."""
