@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import TypeAlias
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import models
+
+# Two ids of an article, never to be mixed up: the shop's id (``Article.article_id``, what
+# feeds, URLs, reports and decisions carry) and the database primary key (``Article.pk``, what
+# the index, embeddings and stored neighbors hold). A foreign key's ``<name>_id`` attribute
+# (``Embedding.article_id``) is a primary key: name such values ``..._pk`` in code.
+ArticleId: TypeAlias = str
+ArticlePk: TypeAlias = int
 
 # Control characters (C0 with tab and newlines, DEL, C1): no URL route can hold them.
 _CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 from django.core.files.storage import FileSystemStorage, Storage, default_storage
 from django.db.models import QuerySet
 
-from catalog.models import Article
+from catalog.models import Article, ArticleId, ArticlePk
 
 DOWNLOAD_FAILED = "download failed"
+# Ids per `IN` query: SQLite refuses statements with more than 250,000 variables.
+ID_CHUNK = 10_000
 
 ARTICLE_LIST_FIELDS = (
     "pk",
@@ -70,3 +74,36 @@ def image_source(*, name: str, storage: Storage | None = None) -> str | bytes:
         return storage.path(name)
     with storage.open(name, "rb") as handle:
         return handle.read()
+
+
+def id_chunks(ids: Iterable[int], size: int | None = None) -> Iterator[list[int]]:
+    """``ids`` as lists of at most ``size`` (default ID_CHUNK) ints, for bounded `pk__in`."""
+    size = size or ID_CHUNK
+    chunk: list[int] = []
+    for pk in ids:
+        chunk.append(int(pk))
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def article_ids_by_pk(
+    *, pks: Iterable[ArticlePk], active_only: bool = False
+) -> dict[ArticlePk, ArticleId]:
+    """pk -> shop id of the articles among ``pks`` (of the active ones with ``active_only``),
+    looked up in chunks: one `pk__in` over a large catalog fails on SQLite."""
+    articles = Article.objects.filter(is_active=True) if active_only else Article.objects.all()
+    names: dict[ArticlePk, ArticleId] = {}
+    for chunk in id_chunks(pks):
+        names.update(articles.filter(pk__in=chunk).values_list("pk", "article_id"))
+    return names
+
+
+def existing_article_pks(*, pks: Iterable[ArticlePk]) -> set[ArticlePk]:
+    """The subset of ``pks`` still in the Article table (hard deletes since a build drop out)."""
+    found: set[ArticlePk] = set()
+    for chunk in id_chunks(pks):
+        found.update(Article.objects.filter(pk__in=chunk).values_list("pk", flat=True))
+    return found

@@ -9,6 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+from catalog import selectors as catalog_selectors
 from catalog.models import Article
 from demo.sample_images import product_image
 from similarity.engine.index import star_groups
@@ -20,7 +21,6 @@ from similarity.services.duplicates.groups import (
     duplicate_groups_find,
     pair_cap,
 )
-from similarity.services.indexing import neighbors
 from similarity.services.indexing.update import collect_inputs
 from tests.similarity.helpers import make_catalog, store_image
 
@@ -263,7 +263,7 @@ def test_lookups_are_chunked(catalog, monkeypatch):
 
     duplicate_decision_record(article_ids=["D3a", "S0003"], verdict="not_duplicate")
     expected = duplicate_groups_find(threshold=0.15)
-    monkeypatch.setattr(neighbors, "ID_CHUNK", 2)
+    monkeypatch.setattr(catalog_selectors, "ID_CHUNK", 2)
     monkeypatch.setattr(duplicates, "ID_CHUNK", 2)
     with CaptureQueriesContext(connection) as captured:
         chunked = duplicate_groups_find(threshold=0.15)

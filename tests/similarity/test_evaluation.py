@@ -102,16 +102,16 @@ def test_article_lookups_are_chunked(monkeypatch):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from similarity.services.evaluation.evaluate import article_ids_by_pk
-    from similarity.services.indexing import neighbors
+    from catalog import selectors
+    from catalog.selectors import article_ids_by_pk
     from tests.similarity.helpers import make_catalog
 
     articles = make_catalog(7)
     index_build_run(model="classic", progress=False)
     expected = index_evaluate(k=3, progress=False)
-    monkeypatch.setattr(neighbors, "ID_CHUNK", 3)
+    monkeypatch.setattr(selectors, "ID_CHUNK", 3)
     with CaptureQueriesContext(connection) as captured:
-        names = article_ids_by_pk([a.pk for a in articles])
+        names = article_ids_by_pk(pks=[a.pk for a in articles])
     assert names == {a.pk: a.article_id for a in articles}
     assert len(captured.captured_queries) == 3  # 3 + 3 + 1 ids
     assert index_evaluate(k=3, progress=False) == expected

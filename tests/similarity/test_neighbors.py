@@ -149,7 +149,7 @@ def test_store_skips_articles_hard_deleted_since_the_build(catalog):
 
 
 def test_id_chunks():
-    from similarity.services.indexing.neighbors import id_chunks
+    from catalog.selectors import id_chunks
 
     assert list(id_chunks(np.arange(5), 2)) == [[0, 1], [2, 3], [4]]
     assert list(id_chunks([], 2)) == []

@@ -11,7 +11,7 @@ from similarity.engine.index.build import (
     supports_incremental,
 )
 from similarity.engine.index.collapse import COLLAPSE_FETCH_FACTOR, Folded, collapse_ranked
-from similarity.engine.index.groups import StarGroup, star_groups
+from similarity.engine.index.groups import StarGroup, connected_components, star_groups
 from similarity.engine.index.manifest import BuildManifest, read_manifest
 from similarity.engine.index.members import MEMBERS_FILE, members_table, read_members
 from similarity.engine.index.search import (
@@ -49,6 +49,7 @@ __all__ = [
     "brute_force_knn",
     "build_index",
     "collapse_ranked",
+    "connected_components",
     "current_build",
     "find_build_by_checksum",
     "index_ids",

@@ -1,8 +1,10 @@
-"""Duplicate groups that hold together: greedy stars of mutually close items over a pair list."""
+"""Groups over a pair list: greedy stars of mutually close items (duplicate groups) and
+connected components (single linkage, what the evaluation scores groups by)."""
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
@@ -81,3 +83,46 @@ def _contains_all(sorted_values: np.ndarray, wanted: list[int]) -> bool:
     spots = np.searchsorted(sorted_values, wanted)
     inside = spots < len(sorted_values)
     return bool(inside.all() and np.array_equal(sorted_values[spots], wanted))
+
+
+class UnionFind:
+    """Disjoint sets over int ids: path compression + union by size."""
+
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+        self.size: dict[int, int] = {}
+
+    def find(self, item: int) -> int:
+        if item not in self.parent:
+            self.parent[item] = item
+            self.size[item] = 1
+            return item
+        root = item
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[item] != root:  # path compression
+            self.parent[item], item = root, self.parent[item]
+        return root
+
+    def union(self, first: int, second: int) -> None:
+        a, b = self.find(first), self.find(second)
+        if a == b:
+            return
+        if self.size[a] < self.size[b]:
+            a, b = b, a
+        self.parent[b] = a
+        self.size[a] += self.size[b]
+
+    def groups(self) -> list[list[int]]:
+        members: dict[int, list[int]] = {}
+        for item in self.parent:
+            members.setdefault(self.find(item), []).append(item)
+        return [sorted(group) for group in members.values()]
+
+
+def connected_components(pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
+    """Groups (sorted ids) of the graph of ``pairs``, largest first, then by smallest id."""
+    sets = UnionFind()
+    for first, second in pairs:
+        sets.union(first, second)
+    return sorted(sets.groups(), key=lambda group: (-len(group), group[0]))

@@ -20,12 +20,13 @@ import numpy as np
 from django.db import transaction
 
 from catalog.models import Article
+from catalog.selectors import ID_CHUNK, id_chunks
 from similarity.conf import similarity_settings
 from similarity.engine.index import range_search_batched, star_groups
 from similarity.errors import InvalidQuery
 from similarity.models import DuplicateDecision
 from similarity.selectors.store import LoadedIndex, get_store
-from similarity.services.indexing.neighbors import ID_CHUNK, id_chunks, vector_batches
+from similarity.services.indexing.neighbors import vector_batches
 
 # Above this a "duplicate" is just "similar" and the pair count grows towards N^2; use
 # export_neighbors for similar items.
@@ -81,49 +82,6 @@ def validate_threshold(value: Any) -> float:
 def pair_key(first: str, second: str) -> tuple[str, str]:
     """The stored order of a pair of shop ids."""
     return (first, second) if first < second else (second, first)
-
-
-class UnionFind:
-    """Disjoint sets over arbitrary hashable items, path halving + union by size."""
-
-    def __init__(self) -> None:
-        self.parent: dict[int, int] = {}
-        self.size: dict[int, int] = {}
-
-    def find(self, item: int) -> int:
-        if item not in self.parent:
-            self.parent[item] = item
-            self.size[item] = 1
-            return item
-        root = item
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[item] != root:  # path compression
-            self.parent[item], item = root, self.parent[item]
-        return root
-
-    def union(self, first: int, second: int) -> None:
-        a, b = self.find(first), self.find(second)
-        if a == b:
-            return
-        if self.size[a] < self.size[b]:
-            a, b = b, a
-        self.parent[b] = a
-        self.size[a] += self.size[b]
-
-    def groups(self) -> list[list[int]]:
-        members: dict[int, list[int]] = {}
-        for item in self.parent:
-            members.setdefault(self.find(item), []).append(item)
-        return [sorted(group) for group in members.values()]
-
-
-def connected_components(pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
-    """Groups (sorted ids) of the graph of ``pairs``, largest first, then by smallest id."""
-    sets = UnionFind()
-    for first, second in pairs:
-        sets.union(first, second)
-    return sorted(sets.groups(), key=lambda group: (-len(group), group[0]))
 
 
 def duplicate_pairs(

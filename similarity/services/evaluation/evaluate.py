@@ -10,12 +10,16 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from catalog.models import Article
+from catalog.selectors import article_ids_by_pk
 from similarity.conf import similarity_settings
-from similarity.engine.index import knn_query, range_search_batched, recall_at_k
+from similarity.engine.index import (
+    connected_components,
+    knn_query,
+    range_search_batched,
+    recall_at_k,
+)
 from similarity.errors import IndexNotReady
 from similarity.selectors.store import get_store
-from similarity.services.duplicates.groups import connected_components
 from similarity.services.evaluation.labelled import (
     Labels,
     RetrievalScores,
@@ -23,7 +27,6 @@ from similarity.services.evaluation.labelled import (
     labels_read,
     retrieval_scores,
 )
-from similarity.services.indexing.neighbors import id_chunks
 from similarity.services.indexing.update import EXACT_FACTORIES, collect_inputs
 
 TIE_EPSILON = 1e-4  # distances at or below count as "identical" (exact duplicates tie at 0)
@@ -78,14 +81,6 @@ def read_labels(path: Path | str) -> dict[str, str]:
     return labels_read(path=path).product
 
 
-def article_ids_by_pk(pks: list[int]) -> dict[int, str]:
-    """pk -> shop article_id, looked up in chunks (one `pk__in` over a large catalog fails)."""
-    names: dict[int, str] = {}
-    for chunk in id_chunks(pks):
-        names.update(Article.objects.filter(pk__in=chunk).values_list("pk", "article_id"))
-    return names
-
-
 def index_evaluate(
     *,
     k: int = 10,
@@ -112,7 +107,7 @@ def index_evaluate(
         build_name=loaded.name, model=loaded.manifest.model, factory=factory,
         count=len(ids), k=k,
     )
-    names = article_ids_by_pk(ids.tolist())
+    names = article_ids_by_pk(pks=ids.tolist())
     _self_retrieval(report, loaded.index, ids, vectors, names, k, progress)
     if factory not in EXACT_FACTORIES and len(ids):
         size = min(sample or similarity_settings().recall_sample, len(ids))

@@ -18,6 +18,7 @@ from django.db.models import F
 
 from catalog.models import Article
 from catalog.progress import progress_bar
+from catalog.selectors import existing_article_pks
 from similarity.conf import similarity_settings
 from similarity.engine.files import atomic_text_file
 from similarity.engine.index import Neighbors, knn_query
@@ -30,31 +31,8 @@ logger = logging.getLogger(__name__)
 FORMATS = ("csv", "jsonl")
 CSV_COLUMNS = ("article_id", "category", "rank", "neighbor_id", "distance")
 INSERT_BATCH = 5000
-# Ids per `pk__in` query: SQLite refuses statements with more than 250,000 variables.
-ID_CHUNK = 10_000
 MSG_BAD_K = "k must be between 1 and {max_k}; got {k}"
 MSG_BAD_FORMAT = "output format must be csv or jsonl (from .csv/.jsonl/.ndjson); got {fmt!r}"
-
-
-def id_chunks(ids: Iterable[int], size: int | None = None) -> Iterator[list[int]]:
-    """``ids`` as lists of at most ``size`` (default ID_CHUNK) ints, for bounded `pk__in`."""
-    size = size or ID_CHUNK
-    chunk: list[int] = []
-    for pk in ids:
-        chunk.append(int(pk))
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def existing_article_pks(pks: Iterable[int]) -> set[int]:
-    """The subset of ``pks`` still in the Article table (hard deletes since the build drop out)."""
-    found: set[int] = set()
-    for chunk in id_chunks(pks):
-        found.update(Article.objects.filter(pk__in=chunk).values_list("pk", flat=True))
-    return found
 
 
 def vector_batches(
@@ -254,7 +232,7 @@ def neighbors_store(
     referenced = {q for q, _ in answers} | {
         pk for _, answer in answers for pk in answer.ids.tolist()
     }
-    existing = existing_article_pks(referenced)
+    existing = existing_article_pks(pks=referenced)
     rows: list[SimilarArticle] = []
     with transaction.atomic():
         SimilarArticle.objects.all().delete()

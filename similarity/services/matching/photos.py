@@ -26,8 +26,8 @@ from PIL import Image
 
 from catalog.conf import catalog_settings
 from catalog.images import ImageValidationError, image_decode_reduced
-from catalog.models import Article
 from catalog.progress import progress_bar
+from catalog.selectors import article_ids_by_pk
 from catalog.services.fetching import ImageFetchError, download_session, fetch_image
 from similarity.conf import similarity_settings
 from similarity.engine.files import atomic_write_bytes
@@ -248,7 +248,9 @@ def _batch_match(
         if embedded:
             queries = np.stack([vector for _, vector in embedded]).astype(np.float32)
             neighbours = knn_query(loaded.index, queries, k)
-            names = _article_ids(np.concatenate([n.ids for n in neighbours]).tolist())
+            names = article_ids_by_pk(
+                pks=np.concatenate([n.ids for n in neighbours]).tolist(), active_only=True
+            )
             for (photo, _), answer in zip(embedded, neighbours, strict=True):
                 answers[id(photo)] = [
                     (names[pk], max(0.0, float(distance)))
@@ -291,14 +293,6 @@ def _report_row(
         verdict = NEW
     return MatchRow(supplier_ref=row.supplier_ref, verdict=verdict, matches=matches,
                     extra=row.extra)
-
-
-def _article_ids(pks: list[int]) -> dict[int, str]:
-    """pk -> article_id of the active articles among ``pks`` (deactivated since the build: out)."""
-    if not pks:
-        return {}
-    rows = Article.objects.filter(pk__in=set(pks), is_active=True)
-    return dict(rows.values_list("pk", "article_id"))
 
 
 def _photo_prepare(
