@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,15 +14,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from catalog.models import URL_NOT_URI, Article, article_id_problem, http_url_validator
+from catalog.tabular import Record, TabularError, tabular_open
 
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("article_id", "image_url")
 KNOWN_COLUMNS = ("article_id", "image_url", "title", "category")
-CSV_EXTENSIONS = {".csv"}
-JSONL_EXTENSIONS = {".jsonl", ".ndjson", ".json"}
 CHUNK_SIZE = 2000
-CSV_FIELD_LIMIT = 10 * 1024 * 1024  # characters; the csv module's default is 128 KiB
 MAX_ID_LENGTH = Article._meta.get_field("article_id").max_length
 MAX_URL_LENGTH = Article._meta.get_field("image_url").max_length
 
@@ -34,10 +29,8 @@ MSG_MISSING_URL = "missing image_url"
 MSG_BAD_URL = "invalid image_url {url!r}: only absolute http(s) URLs are accepted"
 MSG_BAD_URL_DETAIL = "invalid image_url {url!r}: {detail}"
 MSG_DUPLICATE = "duplicate article_id {article_id!r} (first seen on line {first_line})"
-MSG_NON_FINITE = "invalid JSON: NaN/Infinity are not allowed"
 MSG_NUL = "contains a NUL character (in {field!r})"
 MSG_SURROGATE = "contains an unpaired surrogate like \\ud800, which is not text (in {field!r})"
-MSG_FIELD_TOO_LARGE = "a field is longer than {limit} characters"
 
 _UPDATE_FIELDS = ["title", "category", "metadata", "is_active", "updated_at"]
 _URL_CHANGE_FIELDS = [
@@ -95,110 +88,11 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
-def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    # The limit is process-wide: raise it for this read only.
-    previous_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
+def _records(path: Path) -> Iterator[tuple[int, Record]]:
     try:
-        with path.open("r", encoding="utf-8-sig", newline="") as handle:
-            sample = handle.read(64 * 1024)
-            handle.seek(0)
-            try:
-                dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
-            except csv.Error:
-                dialect = csv.excel
-            reader = csv.DictReader(handle, dialect=dialect)
-            try:
-                fieldnames = reader.fieldnames
-            except csv.Error as exc:
-                raise CatalogImportError(f"{path}: unreadable CSV header: {exc}") from exc
-            header = [name.strip() for name in (fieldnames or [])]
-            missing = [column for column in REQUIRED_COLUMNS if column not in header]
-            if missing:
-                raise CatalogImportError(
-                    f"{path}: CSV header must contain {', '.join(REQUIRED_COLUMNS)}; "
-                    f"missing {', '.join(missing)} (header: {', '.join(header) or 'empty'})"
-                )
-            reader.fieldnames = header
-            yield from _csv_rows(path, reader)
-    finally:
-        csv.field_size_limit(previous_limit)
-
-
-def _csv_rows(path: Path, reader: csv.DictReader) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            # DictReader updates its line_num only after a good row; its reader's is current.
-            line = reader.reader.line_num
-            # The reader drops the rest of the line and goes on with the next one.
-            if "field larger than field limit" in str(exc):
-                yield line, MSG_FIELD_TOO_LARGE.format(limit=CSV_FIELD_LIMIT)
-                continue
-            raise CatalogImportError(f"{path}: line {line}: unreadable CSV: {exc}") from exc
-        # DictReader counts physical lines; line_num is the last line of this record.
-        yield reader.line_num, {k: v for k, v in row.items() if k is not None}
-
-
-class _NonFiniteNumber(ValueError):
-    """NaN, Infinity or an overflowing number: fine for Python, not for JSON in a database."""
-
-
-def _reject_constant(name: str) -> float:
-    raise _NonFiniteNumber(name)
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e999
-        raise _NonFiniteNumber(text)
-    return value
-
-
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    with path.open("r", encoding="utf-8-sig") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(
-                    line, parse_constant=_reject_constant, parse_float=_finite_float
-                )
-            except json.JSONDecodeError as exc:
-                yield line_no, f"invalid JSON: {exc.msg} at column {exc.colno}"
-                continue
-            except _NonFiniteNumber:
-                yield line_no, MSG_NON_FINITE
-                continue
-            except (ValueError, RecursionError) as exc:  # a 5000-digit integer, deep nesting
-                yield line_no, f"invalid JSON: {exc}"
-                continue
-            if not isinstance(record, dict):
-                yield line_no, f"expected a JSON object, got {type(record).__name__}"
-                continue
-            yield line_no, record
-
-
-def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    if not path.exists():
-        raise CatalogImportError(f"{path}: no such file")
-    if not path.is_file():
-        raise CatalogImportError(f"{path}: not a file")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in CSV_EXTENSIONS:
-            yield from _read_csv(path)
-        elif suffix in JSONL_EXTENSIONS:
-            yield from _read_jsonl(path)
-        else:
-            raise CatalogImportError(
-                f"{path}: unknown format {suffix or '(no extension)'!r}; "
-                "use .csv or .jsonl (JSON Lines)"
-            )
-    except UnicodeDecodeError as exc:
-        raise CatalogImportError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+        yield from tabular_open(path, required=REQUIRED_COLUMNS).records()
+    except TabularError as exc:
+        raise CatalogImportError(str(exc)) from exc
 
 
 def _has_nul(value: Any) -> bool:

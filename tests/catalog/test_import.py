@@ -10,18 +10,17 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+from catalog import tabular
 from catalog.management.commands.import_catalog import EXIT_ROWS_SKIPPED
 from catalog.models import MSG_ID_CONTROL, MSG_ID_DOT_SEGMENT, MSG_ID_RESERVED, Article
-from catalog.services import imports
 from catalog.services.imports import (
     MSG_BAD_URL_DETAIL,
-    MSG_FIELD_TOO_LARGE,
-    MSG_NON_FINITE,
     MSG_NUL,
     MSG_SURROGATE,
     CatalogImportError,
     catalog_import,
 )
+from catalog.tabular import MSG_FIELD_TOO_LARGE, MSG_NON_FINITE
 
 pytestmark = pytest.mark.django_db
 
@@ -153,6 +152,8 @@ def test_deactivate_missing_and_reactivate(tmp_path):
     [
         ("c.csv", "id,url\n1,https://x.example/a.jpg\n", "missing article_id, image_url"),
         ("c.xml", "<catalog/>", "unknown format"),
+        ("c.json", '{"article_id": "A1", "image_url": "https://x.example/a.jpg"}\n',
+         "name the file .jsonl or .ndjson"),
     ],
 )
 def test_unusable_files_raise_clear_errors(tmp_path, name, text, message):
@@ -266,7 +267,7 @@ def test_csv_fields_over_the_default_limit_import(tmp_path):
 
 
 def test_csv_field_over_the_limit_skips_only_that_row(tmp_path, monkeypatch):
-    monkeypatch.setattr(imports, "CSV_FIELD_LIMIT", 1000)
+    monkeypatch.setattr(tabular, "CSV_FIELD_LIMIT", 1000)
     text = (
         "article_id,image_url,notes\n"
         "G1,https://x.example/1.jpg,short\n"
@@ -285,7 +286,7 @@ def test_csv_field_over_the_limit_skips_only_that_row(tmp_path, monkeypatch):
 
 
 def test_unreadable_csv_header_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(imports, "CSV_FIELD_LIMIT", 10)
+    monkeypatch.setattr(tabular, "CSV_FIELD_LIMIT", 10)
     text = "article_id,image_url,a_very_long_column_name\nA,https://x.example/a.jpg,x\n"
 
     with pytest.raises(CatalogImportError, match="unreadable CSV header: field larger"):

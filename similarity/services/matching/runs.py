@@ -15,13 +15,12 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
 
+from catalog.tabular import tabular_kind
 from similarity.conf import similarity_settings
 from similarity.models import MatchRun
 from similarity.services.matching.photos import MatchSummary, supplier_photos_match
 from similarity.services.matching.reports import VERDICTS, MatchRow, report_rows_read
 from similarity.services.matching.sources import (
-    CSV_EXTENSIONS,
-    JSONL_EXTENSIONS,
     MatchSourceError,
     zip_extract_safe,
 )
@@ -61,7 +60,7 @@ def match_run_create(*, upload: UploadedFile, k: int = 5, created_by: str = "") 
     suffix = Path(name).suffix.lower()
     if suffix == ".zip":
         kind = MatchRun.SourceKind.ZIP
-    elif suffix in CSV_EXTENSIONS | JSONL_EXTENSIONS:
+    elif tabular_kind(Path(name)) is not None:
         kind = MatchRun.SourceKind.FEED
     else:
         raise MatchSourceError(MSG_UPLOAD_TYPE.format(name=name))

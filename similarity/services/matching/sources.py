@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-CSV_EXTENSIONS = {".csv"}
-JSONL_EXTENSIONS = {".jsonl", ".ndjson"}
+from catalog.tabular import TabularError, TabularFile, tabular_kind, tabular_open
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 REQUIRED_COLUMNS = ("supplier_ref", "image_url")
-CSV_FIELD_LIMIT = 10 * 1024 * 1024
 COPY_CHUNK = 1024 * 1024
 
 MSG_MISSING_SOURCE = "{path}: no such file or folder"
 MSG_FORMAT = (
     "{path}: not a folder of photos, a CSV (.csv) or a JSON Lines (.jsonl, .ndjson) file"
 )
-MSG_HEADER = "{path}: the CSV header must contain {required}; missing {missing} (header: {header})"
 MSG_MISSING_REF = "missing supplier_ref"
 MSG_MISSING_URL = "missing image_url"
-MSG_BAD_JSON = "invalid JSON: {error}"
-MSG_NOT_OBJECT = "a JSON Lines row must be an object; got {kind}"
 MSG_ZIP_BAD = "{name}: not a readable zip file: {error}"
 MSG_ZIP_ENTRY = "{name}: entry {entry!r} would be written outside the folder; refused"
 MSG_ZIP_LINK = "{name}: entry {entry!r} is a symbolic link; refused"
@@ -56,37 +52,42 @@ class SupplierSource:
     path: Path
     kind: str  # folder, csv or jsonl
     extra_columns: list[str] | None
+    feed: TabularFile | None = None  # a CSV or JSON Lines feed (catalog.tabular)
 
     def count(self) -> int:
         """How many rows the source holds (one streaming pass; for the progress bar)."""
         return sum(1 for _ in self.rows())
 
     def rows(self) -> Iterator[SupplierRow]:
-        if self.kind == "folder":
+        if self.feed is None:
             return _folder_rows(self.path)
-        if self.kind == "csv":
-            return _csv_rows(self.path)
-        return _jsonl_rows(self.path)
+        return _feed_rows(self.feed)
 
 
 def supplier_source_open(*, path: Path | str) -> SupplierSource:
     """The source at ``path``; MatchSourceError when it cannot be used at all.
 
     A folder: every photo under it (by extension, sorted), ``supplier_ref`` its relative
-    path without extension. A CSV or JSON Lines feed: ``supplier_ref`` and ``image_url``
-    per row, other columns kept. Rows are read lazily, so memory stays flat.
+    path without extension. A CSV or JSON Lines feed (read as the catalog import reads its
+    feeds): ``supplier_ref`` and ``image_url`` per row, other columns kept. Rows are read
+    lazily, so memory stays flat.
     """
     path = Path(path)
     if path.is_dir():
         return SupplierSource(path=path, kind="folder", extra_columns=[])
     if not path.is_file():
         raise MatchSourceError(MSG_MISSING_SOURCE.format(path=path))
-    suffix = path.suffix.lower()
-    if suffix in CSV_EXTENSIONS:
-        return SupplierSource(path=path, kind="csv", extra_columns=_csv_extra_columns(path))
-    if suffix in JSONL_EXTENSIONS:
-        return SupplierSource(path=path, kind="jsonl", extra_columns=None)
-    raise MatchSourceError(MSG_FORMAT.format(path=path))
+    if tabular_kind(path) is None and path.suffix.lower() != ".json":
+        raise MatchSourceError(MSG_FORMAT.format(path=path))
+    try:
+        feed = tabular_open(path, required=REQUIRED_COLUMNS)
+    except TabularError as exc:
+        raise MatchSourceError(str(exc)) from exc
+    extra_columns = (
+        None if feed.columns is None
+        else [name for name in feed.columns if name and name not in REQUIRED_COLUMNS]
+    )
+    return SupplierSource(path=path, kind=feed.kind, extra_columns=extra_columns, feed=feed)
 
 
 def _folder_rows(root: Path) -> Iterator[SupplierRow]:
@@ -99,60 +100,15 @@ def _folder_rows(root: Path) -> Iterator[SupplierRow]:
         yield SupplierRow(supplier_ref=ref, line=position, path=file)
 
 
-def _csv_reader(handle: object) -> csv.DictReader:
-    sample = handle.read(64 * 1024)  # type: ignore[attr-defined]
-    handle.seek(0)  # type: ignore[attr-defined]
+def _feed_rows(feed: TabularFile) -> Iterator[SupplierRow]:
     try:
-        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
-    except csv.Error:
-        dialect = csv.excel
-    return csv.DictReader(handle, dialect=dialect)  # type: ignore[arg-type]
-
-
-def _csv_extra_columns(path: Path) -> list[str]:
-    try:
-        with path.open("r", encoding="utf-8-sig", newline="") as handle:
-            header = [name.strip() for name in (_csv_reader(handle).fieldnames or [])]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise MatchSourceError(f"{path}: unreadable CSV: {exc}") from exc
-    missing = [column for column in REQUIRED_COLUMNS if column not in header]
-    if missing:
-        raise MatchSourceError(MSG_HEADER.format(
-            path=path, required=", ".join(REQUIRED_COLUMNS), missing=", ".join(missing),
-            header=", ".join(header) or "empty",
-        ))
-    return [name for name in header if name and name not in REQUIRED_COLUMNS]
-
-
-def _csv_rows(path: Path) -> Iterator[SupplierRow]:
-    previous_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
-    try:
-        with path.open("r", encoding="utf-8-sig", newline="") as handle:
-            reader = _csv_reader(handle)
-            reader.fieldnames = [name.strip() for name in (reader.fieldnames or [])]
-            for values in reader:
-                yield _row(values, line=reader.line_num)
-    finally:
-        csv.field_size_limit(previous_limit)
-
-
-def _jsonl_rows(path: Path) -> Iterator[SupplierRow]:
-    with path.open("r", encoding="utf-8-sig") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            ref = f"line {number}"
-            try:
-                values = json.loads(text)
-            except ValueError as exc:
-                yield SupplierRow(supplier_ref=ref, line=number,
-                                  error=MSG_BAD_JSON.format(error=exc))
-                continue
-            if not isinstance(values, dict):
-                yield SupplierRow(supplier_ref=ref, line=number,
-                                  error=MSG_NOT_OBJECT.format(kind=type(values).__name__))
-                continue
-            yield _row(values, line=number)
+        for line, record in feed.records():
+            if isinstance(record, str):  # the line is unreadable: an error row
+                yield SupplierRow(supplier_ref=f"line {line}", line=line, error=record)
+            else:
+                yield _row(record, line=line)
+    except TabularError as exc:
+        raise MatchSourceError(str(exc)) from exc
 
 
 def _text(value: object) -> str:
@@ -163,7 +119,7 @@ def _text(value: object) -> str:
     return str(value).strip()
 
 
-def _row(values: dict, *, line: int) -> SupplierRow:
+def _row(values: dict[str, Any], *, line: int) -> SupplierRow:
     ref = _text(values.get("supplier_ref"))
     url = _text(values.get("image_url"))
     extra = {str(key): _text(value) for key, value in values.items()
