@@ -108,8 +108,7 @@ def demo_run(
         out(f"Download: {downloaded}")
 
     requested = model or similarity_settings().model
-    choice = embedder_load_with_fallback(spec=requested, threads=similarity_settings().threads,
-                                         log_fallback=False)  # the banner below says it
+    choice = embedder_load_with_fallback(spec=requested, log_fallback=False)  # the banner says it
     spec = choice.spec
     if choice.fell_back:
         banner = "!" * 78

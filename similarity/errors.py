@@ -73,6 +73,10 @@ class BuildTakenOver(SimilarityError):
         self.build_id = build_id
 
 
+class BuildFailed(Exception):
+    """A build could not complete; the message is for the shop's engineer."""
+
+
 class ImageUrlFailed(InvalidQuery):
     """An ``image_url`` query could not be fetched or is not an acceptable image.
 

@@ -42,7 +42,7 @@ def match_run_task(run_id: int) -> str:
 
 def builds_reap() -> str:
     """Scheduled every minute (see apps.py): fail dead and hung builds, restart a waiting one."""
-    from similarity.services.builds.runs import builds_reap as reap
+    from similarity.services.builds.queue import builds_reap as reap
 
     report = str(reap())
     logger.info("Build check: %s", report)

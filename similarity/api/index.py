@@ -15,7 +15,7 @@ from similarity.errors import IndexNotReady
 from similarity.models import BuildShard, IndexBuild
 from similarity.selectors.queries import index_preprocessing
 from similarity.selectors.store import get_store
-from similarity.services.builds.runs import index_build_enqueue
+from similarity.services.builds.queue import index_build_enqueue
 
 MSG_ERROR_FOR_STAFF = "the build failed; its error is shown to staff users"
 

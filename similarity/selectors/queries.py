@@ -106,7 +106,7 @@ def index_preprocessing(loaded: LoadedIndex) -> dict[str, Any] | None:
     from similarity.engine.embedders import EmbedderLoadError
 
     try:
-        return query_embedder(loaded).preprocessing()
+        return query_embedder(loaded, for_text=True).preprocessing()  # runtimes share it
     except (EmbedderLoadError, IndexNotReady) as exc:
         logger.warning("Cannot describe the preprocessing of %s: %s", loaded.manifest.model, exc)
         return None

@@ -13,7 +13,9 @@ from PIL import Image
 from catalog.models import Article
 from catalog.selectors import DOWNLOAD_FAILED, article_id_storable
 from similarity.conf import similarity_settings
-from similarity.engine.threads import fork_safe_threads
+from similarity.embedders import OtherWeights, embedder_for
+from similarity.engine.embedders import Embedder
+from similarity.engine.embedders.wrapped import REFERENCE
 from similarity.errors import ArticleNotFound, ArticleNotIndexed, IndexNotReady, InvalidQuery
 from similarity.models import Embedding
 from similarity.selectors.store import LoadedIndex, get_store, index_vectors
@@ -274,26 +276,33 @@ def _not_indexed_reason(article: Article, *, public: bool = False) -> str:
     return "it was added or changed after the last index build"
 
 
-def query_embedder(loaded: LoadedIndex) -> Any:
-    """The index's model, for embedding queries; reloaded when its weights changed on disk.
+def query_embedder(loaded: LoadedIndex, *, for_text: bool = False) -> Embedder:
+    """The index's model on the index's runtime, for embedding queries (the process's one
+    provider, ``similarity.embedders``); reloaded when its weights changed on disk.
 
     A query embedded by other weights than the index's would be silently wrong (or crash on
-    a new dimension), so the cached embedder must have the identity the build recorded.
+    a new dimension), so the embedder must have the identity the build recorded. Text
+    always runs on the torch model (runtimes run the image tower only): ``for_text`` skips
+    the runtime's gate.
     """
-    from similarity.engine.embedders import clear_embedder_cache, load_embedder
+    manifest = loaded.manifest
+    runtime = REFERENCE if for_text else index_runtime(loaded)
+    try:
+        provided = embedder_for(
+            manifest.model, runtime=runtime, identity=manifest.model_identity or None,
+            strict=False,
+        )
+    except OtherWeights as exc:
+        raise IndexNotReady(
+            f"the index was built with {exc.expected!r} but {manifest.model!r} now loads as "
+            f"{exc.found!r}; rebuild the index (manage.py build_index)"
+        ) from exc
+    return provided.embedder
 
-    threads = fork_safe_threads(similarity_settings().threads)
-    wanted = loaded.manifest.get("model_identity")
-    embedder = load_embedder(loaded.manifest["model"], threads=threads)
-    if wanted and embedder.identity() != wanted:
-        clear_embedder_cache()
-        embedder = load_embedder(loaded.manifest["model"], threads=threads)
-        if embedder.identity() != wanted:
-            raise IndexNotReady(
-                f"the index was built with {wanted!r} but {loaded.manifest['model']!r} now "
-                f"loads as {embedder.identity()!r}; rebuild the index (manage.py build_index)"
-            )
-    return embedder
+
+def index_runtime(loaded: LoadedIndex) -> str:
+    """The embedding runtime the index was built on (its manifest), torch when unrecorded."""
+    return str(loaded.manifest.extra.get("runtime") or REFERENCE)
 
 
 def similar_to_image(
@@ -342,7 +351,7 @@ def text_query_vector(loaded: LoadedIndex, text: str) -> np.ndarray:
     max_chars = similarity_settings().text_max_chars
     if len(text) > max_chars:
         raise InvalidQuery(MSG_TEXT_TOO_LONG.format(length=len(text), limit=max_chars))
-    embedder = query_embedder(loaded)
+    embedder = query_embedder(loaded, for_text=True)
     if not embedder.supports_text:
         raise InvalidQuery(f"the index's model {loaded.manifest['model']!r} cannot embed text")
     try:

@@ -23,7 +23,8 @@ from similarity.admin.articles import (
     similar_panel,
 )
 from similarity.models import IndexBuild
-from similarity.services.builds.runs import index_build_enqueue, index_build_run
+from similarity.services.builds.queue import index_build_enqueue
+from similarity.services.builds.runs import index_build_run
 from tests.factories import ArticleFactory
 from tests.similarity.helpers import make_catalog
 

@@ -16,12 +16,8 @@ from similarity.errors import BuildAlreadyRunning, BuildTakenOver
 from similarity.models import IndexBuild
 from similarity.services.builds import steps as build_steps
 from similarity.services.builds.lock import BuildTracker, running_builds_reap
-from similarity.services.builds.runs import (
-    builds_reap,
-    index_build_create,
-    index_build_enqueue,
-    index_build_run,
-)
+from similarity.services.builds.queue import builds_reap, index_build_create, index_build_enqueue
+from similarity.services.builds.runs import index_build_run
 from similarity.tasks import REAP_SCHEDULE_NAME, index_build_task
 from tests.similarity.helpers import make_catalog
 
@@ -205,7 +201,7 @@ def test_concurrent_rebuild_requests_queue_exactly_one_build(monkeypatch):
         # The in-memory shared-cache test database locks whole tables ("database table is
         # locked", no busy wait); a SQLite file serialises writers (IMMEDIATE transactions).
         pytest.skip("threads racing on the in-memory SQLite test database; runs on PostgreSQL")
-    monkeypatch.setattr("similarity.services.builds.runs._send_task", lambda build: None)  # broker
+    monkeypatch.setattr("similarity.services.builds.queue._send_task", lambda build: None)  # broker
     barrier = Barrier(8)
 
     def request(_: int) -> tuple[int, bool]:

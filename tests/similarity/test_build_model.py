@@ -14,7 +14,9 @@ from rest_framework.test import APIClient
 
 from similarity.conf import DEFAULTS, similarity_settings
 from similarity.models import IndexBuild
-from similarity.services.builds.runs import build_model_choose, index_build_enqueue, index_build_run
+from similarity.services.builds.model_choice import build_model_choose
+from similarity.services.builds.queue import index_build_enqueue
+from similarity.services.builds.runs import index_build_run
 from tests.similarity.helpers import make_catalog
 
 pytestmark = pytest.mark.django_db

@@ -13,9 +13,10 @@ from catalog.models import Article
 from demo.sample_images import product_image
 from similarity.conf import similarity_settings
 from similarity.engine.index import current_build, knn_query, load_index, read_members
-from similarity.errors import BuildAlreadyRunning
+from similarity.errors import BuildAlreadyRunning, BuildFailed
 from similarity.models import Embedding, IndexBuild
-from similarity.services.builds.runs import BuildFailed, index_build_create, index_build_run
+from similarity.services.builds.queue import index_build_create
+from similarity.services.builds.runs import index_build_run
 from tests.similarity.helpers import make_catalog, store_image
 
 pytestmark = pytest.mark.django_db

@@ -143,7 +143,7 @@ def test_the_reaper_resends_the_task_of_an_expired_shard(small_shards, monkeypat
     from django.utils import timezone
     from django_q import tasks
 
-    from similarity.services.builds.runs import builds_reap
+    from similarity.services.builds.queue import builds_reap
 
     make_catalog(6)
     lost = []

@@ -235,23 +235,24 @@ def test_no_index_is_an_unusable_run(tmp_path):
 
 
 def test_the_index_runtime_is_used_and_loaded_once_per_process(catalog, monkeypatch):
+    """Matching embeds as API queries do: the one provider, on the runtime of the index."""
     from dataclasses import replace
 
+    from similarity import embedders
+    from similarity.selectors.search import query_embedder
     from similarity.selectors.store import get_store
-    from similarity.services.builds import runs as builds
-    from similarity.services.matching import photos as matching
 
     calls = []
 
-    def select(embedder, runtime, *, threads=None):
+    def select(embedder, runtime, **kwargs):
         calls.append(runtime)
-        return ("on-" + runtime, None)
+        return embedder, embedders.RuntimeChoice(requested=runtime, runtime=runtime)
 
-    monkeypatch.setattr(builds, "select_build_runtime", select)
-    monkeypatch.setattr(matching, "_runtime_embedders", {})
+    monkeypatch.setattr(embedders, "select_runtime", select)
+    embedders.embedders_clear()
     loaded = get_store().get()
-    assert matching.match_embedder(loaded).identity().startswith("classic")  # torch: as is
+    assert query_embedder(loaded).identity().startswith("classic")  # torch: as is
     onnx = replace(loaded, manifest=replace(loaded.manifest, extra={"runtime": "onnx"}))
-    assert matching.match_embedder(onnx) == "on-onnx"
-    assert matching.match_embedder(onnx) == "on-onnx"
+    assert query_embedder(onnx) is query_embedder(onnx)
     assert calls == ["onnx"]
+    embedders.embedders_clear()

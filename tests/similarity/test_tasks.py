@@ -13,7 +13,7 @@ from similarity.engine.index import build_index, knn_query
 from similarity.engine.threads import fork_safe_threads, mark_openmp_used
 from similarity.models import IndexBuild
 from similarity.selectors.store import get_store
-from similarity.services.builds.runs import index_build_enqueue
+from similarity.services.builds.queue import index_build_enqueue
 from tests.similarity.helpers import make_catalog
 
 pytestmark = pytest.mark.django_db

@@ -11,9 +11,9 @@ from catalog.exitcodes import EXIT_PARTIAL
 from catalog.management.base import LookalikeCommand
 from similarity.engine.embedders.runtimes import RUNTIME_CHOICES
 from similarity.engine.embedders.specs import DEFAULT_MODEL
-from similarity.errors import BuildAlreadyRunning, BuildTakenOver
+from similarity.errors import BuildAlreadyRunning, BuildFailed, BuildTakenOver
 from similarity.models import IndexBuild
-from similarity.services.builds.runs import BuildFailed, index_build_run
+from similarity.services.builds.runs import index_build_run
 
 
 class Command(LookalikeCommand):

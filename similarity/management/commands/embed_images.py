@@ -11,7 +11,8 @@ from django.core.management.base import CommandError
 from catalog.exitcodes import EXIT_PARTIAL
 from catalog.management.base import LookalikeCommand
 from similarity.engine.embedders.runtimes import RUNTIME_CHOICES
-from similarity.services.builds.runs import BuildFailed, embeddings_run
+from similarity.errors import BuildFailed
+from similarity.services.builds.runs import embeddings_run
 
 
 def parse_shard(value: str | None) -> tuple[int, int] | None:

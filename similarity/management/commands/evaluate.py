@@ -9,8 +9,7 @@ from typing import Any
 from django.core.management.base import CommandError
 
 from catalog.management.base import LookalikeCommand
-from similarity.errors import SimilarityError
-from similarity.services.builds.runs import BuildFailed
+from similarity.errors import BuildFailed, SimilarityError
 from similarity.services.duplicates.groups import validate_threshold
 from similarity.services.evaluation.evaluate import (
     format_models_table,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from catalog.management.base import LookalikeCommand
-from similarity.services.builds.runs import builds_reap
+from similarity.services.builds.queue import builds_reap
 
 
 class Command(LookalikeCommand):

@@ -1,18 +1,23 @@
-"""Which embedding model a build can use here: the configured one, else a loud fallback."""
+"""Which embedding model a build uses: the one asked for, set, or of the current index, and
+for the default, what loads here (the configured model, else a loud fallback)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
+from similarity.conf import similarity_settings
+from similarity.embedders import embedder_for
 from similarity.engine.embedders import (
     CLASSIC_SPEC,
     EFFICIENTNET_SPEC,
     Embedder,
     EmbedderLoadError,
     canonical_spec,
-    load_embedder,
 )
+from similarity.engine.embedders.wrapped import REFERENCE
+from similarity.models import IndexBuild
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +50,48 @@ class ModelChoice:
         return MSG_FALLBACK.format(wanted=self.requested, reason=reason, used=self.spec)
 
 
+def build_model_choose(*, requested: str | None) -> tuple[str, str]:
+    """The model a build uses and why: (model, IndexBuild.ModelSource value).
+
+    An explicit request (``--model``) wins, then the LOOKALIKE_MODEL setting when it is set,
+    then the current index's model (so a rebuild never switches model by itself, e.g. back
+    to CLIP after a fallback to classic), then the default.
+    """
+    from similarity.engine.index import current_build
+
+    Source = IndexBuild.ModelSource
+    if requested:
+        return requested, Source.EXPLICIT
+    conf = similarity_settings()
+    if conf.model_explicit:
+        return conf.model, Source.SETTING
+    current = current_build(conf.index_root)
+    if current is not None and current.manifest.get("model"):
+        return str(current.manifest["model"]), Source.CURRENT
+    return conf.model, Source.DEFAULT
+
+
+def build_fields(
+    *, model: str | None, index_type: str | None, full: bool, download: bool, trigger: str
+) -> dict[str, Any]:
+    """What a new build records: its model and why (``build_model_choose``), its options."""
+    chosen, source = build_model_choose(requested=model)
+    return {
+        "model": chosen,
+        "model_source": source,
+        "index_type": index_type or similarity_settings().index_type,
+        "full": full,
+        "download": download,
+        "trigger": trigger,
+    }
+
+
 def embedder_load_with_fallback(
     *,
     spec: str,
-    threads: int | None = None,
     fallbacks: tuple[str, ...] = FALLBACK_ORDER,
     log_fallback: bool = True,
-    device: str = "cpu",
+    device: str | None = None,
 ) -> ModelChoice:
     """Load ``spec``, else the first of ``fallbacks`` that loads (logged as a warning).
 
@@ -67,7 +107,7 @@ def embedder_load_with_fallback(
     failures: list[tuple[str, str]] = []
     for candidate in candidates:
         try:
-            embedder = load_embedder(candidate, threads=threads, device=device)
+            embedder = embedder_for(candidate, runtime=REFERENCE, device=device).embedder
         except EmbedderLoadError as error:
             failures.append((candidate, str(error)))
             continue

@@ -9,8 +9,12 @@ from typing import Any
 
 from catalog.progress import progress_listener
 from similarity.conf import similarity_settings
+from similarity.embedders import ProvidedEmbedder, embedder_for
+from similarity.engine.embedders import EmbedderLoadError
+from similarity.engine.embedders.wrapped import REFERENCE
 from similarity.engine.threads import fork_safe_threads, mark_openmp_used
 from similarity.engine.timing import Timeit
+from similarity.errors import BuildFailed
 from similarity.models import IndexBuild
 from similarity.services.builds.lock import BuildTracker
 from similarity.services.indexing.embeddings import embeddings_update
@@ -22,10 +26,6 @@ MSG_NOTHING_TO_INDEX = (
     "nothing to index: no active article has a downloaded, decodable image "
     "(run manage.py download_images first)"
 )
-
-
-class BuildFailed(Exception):
-    """A build could not complete; the message is for the shop's engineer."""
 
 
 @dataclass
@@ -70,7 +70,7 @@ def step_load_model(run: BuildRun) -> None:
         if run.build.model_source == IndexBuild.ModelSource.DEFAULT:
             _load_default_model(run)
         else:  # asked for, set, or the current index's: it loads or the build fails
-            run.embedder = embedder_load(model=model, threads=run.threads, device=run.device)
+            run.embedder = _provided(model, runtime=REFERENCE, device=run.device).embedder
 
 
 def _load_default_model(run: BuildRun) -> None:
@@ -79,13 +79,10 @@ def _load_default_model(run: BuildRun) -> None:
     Only a build that nobody chose a model for falls back: the model it lands on becomes
     the current index's, so later rebuilds keep it (``build_model_choose``).
     """
-    from similarity.engine.embedders import EmbedderLoadError, device_check
     from similarity.services.builds.model_choice import embedder_load_with_fallback
 
     try:
-        choice = embedder_load_with_fallback(
-            spec=run.build.model, threads=run.threads, device=device_check(run.device)
-        )
+        choice = embedder_load_with_fallback(spec=run.build.model, device=run.device)
     except EmbedderLoadError as exc:
         raise BuildFailed(str(exc)) from exc
     run.embedder = choice.embedder
@@ -100,9 +97,8 @@ def _load_default_model(run: BuildRun) -> None:
 
 def step_choose_runtime(run: BuildRun) -> None:
     with Timeit("Choosing the embedding runtime", into=run.timings, key="runtime_seconds"):
-        run.embedder, run.runtime_choice = select_build_runtime(
-            run.embedder, run.runtime, threads=run.threads
-        )
+        provided = _provided(run.build.model, runtime=run.runtime, device=run.device)
+    run.embedder, run.runtime_choice = provided.embedder, provided.runtime
 
 
 def step_embed(run: BuildRun) -> None:
@@ -171,7 +167,9 @@ def step_neighbours(run: BuildRun) -> None:
     neighbors_refresh_after_build(build=run.build, timings=run.timings, progress=run.progress)
 
 
-STEPS: tuple[tuple[str, Callable[[BuildRun], None]], ...] = (
+Steps = tuple[tuple[str, Callable[[BuildRun], None]], ...]
+
+STEPS: Steps = (
     ("download", step_download),
     ("load model", step_load_model),
     ("choose runtime", step_choose_runtime),
@@ -185,7 +183,7 @@ STEPS: tuple[tuple[str, Callable[[BuildRun], None]], ...] = (
 def build_steps_run(
     *,
     run: BuildRun,
-    steps: tuple[tuple[str, Callable[[BuildRun], None]], ...] | None = None,
+    steps: Steps | None = None,
     done_phase: str | None = "done",
 ) -> None:
     """Run every step; each start and every progress-bar update inside it counts as progress.
@@ -203,47 +201,15 @@ def build_steps_run(
         run.tracker.step(done_phase)
 
 
-def embedder_load(*, model: str, threads: int, device: str = "cpu") -> Any:
-    """The embedder for ``model`` on ``device``; a model or device that cannot be used fails
-    the build in one line (e.g. cuda asked for on a machine without it)."""
-    from similarity.engine.embedders import EmbedderLoadError, device_check, load_embedder
+def _provided(model: str, *, runtime: str | None, device: str) -> ProvidedEmbedder:
+    """``model`` on ``runtime`` (default: the RUNTIME setting) from the process's provider.
 
-    try:
-        return load_embedder(model, threads=threads, device=device_check(device))
-    except EmbedderLoadError as exc:
-        raise BuildFailed(str(exc)) from exc
-
-
-def select_build_runtime(
-    embedder: Any, runtime: str | None = None, *, threads: int | None = None
-) -> tuple[Any, Any]:
-    """``embedder`` on ``runtime`` (default: the RUNTIME setting) once it passes the gate.
-
-    Calibration images are generated (``engine.embedders.calibration``), so the gate is
-    deterministic for a model. BuildFailed when an explicit runtime is unavailable or
-    disagrees with torch fp32; ``auto`` falls back instead. The runtime does not change the
-    model identity: vectors from runtimes that passed the gate may share one index.
+    A model, device or explicit runtime that cannot be used here (e.g. cuda on a machine
+    without it, a runtime that fails the accuracy gate) fails the build in one line; ``auto``
+    falls back instead. The runtime does not change the model identity: vectors from
+    runtimes that passed the gate may share one index.
     """
-    from similarity.conf import runtime_settings
-    from similarity.engine.embedders import EmbedderLoadError
-    from similarity.engine.embedders.calibration import calibration_images
-    from similarity.engine.embedders.runtimes import REFERENCE, select_runtime, validate_runtime
-
-    conf = runtime_settings()
-    name = validate_runtime(runtime or conf.runtime)
-    count = conf.calibration_images if name != REFERENCE else 0
-    calibration = calibration_images(count)
     try:
-        chosen, choice = select_runtime(
-            embedder,
-            name,
-            calibration=calibration,
-            cache_dir=conf.onnx_cache_dir,
-            threads=threads,
-            min_cosine=conf.min_cosine,
-            min_overlap=conf.min_overlap,
-        )
+        return embedder_for(model, runtime=runtime, device=device)
     except EmbedderLoadError as exc:
         raise BuildFailed(str(exc)) from exc
-    logger.info("Embedding runtime: %s (requested %s)", choice.runtime, choice.requested)
-    return chosen, choice

@@ -11,7 +11,6 @@ import hashlib
 import io
 import itertools
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -151,7 +150,7 @@ def supplier_photos_match(
     if not 0 < similar <= 2:
         raise ValueError(MSG_BAD_THRESHOLD.format(value=similar))
     step = time.perf_counter()
-    embedder = match_embedder(loaded)  # once per process: loading, a runtime's accuracy gate
+    embedder = query_embedder(loaded)  # the index's model and runtime, once per process
     load_seconds = time.perf_counter() - step
     summary = MatchSummary(
         model=model, index_build=loaded.name, report=str(output),
@@ -341,31 +340,3 @@ def _thumbnail_save(image: Image.Image, path: Path) -> None:
     buffer = io.BytesIO()
     thumbnail.save(buffer, "JPEG", quality=85)
     atomic_write_bytes(path, buffer.getvalue())
-
-
-_runtime_lock = threading.Lock()
-_runtime_embedders: dict[tuple[str, str], Any] = {}
-
-
-def match_embedder(loaded: LoadedIndex) -> Any:
-    """The index's model on the index's runtime (the manifest says which), once per process.
-
-    The model is loaded as image queries load it (identity checked against the build);
-    a build made on another runtime than torch fp32 (e.g. onnx) gets that runtime, after
-    the same accuracy gate the build passed.
-    """
-    from similarity.engine.embedders.runtimes import REFERENCE
-
-    embedder = query_embedder(loaded)
-    runtime = str(loaded.manifest.extra.get("runtime") or REFERENCE)
-    if runtime == REFERENCE:
-        return embedder
-    key = (embedder.identity(), runtime)
-    with _runtime_lock:
-        if key not in _runtime_embedders:
-            from similarity.services.builds.runs import select_build_runtime
-
-            threads = similarity_settings().threads
-            _runtime_embedders[key], _choice = select_build_runtime(
-                embedder, runtime, threads=threads)
-        return _runtime_embedders[key]

@@ -191,7 +191,8 @@ def test_unknown_runtime_is_named_in_the_error():
 
 @pytest.mark.django_db
 def test_build_records_the_runtime_and_refuses_a_failing_one(models, settings):
-    from similarity.services.builds.runs import BuildFailed, index_build_run
+    from similarity.errors import BuildFailed
+    from similarity.services.builds.runs import index_build_run
     from tests.similarity.helpers import make_catalog
 
     make_catalog(12)

@@ -1,6 +1,6 @@
 """The worker side of a distributed build: a shard task claims shards and runs them.
 
-See ``services.distributed`` for the protocol. A task claims its own shard, or once that is
+See ``builds.distributed.plan`` for the protocol. A task claims its own shard, or once that is
 done or held, any other claimable shard of the same build and kind (work stealing), and runs
 shards until none is left; after each it lets the build move on (``build_shards_advance``).
 """
@@ -8,7 +8,6 @@ shards until none is left; after each it lets the build move on (``build_shards_
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
@@ -17,7 +16,8 @@ from django.utils import timezone
 from catalog.models import Article
 from catalog.progress import progress_listener
 from similarity.conf import similarity_settings
-from similarity.engine.threads import fork_safe_threads, mark_openmp_used
+from similarity.embedders import OtherWeights, ProvidedEmbedder, embedder_for
+from similarity.engine.embedders import EmbedderLoadError
 from similarity.errors import BuildTakenOver
 from similarity.models import BuildShard, IndexBuild
 from similarity.services.builds.distributed.plan import build_shards_advance
@@ -30,7 +30,6 @@ from similarity.services.builds.distributed.shards import (
     shard_fail,
     worker_identity,
 )
-from similarity.services.builds.steps import BuildFailed, embedder_load, select_build_runtime
 from similarity.services.indexing.embeddings import embeddings_update
 
 logger = logging.getLogger(__name__)
@@ -45,23 +44,10 @@ MSG_OTHER_WEIGHTS = (
 Kind = BuildShard.Kind
 
 
-_embedders: dict[tuple[Any, ...], tuple[Any, str]] = {}
-_embedders_lock = threading.Lock()
-
-
-def _worker_embedder(*, model: str, options: dict[str, Any]) -> tuple[Any, str]:
-    """(embedder on its gated runtime, device), loaded once per worker process."""
-    conf = similarity_settings()
-    threads = fork_safe_threads(conf.threads)
-    key = (model, options.get("runtime"), conf.device, threads)
-    with _embedders_lock:
-        if key not in _embedders:
-            mark_openmp_used()
-            embedder = embedder_load(model=model, threads=threads, device=conf.device)
-            embedder, _choice = select_build_runtime(embedder, options.get("runtime"),
-                                                     threads=threads)
-            _embedders[key] = (embedder, conf.device)
-        return _embedders[key]
+def _worker_embedder(*, model: str, options: dict[str, Any]) -> ProvidedEmbedder:
+    """The model on the runtime the build planned, with the weights it planned (the
+    process's provider loads and gates it once)."""
+    return embedder_for(model, runtime=options.get("runtime"), identity=options.get("identity"))
 
 
 def build_shard_work(*, shard_id: int) -> str:
@@ -70,26 +56,32 @@ def build_shard_work(*, shard_id: int) -> str:
     first = BuildShard.objects.select_related("build").filter(pk=shard_id).first()
     if first is None:
         return "no such shard"
-    build, kind = first.build, first.kind
+    build = first.build
     if build.status != IndexBuild.Status.RUNNING:
         return f"build #{build.pk} is {build.status}"
     device = ""
-    if kind == Kind.EMBED:
-        host, pid = worker_identity()
+    if first.kind == Kind.EMBED:
         try:
-            embedder, device = _worker_embedder(model=build.model, options=first.options)
-        except Exception as exc:  # a model or device this machine cannot use
-            reason = str(exc) if isinstance(exc, BuildFailed) else f"{type(exc).__name__}: {exc}"
-            _build_fail(build.pk, f"worker {host}:{pid} cannot embed: {reason}")
+            device = _worker_embedder(model=build.model, options=first.options).device
+        except Exception as exc:  # a model, weights or device this machine cannot use
+            _build_fail(build.pk, _cannot_embed(build, exc))
             return "failed"
-        expected = first.options.get("identity")
-        if expected and embedder.identity() != expected:
-            _build_fail(build.pk, MSG_OTHER_WEIGHTS.format(
-                worker=f"{host}:{pid}", model=build.model, found=embedder.identity(),
-                expected=expected,
-            ))
-            return "failed"
-    preferred: int | None = shard_id
+    return _shards_run(build, kind=first.kind, preferred=shard_id, device=device)
+
+
+def _cannot_embed(build: IndexBuild, exc: Exception) -> str:
+    host, pid = worker_identity()
+    if isinstance(exc, OtherWeights):
+        return MSG_OTHER_WEIGHTS.format(
+            worker=f"{host}:{pid}", model=build.model, found=exc.found, expected=exc.expected
+        )
+    reason = str(exc) if isinstance(exc, EmbedderLoadError) else f"{type(exc).__name__}: {exc}"
+    return f"worker {host}:{pid} cannot embed: {reason}"
+
+
+def _shards_run(build: IndexBuild, *, kind: str, preferred: int | None, device: str) -> str:
+    """Claim and run shards of ``build`` and ``kind`` (``preferred`` first) while any is
+    claimable, the build runs and the task has time left; what was done, or "failed"."""
     ran = 0
     stop_stealing = time.monotonic() + _task_timeout() / 2
     while IndexBuild.objects.filter(pk=build.pk, status=IndexBuild.Status.RUNNING).exists():
@@ -108,17 +100,21 @@ def build_shard_work(*, shard_id: int) -> str:
             logger.warning("Build #%s no longer runs: shard #%s stops", build.pk, shard.pk)
             break
         except Exception as exc:
-            error = MSG_SHARD_FAILED.format(
-                kind=shard.kind, shard=shard.pk, first=shard.first_pk, last=shard.last_pk,
-                worker=shard.worker, error=f"{type(exc).__name__}: {exc}",
-            )
-            logger.exception("%s", error)
-            shard_fail(shard=shard, error=error)
-            _build_fail(build.pk, error)
+            _shard_failed(shard, build, exc)
             return "failed"
         ran += 1
         build_shards_advance(build_id=build.pk)
     return f"{ran} shard(s) run"
+
+
+def _shard_failed(shard: BuildShard, build: IndexBuild, exc: Exception) -> None:
+    error = MSG_SHARD_FAILED.format(
+        kind=shard.kind, shard=shard.pk, first=shard.first_pk, last=shard.last_pk,
+        worker=shard.worker, error=f"{type(exc).__name__}: {exc}",
+    )
+    logger.exception("%s", error)
+    shard_fail(shard=shard, error=error)
+    _build_fail(build.pk, error)
 
 
 def _task_timeout() -> float:
@@ -156,9 +152,9 @@ def _download(shard: BuildShard) -> ShardOutcome:
 
 def _embed(shard: BuildShard, *, model: str) -> ShardOutcome:
     conf = similarity_settings()
-    embedder, _device = _worker_embedder(model=model, options=shard.options)
+    provided = _worker_embedder(model=model, options=shard.options)
     summary = embeddings_update(
-        embedder=embedder,
+        embedder=provided.embedder,
         batch_size=shard.options.get("batch_size") or conf.batch_size,
         decode_workers=conf.decode_workers,
         reembed=shard.reembed,
