@@ -87,7 +87,7 @@ def _runtime_errors(values: Mapping[str, object]) -> list[Error]:
 
 
 def _threshold_errors(threshold: object) -> list[Error]:
-    from similarity.services.duplicates.groups import MAX_THRESHOLD
+    from similarity.selectors.duplicates import MAX_THRESHOLD
 
     if isinstance(threshold, int | float) and not 0 < threshold <= MAX_THRESHOLD:
         return [_error("similarity", 8, f"LOOKALIKE_DUPLICATE_THRESHOLD must be in "

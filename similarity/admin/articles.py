@@ -18,9 +18,9 @@ from catalog.models import Article
 from catalog.services.download_queue import images_download_enqueue
 from similarity.admin.duplicates import HELP_KEEP, HELP_SPLIT, confirm_keep_url
 from similarity.errors import ArticleNotFound, ArticleNotIndexed, IndexNotReady, SimilarityError
+from similarity.selectors.duplicates import article_duplicates_find
 from similarity.selectors.search import similar_to_article
 from similarity.services.builds.queue import index_build_enqueue
-from similarity.services.duplicates.decisions import article_duplicates_find
 
 logger = logging.getLogger(__name__)
 

@@ -15,12 +15,13 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
 from similarity.errors import IndexNotReady, InvalidQuery
 from similarity.models import DuplicateDecision, DuplicateGroupReview
+from similarity.selectors.duplicates import duplicate_groups_find
 from similarity.services.duplicates.decisions import (
+    duplicate_decision_record,
     duplicate_keep,
     duplicate_keep_undo,
     duplicate_split,
 )
-from similarity.services.duplicates.groups import duplicate_decision_record, duplicate_groups_find
 
 GROUPS_PER_PAGE = 20
 

@@ -16,6 +16,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from catalog.models import Article
+from similarity.errors import InvalidQuery
 from similarity.models import MatchRun
 from similarity.services.matching.photos import supplier_thumbnail_name
 from similarity.services.matching.reports import VERDICTS
@@ -85,7 +86,7 @@ class MatchRunAdmin(admin.ModelAdmin):
                 run = match_run_create(upload=form.cleaned_data["upload"],
                                        k=form.cleaned_data["k"],
                                        created_by=request.user.get_username())
-            except (MatchSourceError, ValueError) as exc:
+            except (MatchSourceError, InvalidQuery, ValueError) as exc:
                 form.add_error("upload", str(exc))
             else:
                 messages.success(request, f"Match run #{run.pk} queued: its results appear on "

@@ -14,8 +14,11 @@ from rest_framework.views import APIView
 
 from catalog.api.articles import media_url
 from similarity.api.permissions import StaffAccess
-from similarity.services.duplicates.decisions import article_duplicates_find
-from similarity.services.duplicates.groups import DuplicateGroup, duplicate_groups_find
+from similarity.selectors.duplicates import (
+    DuplicateGroup,
+    article_duplicates_find,
+    duplicate_groups_find,
+)
 
 
 class DuplicatePagination(LimitOffsetPagination):

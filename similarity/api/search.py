@@ -26,8 +26,8 @@ from similarity.selectors.search import (
     similar_to_article,
     similar_to_image,
     similar_to_text,
-    validate_k,
 )
+from similarity.selectors.validation import validate_k
 
 # Room for the multipart envelope (boundaries, headers, the k and category fields) around
 # the file itself when judging a request by its Content-Length.

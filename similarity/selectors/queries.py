@@ -32,10 +32,10 @@ from similarity.selectors.search import (
     ranked_results,
     similar_to_query_vector,
     text_query_vector,
-    validate_k,
 )
 from similarity.selectors.store import LoadedIndex, get_store
 from similarity.selectors.uploads import query_image_decode
+from similarity.selectors.validation import validate_k
 
 logger = logging.getLogger(__name__)
 

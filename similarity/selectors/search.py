@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from django.db import connection
@@ -18,12 +18,13 @@ from similarity.engine.embedders import Embedder
 from similarity.engine.embedders.wrapped import REFERENCE
 from similarity.errors import ArticleNotFound, ArticleNotIndexed, IndexNotReady, InvalidQuery
 from similarity.models import Embedding
-from similarity.selectors.store import LoadedIndex, get_store, index_vectors
+from similarity.selectors.store import LoadedIndex, get_store
 from similarity.selectors.uploads import query_image_decode
+from similarity.selectors.validation import validate_k
+from similarity.selectors.vectors import index_vectors
 
 logger = logging.getLogger(__name__)
 
-MSG_BAD_K = "k must be an integer between 1 and {max_k}; got {k!r}"
 MSG_EMPTY_TEXT = "text must not be empty"
 MSG_TEXT_TOO_LONG = "text is {length} characters long; the limit is {limit} (TEXT_MAX_CHARS)"
 MSG_TEXT_TOKENS = (
@@ -59,22 +60,6 @@ class SearchResult:
     results: list[SimilarResult]
     article_id: str | None = None
     collapsed: bool = False  # results carry their folded duplicates
-
-
-def validate_k(k: Any) -> int:
-    """Parse and bound k (1..MAX_K); raises InvalidQuery with the offending value."""
-    max_k = similarity_settings().max_k
-    if k is None:
-        return similarity_settings().default_k
-    if isinstance(k, bool):
-        raise InvalidQuery(MSG_BAD_K.format(max_k=max_k, k=k))
-    try:
-        value = int(str(k).strip()) if not isinstance(k, int) else k
-    except ValueError:
-        raise InvalidQuery(MSG_BAD_K.format(max_k=max_k, k=k)) from None
-    if not 1 <= value <= max_k:
-        raise InvalidQuery(MSG_BAD_K.format(max_k=max_k, k=k))
-    return value
 
 
 def category_ids(category: str | None) -> np.ndarray | None:

@@ -16,8 +16,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import faiss
 import numpy as np
 from django.core.signals import setting_changed
 from django.dispatch import receiver
@@ -30,10 +30,10 @@ from similarity.engine.index import (
     read_members,
     set_faiss_threads,
 )
-from similarity.engine.index.storage import CURRENT_FILE, BuildInfo, read_build
+from similarity.engine.index.storage import BUILDS_DIR, CURRENT_FILE, BuildInfo, read_build
 from similarity.engine.threads import fork_safe_threads, mark_openmp_used
 from similarity.errors import IndexNotReady
-from similarity.models import CurrentIndex, Embedding
+from similarity.models import CurrentIndex
 from similarity.storages import (
     build_fetch,
     cached_builds_prune,
@@ -51,7 +51,7 @@ class LoadedIndex:
     name: str
     path: Path
     manifest: BuildManifest
-    index: Any  # faiss.Index
+    index: faiss.Index
     ids: np.ndarray  # sorted article pks in the index
     embedding_pks: np.ndarray | None = None  # the Embedding behind each of ``ids``
 
@@ -184,33 +184,28 @@ class IndexStore:
             self._threads_set = True
         if info is None:
             raise IndexNotReady("the current index build is missing; run manage.py build_index")
-        index = load_index(info.path, mmap=True)
-        members = read_members(info.path)
-        logger.info("Loaded index build %s (%d vectors)", info.name, index.ntotal)
-        return LoadedIndex(
-            name=info.name,
-            path=info.path,
-            manifest=info.manifest,
-            index=index,
-            ids=np.ascontiguousarray(members[:, 0]),
-            embedding_pks=np.ascontiguousarray(members[:, 1]),
-        )
+        return build_load(info)
 
 
-def index_vectors(loaded: LoadedIndex, ids: np.ndarray) -> np.ndarray:
-    """The index's vectors of ``ids`` (all members of the build), in order.
+def build_load(info: BuildInfo) -> LoadedIndex:
+    """A build directory loaded for searching: its index memory-mapped, its members read."""
+    index = load_index(info.path, mmap=True)
+    members = read_members(info.path)
+    logger.info("Loaded index build %s (%d vectors)", info.name, index.ntotal)
+    return LoadedIndex(
+        name=info.name,
+        path=info.path,
+        manifest=info.manifest,
+        index=index,
+        ids=np.ascontiguousarray(members[:, 0]),
+        embedding_pks=np.ascontiguousarray(members[:, 1]),
+    )
 
-    Read from Faiss where it keeps an id map (flat and HNSW builds), else from the
-    embeddings the build recorded in members.npy.
-    """
-    import faiss
 
-    if isinstance(loaded.index, faiss.IndexIDMap2):
-        return np.asarray(loaded.index.reconstruct_batch(ids), dtype=np.float32)
-    members = loaded.members_embeddings(ids)
-    rows = dict(Embedding.objects.filter(pk__in=members.tolist()).values_list("pk", "vector"))
-    blob = b"".join(bytes(rows[int(pk)]) for pk in members)
-    return np.frombuffer(blob, dtype="<f4").reshape(len(ids), -1).astype(np.float32)
+def local_build_load(*, name: str) -> LoadedIndex:
+    """Build ``name`` of this machine's index root (where builds are written), loaded as is:
+    never fetched through the "indexes" storage."""
+    return build_load(read_build(similarity_settings().index_root / BUILDS_DIR / name))
 
 
 _store: IndexStore | None = None

@@ -13,8 +13,8 @@ from demo.catalogs import catalog_from_vectors, chained_vectors
 from demo.services import demo_images
 from similarity.conf import similarity_settings
 from similarity.engine.index import connected_components
+from similarity.selectors.duplicates import duplicate_groups_find
 from similarity.services.builds.runs import index_build_run
-from similarity.services.duplicates.groups import duplicate_groups_find
 from similarity.services.indexing.update import collect_inputs
 
 pytestmark = pytest.mark.django_db

@@ -7,14 +7,13 @@ from django.urls import reverse
 
 from catalog.models import Article
 from similarity.models import DuplicateDecision
+from similarity.selectors.duplicates import article_duplicates_find, duplicate_groups_find
 from similarity.services.builds.runs import index_build_run
 from similarity.services.duplicates.decisions import (
-    article_duplicates_find,
     duplicate_keep,
     duplicate_keep_undo,
     duplicate_split,
 )
-from similarity.services.duplicates.groups import duplicate_groups_find
 from tests.similarity.helpers import make_catalog
 from tests.similarity.test_duplicates import THRESHOLD, copy_of
 

@@ -14,13 +14,13 @@ from catalog.models import Article
 from demo.sample_images import product_image
 from similarity.engine.index import star_groups
 from similarity.models import DuplicateDecision
-from similarity.services.builds.runs import index_build_run
-from similarity.services.duplicates import groups as duplicates
-from similarity.services.duplicates.groups import (
+from similarity.selectors import duplicates
+from similarity.selectors.duplicates import (
     TooManyPairs,
     duplicate_groups_find,
     pair_cap,
 )
+from similarity.services.builds.runs import index_build_run
 from similarity.services.indexing.update import collect_inputs
 from tests.similarity.helpers import make_catalog, store_image
 
@@ -98,7 +98,7 @@ def test_no_index_is_a_clear_error():
 
 
 def test_not_duplicate_decision_survives_rebuild_and_reimport(catalog, tmp_path):
-    from similarity.services.duplicates.groups import duplicate_decision_record
+    from similarity.services.duplicates.decisions import duplicate_decision_record
 
     duplicate_decision_record(article_ids=["D3a", "S0003"], verdict="not_duplicate")
     duplicate_decision_record(article_ids=["D0a", "D0b", "S0000"], verdict="duplicate",
@@ -259,7 +259,7 @@ def test_lookups_are_chunked(catalog, monkeypatch):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from similarity.services.duplicates.groups import duplicate_decision_record
+    from similarity.services.duplicates.decisions import duplicate_decision_record
 
     duplicate_decision_record(article_ids=["D3a", "S0003"], verdict="not_duplicate")
     expected = duplicate_groups_find(threshold=0.15)

@@ -49,7 +49,7 @@ def test_evaluate_command_table_and_json(evalset, tmp_path):
     assert data["self_failure_count"] == 0 and len(data["sweep"]) >= 8
     with pytest.raises(CommandError, match="labels file not found"):
         call_command("evaluate", "--labels", str(tmp_path / "missing.csv"))
-    with pytest.raises(CommandError, match="--k must be >= 1; got 0"):
+    with pytest.raises(CommandError, match="--k must be an integer between 1 and 100; got 0"):
         call_command("evaluate", "--k", "0")
 
 

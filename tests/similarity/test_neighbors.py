@@ -13,9 +13,9 @@ from django.core.management import CommandError, call_command
 from catalog.models import Article
 from similarity.engine.index import knn_query
 from similarity.models import SimilarArticle
+from similarity.selectors.neighbors import neighbors_search, stored_neighbors
 from similarity.selectors.store import get_store
 from similarity.services.builds.runs import index_build_run
-from similarity.services.indexing.neighbors import neighbors_search, stored_neighbors
 from tests.similarity.helpers import make_catalog
 
 pytestmark = pytest.mark.django_db
@@ -79,7 +79,7 @@ def test_export_to_stdout_and_argument_errors(catalog):
     out = StringIO()
     call_command("export_neighbors", "--k", "2", "--no-progress", stdout=out, stderr=StringIO())
     assert out.getvalue().splitlines()[0] == "article_id,category,rank,neighbor_id,distance"
-    with pytest.raises(CommandError, match="--k must be between 1 and 100; got 0"):
+    with pytest.raises(CommandError, match="--k must be an integer between 1 and 100; got 0"):
         call_command("export_neighbors", "--k", "0")
     with pytest.raises(CommandError, match="output format must be csv or jsonl"):
         call_command("export_neighbors", "--output", "x.parquet")
@@ -99,6 +99,25 @@ def test_build_refreshes_stored_neighbors(settings):
     live = similar_to_article(article_id=catalog[0].article_id, k=5, exclude_self=True)
     assert [s.article_id for s in stored] == [r.article_id for r in live.results]
     assert stored_neighbors(catalog[0].article_id, 3) == stored[:3]
+
+
+def test_the_neighbors_step_reads_the_build_it_wrote_not_the_storage(settings, tmp_path):
+    """With a shared "indexes" storage the builder does not fetch its own build back."""
+    from similarity.conf import similarity_settings
+    from similarity.storages import build_is_stored, index_storage
+
+    settings.STORAGES = {**settings.STORAGES, "indexes": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": tmp_path / "shared-index"},
+    }}
+    settings.LOOKALIKE = {**settings.LOOKALIKE, "STORE_NEIGHBORS": True}
+    make_catalog(8)
+    build = index_build_run(model="classic", progress=False)
+
+    assert build_is_stored(storage=index_storage(), name=build.build_name)  # published
+    assert SimilarArticle.objects.filter(build_name=build.build_name).count() == 8 * 7
+    assert "neighbors_seconds" in build.timings
+    assert not similarity_settings().index_cache_root.exists()  # no serving copy fetched
 
 
 def test_store_neighbors_setting_off(settings):
@@ -132,7 +151,8 @@ def test_store_searches_outside_the_transaction(catalog, monkeypatch):
 def test_store_skips_articles_hard_deleted_since_the_build(catalog):
     from django.db import connection
 
-    from similarity.services.indexing.neighbors import iter_catalog_neighbors, neighbors_store
+    from similarity.selectors.neighbors import iter_catalog_neighbors
+    from similarity.services.indexing.neighbors import neighbors_store
 
     gone = catalog[5].pk
     answers = dict(iter_catalog_neighbors(get_store().get(), 4, progress=False))

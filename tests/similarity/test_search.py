@@ -15,9 +15,9 @@ from similarity.selectors.search import (
     similar_to_article,
     similar_to_image,
     similar_to_text,
-    validate_k,
 )
 from similarity.selectors.store import get_store
+from similarity.selectors.validation import validate_k
 from similarity.services.builds.runs import index_build_run
 from tests.similarity.helpers import make_catalog, store_image
 

@@ -9,8 +9,9 @@ from typing import Any
 from django.core.management.base import CommandError
 
 from catalog.management.base import LookalikeCommand
-from similarity.errors import BuildFailed, SimilarityError
-from similarity.services.duplicates.groups import validate_threshold
+from similarity.errors import BuildFailed, InvalidQuery, SimilarityError
+from similarity.selectors.duplicates import validate_threshold
+from similarity.selectors.validation import validate_k
 from similarity.services.evaluation.evaluate import (
     format_models_table,
     format_report,
@@ -45,8 +46,10 @@ class Command(LookalikeCommand):
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["k"] < 1:
-            raise CommandError(f"--k must be >= 1; got {options['k']}")
+        try:
+            k = validate_k(options["k"])
+        except InvalidQuery as exc:
+            raise CommandError(f"--{exc}") from exc
         if options["sample"] is not None and options["sample"] < 1:
             raise CommandError(f"--sample must be >= 1; got {options['sample']}")
         if bool(options["query_kind"]) != bool(options["catalog_kind"]):
@@ -64,11 +67,11 @@ class Command(LookalikeCommand):
                 None if options["threshold"] is None else validate_threshold(options["threshold"])
             )
             if models:
-                reports = models_evaluate(models=models, labels=labels, k=options["k"],
+                reports = models_evaluate(models=models, labels=labels, k=k,
                                           progress=progress, **kinds)
             else:
                 reports = [index_evaluate(
-                    k=options["k"], labels=labels, threshold=threshold, sample=options["sample"],
+                    k=k, labels=labels, threshold=threshold, sample=options["sample"],
                     progress=progress, **kinds,
                 )]
         except (SimilarityError, BuildFailed, ValueError) as exc:

@@ -9,8 +9,8 @@ from typing import Any
 from django.core.management.base import CommandError
 
 from catalog.management.base import LookalikeCommand
-from similarity.conf import similarity_settings
-from similarity.errors import SimilarityError
+from similarity.errors import InvalidQuery, SimilarityError
+from similarity.selectors.validation import validate_k
 from similarity.services.indexing.neighbors import neighbors_export, neighbors_store, output_format
 
 
@@ -34,10 +34,11 @@ class Command(LookalikeCommand):
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        k, output = options["k"], options["output"]
-        max_k = similarity_settings().max_k
-        if not 1 <= k <= max_k:
-            raise CommandError(f"--k must be between 1 and {max_k}; got {k}")
+        output = options["output"]
+        try:
+            k = validate_k(options["k"])
+        except InvalidQuery as exc:
+            raise CommandError(f"--{exc}") from exc
         if options["batch_size"] is not None and options["batch_size"] < 1:
             raise CommandError(f"--batch-size must be >= 1; got {options['batch_size']}")
         if output and not Path(output).resolve().parent.is_dir():

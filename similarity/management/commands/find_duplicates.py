@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 from catalog.management.base import LookalikeCommand
 from similarity.engine.files import atomic_text_file
 from similarity.errors import SimilarityError
-from similarity.services.duplicates.groups import duplicate_groups_find, validate_threshold
+from similarity.selectors.duplicates import duplicate_groups_find, validate_threshold
 
 
 class Command(LookalikeCommand):

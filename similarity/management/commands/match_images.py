@@ -10,7 +10,8 @@ from django.core.management.base import CommandError
 
 from catalog.exitcodes import EXIT_PARTIAL
 from catalog.management.base import LookalikeCommand
-from similarity.errors import IndexNotReady
+from similarity.errors import IndexNotReady, InvalidQuery
+from similarity.selectors.validation import validate_k
 from similarity.services.matching.photos import supplier_photos_match
 from similarity.services.matching.sources import MatchSourceError
 
@@ -40,13 +41,17 @@ class Command(LookalikeCommand):
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            k = validate_k(options["k"])
+        except InvalidQuery as exc:
+            raise CommandError(f"--{exc}") from exc
         source = Path(options["source"])
         output = options["output"] or f"{source.stem or 'supplier'}-matches.csv"
         try:
             summary = supplier_photos_match(
                 source=source,
                 output=output,
-                k=options["k"],
+                k=k,
                 similar_threshold=options["similar_threshold"],
                 batch_size=options["batch_size"],
                 workers=options["workers"],

@@ -160,8 +160,8 @@ def step_index(run: BuildRun) -> None:
     )
 
 
-def step_neighbours(run: BuildRun) -> None:
-    """Refresh stored neighbours (SimilarArticle; STORE_NEIGHBORS); it times itself."""
+def step_neighbors(run: BuildRun) -> None:
+    """Refresh stored neighbors (SimilarArticle; STORE_NEIGHBORS); it times itself."""
     from similarity.services.indexing.neighbors import neighbors_refresh_after_build
 
     neighbors_refresh_after_build(build=run.build, timings=run.timings, progress=run.progress)
@@ -176,7 +176,7 @@ STEPS: Steps = (
     ("embed", step_embed),
     ("collect", step_collect),
     ("index", step_index),
-    ("neighbours", step_neighbours),
+    ("neighbors", step_neighbors),
 )
 
 

@@ -1,95 +1,54 @@
-"""Acting on duplicates: one article's duplicates; keep one (deactivating the others,
-reversibly), undo that, or split an article off its group."""
+"""Reviewers' duplicate decisions: a verdict on a group, keep one (deactivating the others,
+reversibly), undo that, or split an article off its group. Keyed by shop ids, one row per
+pair (``selectors.duplicates.pair_key`` orders it), so decisions survive rebuilds."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from catalog.models import Article
-from similarity.conf import similarity_settings
-from similarity.engine.index import range_query
 from similarity.errors import InvalidQuery
 from similarity.models import DuplicateDecision
-from similarity.selectors.search import article_query
-from similarity.selectors.store import get_store
-from similarity.services.duplicates.groups import (
-    GroupMember,
-    duplicate_decision_record,
-    group_member,
-    pair_key,
-    validate_threshold,
-)
+from similarity.selectors.duplicates import pair_key
 
+MSG_BAD_VERDICT = "verdict must be one of {choices}; got {value!r}"
+MSG_TOO_FEW = "a decision needs at least two articles; got {count}"
+MSG_KEPT_NOT_IN_GROUP = "kept article {kept!r} is not one of the group's articles"
 MSG_SPLIT_ALONE = "article {article_id!r} must be split from at least one other article"
 MSG_NOTHING_TO_UNDO = "no 'keep {kept}' decision to undo"
 
 
-@dataclass(frozen=True)
-class ArticleDuplicate:
-    member: GroupMember
-    distance: float  # cosine distance to the article
-    kept: str = ""  # shop id kept by a "duplicate" decision on the pair, if any
+def duplicate_decision_record(
+    *, article_ids: list[str], verdict: str, kept: str = "", decided_by: str = ""
+) -> int:
+    """Store a reviewer's verdict on a group: one decision per pair of its articles.
 
-
-@dataclass
-class ArticleDuplicates:
-    """The articles within the duplicate threshold of one article, nearest first."""
-
-    article_id: str
-    model: str
-    index_build: str
-    threshold: float
-    duplicates: list[ArticleDuplicate] = field(default_factory=list)
-    not_duplicates: int = 0  # within the threshold but marked "not duplicates" (left out)
-    deactivated: list[str] = field(default_factory=list)  # kept over these, which it deactivated
-
-
-def article_duplicates_find(
-    *, article_id: str, threshold: float | str | None = None
-) -> ArticleDuplicates:
-    """Active articles closer than the threshold to ``article_id`` (strict ``<``, as groups).
-
-    Pairs a reviewer marked "not duplicates" are left out (counted); "duplicate" decisions
-    are shown with the article kept. ArticleNotFound / ArticleNotIndexed as for searches.
+    ``not_duplicate``: none of them duplicates another. ``duplicate``: they are, ``kept`` is
+    the one the shop keeps. Re-deciding a pair overwrites it. Returns the number of pairs.
     """
-    loaded = get_store().get()
-    if threshold is None:
-        threshold = similarity_settings().duplicate_threshold_for(loaded.manifest.model)
-    threshold = validate_threshold(threshold)
-    query = article_query(loaded, article_id)
-    found = range_query(loaded.index, query.vector, threshold)
-    distance_of = {int(pk): float(d) for pk, d in zip(found.ids, found.distances, strict=True)
-                   if int(pk) != query.pk}
-    articles = Article.objects.filter(pk__in=list(distance_of), is_active=True).only(
-        "pk", "article_id", "title", "category", "image", "image_url")
-    members = sorted((group_member(a) for a in articles),
-                     key=lambda m: (distance_of[m.pk], m.article_id))
-    own = query.article_id
-    decided = {
-        pair_key(a, b): (verdict, kept, done)
-        for a, b, verdict, kept, done in DuplicateDecision.objects.filter(
-            Q(article_a=own) | Q(article_b=own)
-        ).values_list("article_a", "article_b", "verdict", "kept", "deactivated")
-    }
-    result = ArticleDuplicates(
-        article_id=own, model=loaded.manifest.model, index_build=loaded.name,
-        threshold=threshold,
-        deactivated=sorted(
-            b if a == own else a
-            for (a, b), (verdict, kept, done) in decided.items() if done and kept == own
-        ),
-    )
-    for member in members:
-        verdict, kept, _ = decided.get(pair_key(own, member.article_id), ("", "", False))
-        if verdict == DuplicateDecision.Verdict.NOT_DUPLICATE:
-            result.not_duplicates += 1
-            continue
-        result.duplicates.append(ArticleDuplicate(member, distance_of[member.pk], kept))
-    return result
+    ids = sorted(set(article_ids))
+    if len(ids) < 2:
+        raise InvalidQuery(MSG_TOO_FEW.format(count=len(ids)))
+    if verdict not in DuplicateDecision.Verdict.values:
+        raise InvalidQuery(
+            MSG_BAD_VERDICT.format(choices=", ".join(DuplicateDecision.Verdict.values),
+                                   value=verdict)
+        )
+    if kept and kept not in ids:
+        raise InvalidQuery(MSG_KEPT_NOT_IN_GROUP.format(kept=kept))
+    count = 0
+    with transaction.atomic():
+        for position, first in enumerate(ids):
+            for second in ids[position + 1 :]:
+                DuplicateDecision.objects.update_or_create(
+                    article_a=first, article_b=second,
+                    defaults={"verdict": verdict, "kept": kept, "decided_by": decided_by},
+                )
+                count += 1
+    return count
 
 
 @dataclass(frozen=True)

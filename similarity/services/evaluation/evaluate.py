@@ -20,6 +20,7 @@ from similarity.engine.index import (
 )
 from similarity.errors import IndexNotReady
 from similarity.selectors.store import get_store
+from similarity.selectors.validation import validate_k
 from similarity.services.evaluation.labelled import (
     Labels,
     RetrievalScores,
@@ -96,8 +97,7 @@ def index_evaluate(
     ``labels``: article_id -> group, or a ``Labels`` table, which also scores same-product,
     same-category and (with ``query_kind`` and ``catalog_kind``) the supplier case.
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1; got {k}")
+    k = validate_k(k)
     loaded = get_store().get()
     inputs = collect_inputs(loaded.manifest.model_identity)
     keep = np.isin(inputs.ids, loaded.ids)

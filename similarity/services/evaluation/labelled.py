@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from similarity.selectors.validation import validate_k
+
 MSG_LABELS_MISSING = "labels file not found: {path}"
 MSG_LABELS_COLUMNS = (
     "labels file {path} needs the column article_id and at least one of group, product, "
@@ -92,8 +94,7 @@ def retrieval_scores(
     catalog_kind: str | None = None,
 ) -> RetrievalScores:
     """Scores of ``vectors`` (row i is article ``names[i]``) against ``labels``."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1; got {k}")
+    k = validate_k(k)
     if (query_kind or catalog_kind) and not labels.kind:
         raise ValueError(MSG_KIND_COLUMN.format(path=labels.path))
     scores = RetrievalScores(k=k)

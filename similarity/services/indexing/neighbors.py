@@ -1,4 +1,8 @@
-"""Top-k neighbours of every indexed article: batched Faiss search, export, stored table."""
+"""Top-k neighbors of every indexed article, written out: an export file, the stored table.
+
+The batched Faiss search itself is a read (``selectors.neighbors``); here its answers go to
+CSV / JSON Lines, or replace the SimilarArticle table (after each build with STORE_NEIGHBORS).
+"""
 
 from __future__ import annotations
 
@@ -7,73 +11,29 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-import numpy as np
 from django.db import transaction
-from django.db.models import F
 
-from catalog.models import Article
-from catalog.progress import progress_bar
+from catalog.models import Article, ArticleId, ArticlePk
 from catalog.selectors import existing_article_pks
 from similarity.conf import similarity_settings
 from similarity.engine.files import atomic_text_file
-from similarity.engine.index import Neighbors, knn_query
-from similarity.models import Embedding, SimilarArticle
-from similarity.selectors.search import SimilarResult
-from similarity.selectors.store import LoadedIndex, get_store
+from similarity.engine.index import Neighbors
+from similarity.models import IndexBuild, SimilarArticle
+from similarity.selectors.neighbors import iter_catalog_neighbors
+from similarity.selectors.store import LoadedIndex, get_store, local_build_load
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("csv", "jsonl")
 CSV_COLUMNS = ("article_id", "category", "rank", "neighbor_id", "distance")
 INSERT_BATCH = 5000
-MSG_BAD_K = "k must be between 1 and {max_k}; got {k}"
+EXPORT_BATCH = 1024  # answers hydrated (their shop ids and categories) per two queries
 MSG_BAD_FORMAT = "output format must be csv or jsonl (from .csv/.jsonl/.ndjson); got {fmt!r}"
-
-
-def vector_batches(
-    identity: str, ids: np.ndarray, batch_size: int
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(ids, vectors) of the stored embeddings of ``ids``, ``batch_size`` at a time.
-
-    One query per batch, so memory holds one batch of vectors, never the whole catalog.
-    Ids without a current embedding (changed since the build) are left out.
-    """
-    for start in range(0, len(ids), batch_size):
-        wanted = [int(pk) for pk in ids[start : start + batch_size]]
-        rows = dict(
-            Embedding.objects.filter(
-                model=identity, article_id__in=wanted, image_sha256=F("article__image_sha256")
-            ).values_list("article_id", "vector")
-        )
-        found = [pk for pk in wanted if pk in rows]
-        if not found:
-            continue
-        vectors = np.frombuffer(b"".join(bytes(rows[pk]) for pk in found), dtype="<f4")
-        yield np.asarray(found, dtype=np.int64), vectors.reshape(len(found), -1).astype(np.float32)
-
-
-def neighbors_search(
-    index: Any,
-    batches: Iterable[tuple[np.ndarray, np.ndarray]],
-    k: int,
-    *,
-    allowed_ids: np.ndarray | None = None,
-) -> Iterator[tuple[int, Neighbors]]:
-    """(query id, its k nearest other ids) for each query of each batch; one Faiss call a batch.
-
-    The query's own id is dropped (it is in the index, at distance 0). When more than k stored
-    vectors tie with it at distance 0 it may not come back at all; then the first k are kept.
-    """
-    for ids, vectors in batches:
-        answers = knn_query(index, vectors, k + 1, allowed_ids=allowed_ids)
-        for query_id, answer in zip(ids.tolist(), answers, strict=True):
-            keep = answer.ids != query_id
-            yield query_id, Neighbors(answer.ids[keep][:k], answer.distances[keep][:k])
 
 
 @dataclass
@@ -88,45 +48,6 @@ class NeighborsRun:
     @property
     def per_second(self) -> float:
         return self.articles / self.seconds if self.seconds else 0.0
-
-
-def _categories(ids: np.ndarray) -> dict[str, np.ndarray]:
-    by_category: dict[str, list[int]] = {}
-    wanted = set(ids.tolist())
-    rows = Article.objects.order_by("pk").values_list("pk", "category").iterator(chunk_size=5000)
-    for pk, category in rows:
-        if pk in wanted:
-            by_category.setdefault(category, []).append(pk)
-    return {c: np.asarray(p, dtype=np.int64) for c, p in sorted(by_category.items())}
-
-
-def iter_catalog_neighbors(
-    loaded: LoadedIndex,
-    k: int,
-    *,
-    category_only: bool = False,
-    batch_size: int | None = None,
-    progress: bool = True,
-) -> Iterator[tuple[int, Neighbors]]:
-    """Neighbours of every article of ``loaded``, batched; per category when ``category_only``."""
-    max_k = similarity_settings().max_k
-    if not 1 <= k <= max_k:
-        raise ValueError(MSG_BAD_K.format(max_k=max_k, k=k))
-    batch_size = batch_size or similarity_settings().neighbors_batch
-    identity = loaded.manifest.model_identity
-    groups = _categories(loaded.ids) if category_only else {"": loaded.ids}
-    bar = progress_bar(
-        total=len(loaded.ids), unit="article", desc="Neighbours", enabled=progress
-    )
-    with bar:
-        for members in groups.values():
-            allowed = members if category_only else None
-            for query_id, answer in neighbors_search(
-                loaded.index, vector_batches(identity, members, batch_size), k,
-                allowed_ids=allowed,
-            ):
-                bar.update(1)
-                yield query_id, answer
 
 
 def output_format(path: str | None, fmt: str | None) -> str:
@@ -158,98 +79,102 @@ def neighbors_export(
     loaded = get_store().get()
     run = NeighborsRun(build_name=loaded.name, k=k)
     started = time.perf_counter()
+    answers = iter_catalog_neighbors(
+        loaded, k, category_only=category_only, batch_size=batch_size, progress=progress
+    )
     if output:
         with atomic_text_file(output) as out:
-            _write(out, fmt, loaded, run, k, category_only, batch_size, progress)
+            _ExportWriter(out, fmt, run).write_all(answers)
     else:
-        _write(stream or sys.stdout, fmt, loaded, run, k, category_only, batch_size, progress)
+        _ExportWriter(stream or sys.stdout, fmt, run).write_all(answers)
     run.seconds = time.perf_counter() - started
     return run
 
 
-def _write(
-    out: IO[str], fmt: str, loaded: LoadedIndex, run: NeighborsRun, k: int,
-    category_only: bool, batch_size: int | None, progress: bool,
-) -> None:
-    writer = csv.writer(out) if fmt == "csv" else None
-    if writer:
-        writer.writerow(CSV_COLUMNS)
-    pending: list[tuple[int, Neighbors]] = []
+class _ExportWriter:
+    """Writes answers as CSV rows or JSON Lines records, with the articles' shop ids."""
 
-    def flush() -> None:
-        pks = {q for q, _ in pending} | {int(i) for _, a in pending for i in a.ids}
-        meta = dict(
+    def __init__(self, out: IO[str], fmt: str, run: NeighborsRun) -> None:
+        self.out = out
+        self.run = run
+        self.csv = csv.writer(out) if fmt == "csv" else None
+        if self.csv is not None:
+            self.csv.writerow(CSV_COLUMNS)
+
+    def write_all(self, answers: Iterable[tuple[ArticlePk, Neighbors]]) -> None:
+        pending: list[tuple[ArticlePk, Neighbors]] = []
+        for item in answers:
+            pending.append(item)
+            if len(pending) >= EXPORT_BATCH:
+                self._write(pending)
+                pending = []
+        if pending:
+            self._write(pending)
+
+    def _write(self, answers: list[tuple[ArticlePk, Neighbors]]) -> None:
+        queries = [query_pk for query_pk, _ in answers]
+        pks = set(queries) | {int(pk) for _, answer in answers for pk in answer.ids}
+        names: dict[ArticlePk, ArticleId] = dict(
             Article.objects.filter(pk__in=pks).values_list("pk", "article_id").iterator()
-        ) if pks else {}
-        cats = dict(Article.objects.filter(pk__in=[q for q, _ in pending]).values_list(
-            "pk", "category"))
-        for query_id, answer in pending:
+        )
+        categories = dict(Article.objects.filter(pk__in=queries).values_list("pk", "category"))
+        for query_pk, answer in answers:
             pairs = [
-                (meta.get(int(i), str(i)), round(float(d), 6))
-                for i, d in zip(answer.ids, answer.distances, strict=True)
+                (names.get(int(pk), str(pk)), round(float(distance), 6))
+                for pk, distance in zip(answer.ids, answer.distances, strict=True)
             ]
-            run.articles += 1
-            run.rows += len(pairs)
-            if writer:
-                for rank, (neighbor, distance) in enumerate(pairs, start=1):
-                    writer.writerow((meta[query_id], cats[query_id], rank, neighbor, distance))
-            else:
-                record = {
-                    "article_id": meta[query_id],
-                    "category": cats[query_id],
-                    "neighbors": [{"article_id": n, "distance": d} for n, d in pairs],
-                }
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        pending.clear()
+            self.run.articles += 1
+            self.run.rows += len(pairs)
+            self._record(names[query_pk], categories[query_pk], pairs)
 
-    for item in iter_catalog_neighbors(
-        loaded, k, category_only=category_only, batch_size=batch_size, progress=progress
-    ):
-        pending.append(item)
-        if len(pending) >= 1024:
-            flush()
-    if pending:
-        flush()
+    def _record(
+        self, article_id: ArticleId, category: str, pairs: list[tuple[ArticleId, float]]
+    ) -> None:
+        if self.csv is not None:
+            for rank, (neighbor, distance) in enumerate(pairs, start=1):
+                self.csv.writerow((article_id, category, rank, neighbor, distance))
+            return
+        record = {
+            "article_id": article_id,
+            "category": category,
+            "neighbors": [{"article_id": n, "distance": d} for n, d in pairs],
+        }
+        self.out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def neighbors_store(
-    *, k: int | None = None, batch_size: int | None = None, progress: bool = False
+    *,
+    k: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+    loaded: LoadedIndex | None = None,
 ) -> NeighborsRun:
-    """Replace the SimilarArticle table with the current build's top-k lists.
+    """Replace the SimilarArticle table with the top-k lists of ``loaded`` (default: the
+    build this process serves).
 
     The Faiss pass runs outside any transaction (on SQLite a transaction holds the write lock,
     and the pass takes minutes); only the delete + insert is one short transaction, so readers
-    see the old lists until the commit, then the new ones, never a mix. Neighbours hard-deleted
+    see the old lists until the commit, then the new ones, never a mix. Neighbors hard-deleted
     since the build are skipped, not inserted as dangling foreign keys.
     """
     k = k or similarity_settings().neighbors_k
-    loaded = get_store().get()
+    loaded = loaded or get_store().get()
     run = NeighborsRun(build_name=loaded.name, k=k)
     started = time.perf_counter()
-    # Compact (query id, Neighbors) answers, not model instances: ~N x k numbers in memory.
+    # Compact (query pk, Neighbors) answers, not model instances: ~N x k numbers in memory.
     answers = list(iter_catalog_neighbors(loaded, k, batch_size=batch_size, progress=progress))
     search_seconds = time.perf_counter() - started
     referenced = {q for q, _ in answers} | {
         pk for _, answer in answers for pk in answer.ids.tolist()
     }
     existing = existing_article_pks(pks=referenced)
-    rows: list[SimilarArticle] = []
     with transaction.atomic():
         SimilarArticle.objects.all().delete()
-        for query_id, answer in answers:
-            if query_id not in existing:
-                continue
-            run.articles += 1
-            kept = [
-                (pk, distance)
-                for pk, distance in zip(answer.ids.tolist(), answer.distances.tolist(), strict=True)
-                if pk in existing
-            ]
-            for rank, (pk, distance) in enumerate(kept, start=1):
-                rows.append(SimilarArticle(
-                    article_id=query_id, neighbor_id=pk, rank=rank,
-                    distance=float(distance), build_name=loaded.name,
-                ))
+        rows: list[SimilarArticle] = []
+        for query_pk, answer in answers:
+            if query_pk in existing:
+                run.articles += 1
+                rows += _stored_rows(query_pk, answer, existing, build_name=loaded.name)
             if len(rows) >= INSERT_BATCH:
                 _insert(rows, run)
         _insert(rows, run)
@@ -261,14 +186,35 @@ def neighbors_store(
     return run
 
 
+def _stored_rows(
+    query_pk: ArticlePk, answer: Neighbors, existing: set[ArticlePk], *, build_name: str
+) -> list[SimilarArticle]:
+    """The query's neighbors that still exist, ranked from 1 (nearest)."""
+    kept = [
+        (pk, distance)
+        for pk, distance in zip(answer.ids.tolist(), answer.distances.tolist(), strict=True)
+        if pk in existing
+    ]
+    return [
+        SimilarArticle(
+            article_id=query_pk, neighbor_id=pk, rank=rank, distance=float(distance),
+            build_name=build_name,
+        )
+        for rank, (pk, distance) in enumerate(kept, start=1)
+    ]
+
+
 def _insert(rows: list[SimilarArticle], run: NeighborsRun) -> None:
     SimilarArticle.objects.bulk_create(rows, batch_size=INSERT_BATCH)
     run.rows += len(rows)
     rows.clear()
 
 
-def neighbors_refresh_after_build(*, build: Any, timings: dict[str, Any], progress: bool) -> None:
-    """The post-build hook: refresh stored neighbours when STORE_NEIGHBORS is on.
+def neighbors_refresh_after_build(
+    *, build: IndexBuild, timings: dict[str, object], progress: bool
+) -> None:
+    """The post-build hook: refresh stored neighbors when STORE_NEIGHBORS is on, from the
+    build as it was written on this machine (never fetched again through the storage).
 
     Skipped when the stored lists already come from this build with the configured k. The
     index is already live at this point, so a failure is logged and recorded on the build
@@ -282,41 +228,11 @@ def neighbors_refresh_after_build(*, build: Any, timings: dict[str, Any], progre
     if first == build.build_name and not stored_k and build.mode in ("unchanged", "reused"):
         return
     try:
-        run = neighbors_store(k=conf.neighbors_k, progress=progress)
+        loaded = local_build_load(name=build.build_name)
+        run = neighbors_store(k=conf.neighbors_k, progress=progress, loaded=loaded)
     except Exception as exc:
-        logger.exception("Refreshing stored neighbours failed")
+        logger.exception("Refreshing stored neighbors failed")
         timings["neighbors_error"] = f"{type(exc).__name__}: {exc}"
         return
     timings["neighbors_seconds"] = round(run.seconds, 3)
     timings["neighbors_rows"] = run.rows
-
-
-def stored_neighbors(article: Article | str, k: int | None = None) -> list[SimilarResult]:
-    """Selector: an article's stored neighbours (itself excluded), nearest first, no Faiss.
-
-    Same dataclass as similarity.selectors; [] when nothing is stored for it (STORE_NEIGHBORS
-    off, article added after the last build). At most NEIGHBORS_K results exist.
-    """
-    k = k or similarity_settings().neighbors_k
-    if isinstance(article, str):
-        filters: dict[str, Any] = {"article__article_id": article}
-    else:
-        filters = {"article_id": article.pk}
-    rows = (
-        SimilarArticle.objects.filter(**filters, neighbor__is_active=True)
-        .select_related("neighbor")
-        .order_by("rank")[:k]
-    )
-    return [
-        SimilarResult(
-            article_id=row.neighbor.article_id,
-            title=row.neighbor.title,
-            category=row.neighbor.category,
-            image_url=row.neighbor.image_url,
-            image=row.neighbor.image.name or "",
-            pk=row.neighbor_id,
-            distance=row.distance,
-            score=1.0 - row.distance,
-        )
-        for row in rows
-    ]

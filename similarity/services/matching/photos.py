@@ -34,6 +34,7 @@ from similarity.engine.imaging import to_rgb
 from similarity.engine.index import knn_query
 from similarity.selectors.search import query_embedder
 from similarity.selectors.store import LoadedIndex, get_store
+from similarity.selectors.validation import validate_k
 from similarity.services.matching.reports import (
     DUPLICATE,
     ERROR,
@@ -50,7 +51,6 @@ logger = logging.getLogger(__name__)
 THUMBNAIL_SIDE = 240
 ERRORS_KEPT = 200  # per-row errors kept on the summary (all of them are in the report)
 
-MSG_BAD_K = "k must be between 1 and {max_k}; got {k}"
 MSG_BAD_THRESHOLD = "the similar threshold must be in (0, 2]; got {value}"
 MSG_REPEATED = "supplier_ref repeated (first on line {line}); only the first row is matched"
 MSG_TOO_LARGE = "image too large: > {max_bytes} bytes"
@@ -136,8 +136,7 @@ def supplier_photos_match(
     """
     started = time.perf_counter()
     conf, catalog_conf = similarity_settings(), catalog_settings()
-    if not 1 <= k <= conf.max_k:
-        raise ValueError(MSG_BAD_K.format(max_k=conf.max_k, k=k))
+    k = validate_k(k)
     batch_size = batch_size or conf.match_batch_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")

@@ -18,6 +18,7 @@ from django.utils import timezone
 from catalog.tabular import tabular_kind
 from similarity.conf import similarity_settings
 from similarity.models import MatchRun
+from similarity.selectors.validation import validate_k
 from similarity.services.matching.photos import MatchSummary, supplier_photos_match
 from similarity.services.matching.reports import VERDICTS, MatchRow, report_rows_read
 from similarity.services.matching.sources import (
@@ -64,9 +65,7 @@ def match_run_create(*, upload: UploadedFile, k: int = 5, created_by: str = "") 
         kind = MatchRun.SourceKind.FEED
     else:
         raise MatchSourceError(MSG_UPLOAD_TYPE.format(name=name))
-    max_k = similarity_settings().max_k
-    if not 1 <= k <= max_k:
-        raise ValueError(f"k must be between 1 and {max_k}; got {k}")
+    k = validate_k(k)
     with transaction.atomic():
         run = MatchRun.objects.create(source_name=name, source_kind=kind, k=k,
                                       created_by=created_by, source_file=f"source{suffix}")

@@ -216,7 +216,8 @@ def test_batch_bodies_over_djangos_memory_limit_are_4xx_not_500(client, catalog)
 @pytest.mark.parametrize("index_type", ["flat", "IVF2,Flat"])
 def test_collapse_reads_result_vectors_from_any_index(copies, index_type):
     from similarity.selectors.search import similar_to_article
-    from similarity.selectors.store import get_store, index_vectors
+    from similarity.selectors.store import get_store
+    from similarity.selectors.vectors import index_vectors
 
     index_build_run(model="classic", index_type=index_type, full=True, progress=False)
     loaded = get_store().get()

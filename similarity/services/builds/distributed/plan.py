@@ -44,7 +44,7 @@ from similarity.services.builds.steps import (
     step_collect,
     step_index,
     step_load_model,
-    step_neighbours,
+    step_neighbors,
 )
 from similarity.services.indexing.embeddings import indexable_articles
 
@@ -268,7 +268,7 @@ FINISH_STEPS = (
     ("gather shards", step_gather),
     ("collect", step_collect),
     ("index", step_index),
-    ("neighbours", step_neighbours),
+    ("neighbors", step_neighbors),
 )
 
 

@@ -1,4 +1,5 @@
-"""Duplicate detection: Faiss range search -> pairs -> greedy star groups; reviewer decisions.
+"""Duplicates (reads): Faiss range search -> pairs -> greedy star groups, less what reviewers
+decided; one article's duplicates. Decisions are written by ``services.duplicates``.
 
 Groups are cliques of the threshold graph (``similarity.engine.index.star_groups``): no
 group holds two articles farther apart than the threshold. Single linkage (connected
@@ -17,16 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from django.db import transaction
+from django.db.models import Q
 
-from catalog.models import Article
+from catalog.models import Article, ArticlePk
 from catalog.selectors import ID_CHUNK, id_chunks
 from similarity.conf import similarity_settings
-from similarity.engine.index import range_search_batched, star_groups
+from similarity.engine.index import StarGroup, range_query, range_search_batched, star_groups
 from similarity.errors import InvalidQuery
 from similarity.models import DuplicateDecision
+from similarity.selectors.search import article_query
 from similarity.selectors.store import LoadedIndex, get_store
-from similarity.services.indexing.neighbors import vector_batches
+from similarity.selectors.vectors import vector_batches
 
 # Above this a "duplicate" is just "similar" and the pair count grows towards N^2; use
 # export_neighbors for similar items.
@@ -39,9 +41,6 @@ MIN_PAIR_CAP = 100_000
 PAIRS_LISTED = 50  # closest pairs listed per group; pair_count has the real number
 CACHED_THRESHOLDS = 4  # (build, threshold) pair lists kept per process
 MSG_BAD_THRESHOLD = "threshold must be a number in (0, {max}]; got {value!r}"
-MSG_BAD_VERDICT = "verdict must be one of {choices}; got {value!r}"
-MSG_TOO_FEW = "a decision needs at least two articles; got {count}"
-MSG_KEPT_NOT_IN_GROUP = "kept article {kept!r} is not one of the group's articles"
 MSG_TOO_MANY_PAIRS = (
     "more than {cap} pairs of the {count} indexed articles are closer than {threshold}: that "
     "is similar items, not duplicates; lower the threshold (near-identical photos are "
@@ -207,19 +206,50 @@ def duplicate_groups_find(
     hold across rebuilds and re-imports.
     """
     loaded = get_store().get()
+    threshold = _threshold(loaded, threshold)
+    pairs = _cached_pairs(loaded, threshold)
+    articles = _active_articles(pairs)
+    decisions = _decisions({article.article_id for article in articles.values()})
+    edges, hidden = _edges(pairs, articles, decisions)
+    report = DuplicateReport(
+        build_name=loaded.name, model=loaded.manifest.model, threshold=threshold,
+        pair_count=len(edges), hidden_pairs=hidden,
+    )
+    for star, star_edges in _stars(edges):
+        names = {pk: articles[pk].article_id for pk in star.members}
+        keys = [(pair_key(names[a], names[b]), round(d, 6)) for a, b, d in star_edges]
+        if not include_reviewed and all(key in decisions for key, _ in keys):
+            report.hidden_pairs += len(keys)  # every pair decided: nothing left to review
+            continue
+        report.groups.append(_group(star, keys, articles))
+    return report
+
+
+def _threshold(loaded: LoadedIndex, threshold: float | str | None) -> float:
+    """The threshold asked for, else the model family's; InvalidQuery when out of range."""
     if threshold is None:
         threshold = similarity_settings().duplicate_threshold_for(loaded.manifest.model)
-    threshold = validate_threshold(threshold)
-    pairs = _cached_pairs(loaded, threshold)
+    return validate_threshold(threshold)
+
+
+def _active_articles(pairs: PairList) -> dict[ArticlePk, Article]:
+    """The active articles among the pairs' members (one `pk__in` a chunk: SQLite's limit)."""
     pks = np.unique(np.concatenate((pairs.first, pairs.second))).tolist()
-    articles: dict[int, Article] = {}
-    for chunk in id_chunks(pks):  # one `pk__in` over a large catalog fails on SQLite
+    articles: dict[ArticlePk, Article] = {}
+    for chunk in id_chunks(pks):
         articles.update(
             Article.objects.filter(pk__in=chunk, is_active=True)
             .only("pk", "article_id", "title", "category", "image", "image_url")
             .in_bulk()
         )
-    decisions = _decisions({a.article_id for a in articles.values()})
+    return articles
+
+
+def _edges(
+    pairs: PairList, articles: dict[ArticlePk, Article], decisions: dict[tuple[str, str], str]
+) -> tuple[PairList, int]:
+    """The pairs between active articles that no reviewer marked "not duplicates", and how
+    many were so marked."""
     first, second, distance = array("q"), array("q"), array("d")
     hidden = 0
     for a, b, d in pairs:
@@ -232,37 +262,39 @@ def duplicate_groups_find(
         first.append(a)
         second.append(b)
         distance.append(d)
-    report = DuplicateReport(
-        build_name=loaded.name, model=loaded.manifest.model, threshold=threshold,
-        pair_count=len(first), hidden_pairs=hidden,
+    edges = PairList(
+        np.frombuffer(first, dtype=np.int64), np.frombuffer(second, dtype=np.int64),
+        np.frombuffer(distance, dtype=np.float64),
     )
-    stars = star_groups(np.frombuffer(first, dtype=np.int64),
-                        np.frombuffer(second, dtype=np.int64),
-                        np.frombuffer(distance, dtype=np.float64))
+    return edges, hidden
+
+
+def _stars(edges: PairList) -> list[tuple[StarGroup, list[tuple[int, int, float]]]]:
+    """Star groups of the edges, each with its own edges (pairs across groups belong to
+    neither)."""
+    stars = star_groups(edges.first, edges.second, edges.distance)
     group_of = {pk: n for n, star in enumerate(stars) for pk in star.members}
     edges_of: list[list[tuple[int, int, float]]] = [[] for _ in stars]
-    for a, b, d in zip(first, second, distance, strict=True):
+    for a, b, d in edges:
         n = group_of.get(a)
-        if n is not None and n == group_of.get(b):  # pairs across groups belong to neither
+        if n is not None and n == group_of.get(b):
             edges_of[n].append((a, b, d))
-    for star, group_edges in zip(stars, edges_of, strict=True):
-        members = sorted((group_member(articles[pk]) for pk in star.members),
-                         key=lambda m: m.article_id)
-        names = {pk: articles[pk].article_id for pk in star.members}
-        keys = [(pair_key(names[a], names[b]), round(d, 6)) for a, b, d in group_edges]
-        undecided = any(key not in decisions for key, _ in keys)
-        if not (undecided or include_reviewed):
-            report.hidden_pairs += len(keys)
-            continue
-        closest = heapq.nsmallest(PAIRS_LISTED, keys, key=lambda item: (item[1], item[0]))
-        report.groups.append(DuplicateGroup(
-            members=members,
-            pairs=[DuplicatePair(one, other, d) for (one, other), d in closest],
-            pair_count=len(keys),
-            max_distance=max(d for _, d in keys),
-            representative=names[star.representative],
-        ))
-    return report
+    return list(zip(stars, edges_of, strict=True))
+
+
+def _group(
+    star: StarGroup, keys: list[tuple[tuple[str, str], float]], articles: dict[int, Article]
+) -> DuplicateGroup:
+    members = sorted((group_member(articles[pk]) for pk in star.members),
+                     key=lambda member: member.article_id)
+    closest = heapq.nsmallest(PAIRS_LISTED, keys, key=lambda item: (item[1], item[0]))
+    return DuplicateGroup(
+        members=members,
+        pairs=[DuplicatePair(one, other, d) for (one, other), d in closest],
+        pair_count=len(keys),
+        max_distance=max(d for _, d in keys),
+        representative=articles[star.representative].article_id,
+    )
 
 
 def group_member(article: Article) -> GroupMember:
@@ -284,31 +316,63 @@ def _decisions(article_ids: set[str]) -> dict[tuple[str, str], str]:
     return decisions
 
 
-def duplicate_decision_record(
-    *, article_ids: list[str], verdict: str, kept: str = "", decided_by: str = ""
-) -> int:
-    """Store a reviewer's verdict on a group: one decision per pair of its articles.
+@dataclass(frozen=True)
+class ArticleDuplicate:
+    member: GroupMember
+    distance: float  # cosine distance to the article
+    kept: str = ""  # shop id kept by a "duplicate" decision on the pair, if any
 
-    ``not_duplicate``: none of them duplicates another. ``duplicate``: they are, ``kept`` is
-    the one the shop keeps. Re-deciding a pair overwrites it. Returns the number of pairs.
+
+@dataclass
+class ArticleDuplicates:
+    """The articles within the duplicate threshold of one article, nearest first."""
+
+    article_id: str
+    model: str
+    index_build: str
+    threshold: float
+    duplicates: list[ArticleDuplicate] = field(default_factory=list)
+    not_duplicates: int = 0  # within the threshold but marked "not duplicates" (left out)
+    deactivated: list[str] = field(default_factory=list)  # kept over these, which it deactivated
+
+
+def article_duplicates_find(
+    *, article_id: str, threshold: float | str | None = None
+) -> ArticleDuplicates:
+    """Active articles closer than the threshold to ``article_id`` (strict ``<``, as groups).
+
+    Pairs a reviewer marked "not duplicates" are left out (counted); "duplicate" decisions
+    are shown with the article kept. ArticleNotFound / ArticleNotIndexed as for searches.
     """
-    ids = sorted(set(article_ids))
-    if len(ids) < 2:
-        raise InvalidQuery(MSG_TOO_FEW.format(count=len(ids)))
-    if verdict not in DuplicateDecision.Verdict.values:
-        raise InvalidQuery(
-            MSG_BAD_VERDICT.format(choices=", ".join(DuplicateDecision.Verdict.values),
-                                   value=verdict)
-        )
-    if kept and kept not in ids:
-        raise InvalidQuery(MSG_KEPT_NOT_IN_GROUP.format(kept=kept))
-    count = 0
-    with transaction.atomic():
-        for position, first in enumerate(ids):
-            for second in ids[position + 1 :]:
-                DuplicateDecision.objects.update_or_create(
-                    article_a=first, article_b=second,
-                    defaults={"verdict": verdict, "kept": kept, "decided_by": decided_by},
-                )
-                count += 1
-    return count
+    loaded = get_store().get()
+    threshold = _threshold(loaded, threshold)
+    query = article_query(loaded, article_id)
+    found = range_query(loaded.index, query.vector, threshold)
+    distance_of = {int(pk): float(d) for pk, d in zip(found.ids, found.distances, strict=True)
+                   if int(pk) != query.pk}
+    articles = Article.objects.filter(pk__in=list(distance_of), is_active=True).only(
+        "pk", "article_id", "title", "category", "image", "image_url")
+    members = sorted((group_member(a) for a in articles),
+                     key=lambda m: (distance_of[m.pk], m.article_id))
+    own = query.article_id
+    decided = {
+        pair_key(a, b): (verdict, kept, done)
+        for a, b, verdict, kept, done in DuplicateDecision.objects.filter(
+            Q(article_a=own) | Q(article_b=own)
+        ).values_list("article_a", "article_b", "verdict", "kept", "deactivated")
+    }
+    result = ArticleDuplicates(
+        article_id=own, model=loaded.manifest.model, index_build=loaded.name,
+        threshold=threshold,
+        deactivated=sorted(
+            b if a == own else a
+            for (a, b), (verdict, kept, done) in decided.items() if done and kept == own
+        ),
+    )
+    for member in members:
+        verdict, kept, _ = decided.get(pair_key(own, member.article_id), ("", "", False))
+        if verdict == DuplicateDecision.Verdict.NOT_DUPLICATE:
+            result.not_duplicates += 1
+            continue
+        result.duplicates.append(ArticleDuplicate(member, distance_of[member.pk], kept))
+    return result
