@@ -11,10 +11,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from similarity.errors import IndexNotReady
 from similarity.models import BuildShard, IndexBuild
-from similarity.selectors.queries import index_preprocessing
-from similarity.selectors.store import get_store
+from similarity.selectors.index import index_state
 from similarity.services.builds.queue import index_build_enqueue
 
 MSG_ERROR_FOR_STAFF = "the build failed; its error is shown to staff users"
@@ -102,32 +100,14 @@ class IndexApi(APIView):
 
     @extend_schema(responses=OutputSerializer)
     def get(self, request: Request) -> Response:
-        try:
-            loaded = get_store().get()
-        except IndexNotReady:
-            current = None
-        else:
-            manifest = loaded.manifest
-            build = IndexBuild.objects.filter(pk=manifest.build_id).first()
-            current = {
-                "name": loaded.name,
-                "model": manifest.model,
-                "model_identity": manifest.model_identity or "",
-                "preprocessing": index_preprocessing(loaded),
-                "count": int(loaded.index.ntotal),
-                "dimension": int(loaded.index.d),
-                "built_at": manifest.created_at or (build.finished_at if build else None),
-                "index_type": manifest.index_type,
-                "factory": manifest.factory,
-                "supports_text": bool(manifest.supports_text),
-                "recall_at_10": manifest.recall_at_10,
-            }
-        latest = IndexBuild.objects.first()
+        state = index_state()
+        latest = state.latest_build
         context = {"request": request}
         latest_data = IndexBuildSerializer(latest, context=context).data if latest else None
         if latest_data and latest_data["error"] and not request.user.is_staff:
             # A build error may name paths, hosts or models: staff read it on the build's page.
             latest_data["error"] = MSG_ERROR_FOR_STAFF
+        current = state.current
         return Response(
             {
                 "current": IndexCurrentSerializer(current).data if current else None,

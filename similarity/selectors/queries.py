@@ -16,7 +16,6 @@ from catalog.services.fetching import ImageFetchError, download_session, fetch_i
 from similarity.conf import similarity_settings
 from similarity.errors import (
     ImageUrlFailed,
-    IndexNotReady,
     InvalidQuery,
     QueryThrottled,
     SimilarityError,
@@ -99,17 +98,6 @@ def model_names(loaded: LoadedIndex) -> set[str]:
     manifest = loaded.manifest
     identity = manifest.model_identity or ""
     return {name for name in (manifest.model, identity, identity.split("@")[0]) if name}
-
-
-def index_preprocessing(loaded: LoadedIndex) -> dict[str, Any] | None:
-    """The index model's preprocessing (Embedder.preprocessing), None if it cannot load here."""
-    from similarity.engine.embedders import EmbedderLoadError
-
-    try:
-        return query_embedder(loaded, for_text=True).preprocessing()  # runtimes share it
-    except (EmbedderLoadError, IndexNotReady) as exc:
-        logger.warning("Cannot describe the preprocessing of %s: %s", loaded.manifest.model, exc)
-        return None
 
 
 def similar_to_vector(
