@@ -143,25 +143,27 @@ STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns about a missing directory
 MEDIA_URL = "media/"
 MEDIA_ROOT = DATA_DIR / "media"
-# Images ("default") and published index builds ("indexes") go through Django's storage API:
-# this machine's MEDIA_ROOT and DATA_DIR/index unless LOOKALIKE_STORAGE_DIR (a directory every
-# node mounts) or LOOKALIKE_S3_BUCKET (django-storages[s3]; AWS_* credentials from the
+# Images ("default"), published index builds ("indexes") and supplier match runs ("matching":
+# uploads, reports, thumbnails; private) go through Django's storage API: this machine's
+# MEDIA_ROOT, DATA_DIR/index and DATA_DIR/matching unless LOOKALIKE_STORAGE_DIR (a directory
+# every node mounts) or LOOKALIKE_S3_BUCKET (django-storages[s3]; AWS_* credentials from the
 # environment) is set. docs/scaling.md "Storage" describes each.
 STORAGE_DIR = env.str("LOOKALIKE_STORAGE_DIR", "")
 S3_BUCKET = env.str("LOOKALIKE_S3_BUCKET", "")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "indexes": {"BACKEND": "similarity.storages.LocalIndexStorage"},
+    "matching": {"BACKEND": "similarity.storages.LocalMatchingStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 if STORAGE_DIR:
-    for _alias, _subdir in (("default", "media"), ("indexes", "index")):
+    for _alias, _subdir in (("default", "media"), ("indexes", "index"), ("matching", "matching")):
         STORAGES[_alias] = {
             "BACKEND": "django.core.files.storage.FileSystemStorage",
             "OPTIONS": {"location": Path(STORAGE_DIR).resolve() / _subdir},
         }
 if S3_BUCKET:
-    for _alias, _prefix in (("default", "media"), ("indexes", "index")):
+    for _alias, _prefix in (("default", "media"), ("indexes", "index"), ("matching", "matching")):
         STORAGES[_alias] = {
             "BACKEND": "storages.backends.s3.S3Storage",
             "OPTIONS": {
@@ -170,8 +172,10 @@ if S3_BUCKET:
                 "endpoint_url": env.str("LOOKALIKE_S3_ENDPOINT_URL", "") or None,
                 "region_name": env.str("LOOKALIKE_S3_REGION", "") or None,
                 "file_overwrite": True,  # an article's image keeps its name when replaced
-                "default_acl": None,
-                "querystring_auth": env.bool("LOOKALIKE_S3_SIGNED_URLS", default=True),
+                # Supplier files are never public, whatever the bucket's default says.
+                "default_acl": "private" if _alias == "matching" else None,
+                "querystring_auth": _alias == "matching"
+                or env.bool("LOOKALIKE_S3_SIGNED_URLS", default=True),
             },
         }
 WHITENOISE_USE_FINDERS = True  # serve admin assets without a collectstatic step

@@ -315,7 +315,15 @@ class MatchRun(models.Model):
     )
     source_name = models.CharField(max_length=255, help_text="The uploaded file's name.")
     source_kind = models.CharField(max_length=8, choices=SourceKind.choices)
-    source_file = models.CharField(max_length=255, help_text="Stored upload (under the data dir).")
+    source_file = models.CharField(max_length=255, help_text="The upload's name in the folder.")
+    folder = models.CharField(
+        max_length=128, blank=True,
+        help_text="The run's folder in the matching storage (its pk and a random part).",
+    )
+    report_file = models.CharField(
+        max_length=64, blank=True,
+        help_text="The latest published report's name in the folder (empty before one).",
+    )
     k = models.PositiveSmallIntegerField(default=5, help_text="Nearest articles per photo.")
     model = models.CharField(max_length=255, blank=True)
     index_build = models.CharField(max_length=128, blank=True)

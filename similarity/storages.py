@@ -1,4 +1,5 @@
-"""Index builds in Django's storage API: the "indexes" storage, upload, fetch and prune.
+"""Django storages of similarity: the "indexes" storage (published builds: upload, fetch,
+prune) and the "matching" storage (supplier match runs: uploads, reports, thumbnails).
 
 A build is the files of one ``builds/<name>/`` directory (``index.faiss``, ``members.npy``,
 ``manifest.json``). Uploads write ``manifest.json`` last and fetches refuse a build without
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
 import shutil
 import uuid
 from pathlib import Path
@@ -17,6 +20,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
+from django.utils.crypto import salted_hmac
 
 from similarity.conf import similarity_settings
 from similarity.engine.files import fsync_dir, fsync_file
@@ -166,3 +170,80 @@ def cached_builds_prune(*, cache_dir: Path, keep: set[str]) -> list[str]:
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path.name)
     return removed
+
+
+# -- the "matching" storage: supplier match runs' uploads, reports and thumbnails ---------
+
+MATCHING_STORAGE = "matching"
+THUMBNAILS_DIR = "thumbnails"
+THUMBNAIL_NAME = re.compile(r"[0-9a-f]{32}\.jpg")
+_THUMBNAIL_SALT = "similarity.matching.thumbnail"
+MSG_PRIVATE = "match run files are private: the admin serves them to staff (no public URL)"
+
+
+class LocalMatchingStorage(FileSystemStorage):
+    """The default "matching" storage: this machine's ``DATA_DIR/matching``, read from the
+    settings on every use. Never served by URL: supplier files are private."""
+
+    @property  # type: ignore[override]
+    def base_location(self) -> str:
+        return str(Path(settings.DATA_DIR) / "matching")
+
+    @property  # type: ignore[override]
+    def location(self) -> str:
+        return os.path.abspath(self.base_location)
+
+    def url(self, name: str | None) -> str:
+        raise ValueError(MSG_PRIVATE)
+
+
+def matching_storage() -> Storage:
+    """The storage of match runs (``STORAGES["matching"]``, else the data dir): every node
+    reads what another wrote, as for images and builds (docs/scaling.md)."""
+    if MATCHING_STORAGE in settings.STORAGES:
+        return storages[MATCHING_STORAGE]
+    return LocalMatchingStorage()
+
+
+def match_run_folder_new(pk: int) -> str:
+    """A new run's folder: its pk and a random part, so no name in it can be guessed."""
+    return f"{pk}-{secrets.token_urlsafe(18)}"
+
+
+def match_thumbnail_name(*, folder: str, supplier_ref: str) -> str:
+    """The file name of a supplier photo's thumbnail: a keyed hash of its ref (refs may hold
+    slashes or anything, and are often guessable SKUs), keyed by the run's folder."""
+    digest = salted_hmac(_THUMBNAIL_SALT, supplier_ref, secret=folder, algorithm="sha256")
+    return digest.hexdigest()[:32] + ".jpg"
+
+
+def match_thumbnail_key(*, folder: str, name: str) -> str:
+    """The storage name of thumbnail ``name`` of the run in ``folder``; ValueError unless
+    ``name`` is one ``match_thumbnail_name`` makes (nothing else may be read through it)."""
+    if not THUMBNAIL_NAME.fullmatch(name):
+        raise ValueError(f"not a thumbnail name: {name!r}")
+    return f"{folder}/{THUMBNAILS_DIR}/{name}"
+
+
+def storage_file_replace(*, storage: Storage, name: str, content: File) -> None:
+    """Write ``content`` as ``name``, replacing a file of that name (storages otherwise pick
+    another name); RuntimeError if the storage still renamed it."""
+    if storage.exists(name):
+        storage.delete(name)
+    saved = storage.save(name, content)
+    if saved != name:
+        raise RuntimeError(f"storage saved {name!r} as {saved!r}; expected the same name")
+
+
+def storage_folder_delete(*, storage: Storage, folder: str) -> None:
+    """Delete every file under ``folder`` (and, on a filesystem, the emptied directories)."""
+    try:
+        directories, files = storage.listdir(folder)
+    except FileNotFoundError:
+        return
+    for directory in directories:
+        storage_folder_delete(storage=storage, folder=f"{folder}/{directory}")
+    for file_name in files:
+        storage.delete(f"{folder}/{file_name}")
+    if isinstance(storage, FileSystemStorage):
+        shutil.rmtree(storage.path(folder), ignore_errors=True)

@@ -9,24 +9,30 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from catalog.models import Article
+from similarity.engine.match_report import VERDICTS
 from similarity.errors import InvalidQuery
 from similarity.models import MatchRun
-from similarity.services.matching.photos import supplier_thumbnail_name
-from similarity.services.matching.reports import VERDICTS
-from similarity.services.matching.runs import (
-    match_run_create,
+from similarity.selectors.matching import (
     match_run_csv,
-    match_run_delete,
     match_run_rows,
-    match_run_thumbnails_url,
+    match_run_thumbnail_name,
+    match_run_thumbnail_open,
 )
+from similarity.services.matching.runs import match_run_create, match_run_delete
 from similarity.services.matching.sources import MatchSourceError
 
 ROWS_PER_PAGE = 25
@@ -73,7 +79,10 @@ class MatchRunAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list:
         review = self.admin_site.admin_view(self.review_view)
+        thumbnail = self.admin_site.admin_view(self.thumbnail_view)
         return [path("<int:run_id>/review/", review, name="similarity_matchrun_review"),
+                path("<int:run_id>/thumbnails/<str:name>", thumbnail,
+                     name="similarity_matchrun_thumbnail"),
                 *super().get_urls()]
 
     def add_view(self, request: HttpRequest, form_url: str = "",
@@ -120,6 +129,22 @@ class MatchRunAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/similarity/matchrun_review.html", context)
 
 
+    def thumbnail_view(self, request: HttpRequest, run_id: int, name: str) -> HttpResponse:
+        """A supplier photo's thumbnail, to staff who may view runs: supplier files are never
+        public (the storage has no URL for them); 404 for anything else of the folder."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        run = get_object_or_404(MatchRun, pk=run_id)
+        try:
+            handle = match_run_thumbnail_open(run=run, name=name)
+        except FileNotFoundError:
+            raise Http404("no such thumbnail") from None
+        response = FileResponse(handle, content_type="image/jpeg")
+        response["Cache-Control"] = "private, max-age=3600"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
 def _rows_view(run: MatchRun, rows: list[Any]) -> list[dict[str, Any]]:
     """Each row with its photo's thumbnail and its matches' thumbnails and admin links."""
     wanted = {article_id for row in rows for article_id, _ in row.matches}
@@ -128,7 +153,6 @@ def _rows_view(run: MatchRun, rows: list[Any]) -> list[dict[str, Any]]:
         for values in Article.objects.filter(article_id__in=wanted).values(
             "pk", "article_id", "title", "image")
     }
-    base = match_run_thumbnails_url(run=run)
     views = []
     for row in rows:
         matches = []
@@ -144,7 +168,9 @@ def _rows_view(run: MatchRun, rows: list[Any]) -> list[dict[str, Any]]:
             })
         views.append({
             "row": row, "matches": matches,
-            "thumbnail_url": "" if row.verdict == "error"
-            else base + supplier_thumbnail_name(row.supplier_ref),
+            "thumbnail_url": "" if row.verdict == "error" else reverse(
+                "admin:similarity_matchrun_thumbnail",
+                args=[run.pk, match_run_thumbnail_name(run=run, supplier_ref=row.supplier_ref)],
+            ),
         })
     return views

@@ -16,10 +16,9 @@ from PIL import Image
 from demo.loopback import LoopbackServer
 from demo.sample_images import product_image
 from similarity.conf import similarity_settings
+from similarity.engine.match_report import ReportError, report_rows_read
 from similarity.services.builds.runs import index_build_run
 from similarity.services.matching.photos import supplier_photos_match
-from similarity.services.matching.reports import report_rows_read
-from similarity.services.matching.sources import MatchSourceError
 from tests.similarity.helpers import make_catalog
 
 pytestmark = pytest.mark.django_db
@@ -163,7 +162,7 @@ def test_a_torn_last_line_is_matched_again(catalog, loopback, tmp_path, name):
 def test_resume_with_other_columns_is_refused(catalog, loopback, tmp_path):
     source, report = feed(loopback, tmp_path), tmp_path / "report.csv"
     supplier_photos_match(source=source, output=report, k=2, progress=False)
-    with pytest.raises(MatchSourceError, match="other columns"):
+    with pytest.raises(ReportError, match="other columns"):
         supplier_photos_match(source=source, output=report, k=3, progress=False)
 
 

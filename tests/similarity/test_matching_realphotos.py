@@ -14,9 +14,9 @@ import pytest
 
 from catalog.models import Article
 from catalog.services.images import article_image_store
+from similarity.engine.match_report import report_rows_read
 from similarity.services.builds.runs import index_build_run
 from similarity.services.matching.photos import supplier_photos_match
-from similarity.services.matching.reports import report_rows_read
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 

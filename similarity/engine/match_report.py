@@ -1,4 +1,9 @@
-"""The matching report (CSV or JSON Lines): written a line at a time, read back to resume."""
+"""The supplier matching report (CSV or JSON Lines): its rows and columns, a writer that
+flushes a line at a time and resumes, and the reader (the admin's review page, exports).
+
+A file format, like the build manifest: pure Python, so the matching service writes it and
+the selectors read it (from any storage, through a text stream) without importing each other.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,10 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from similarity.services.matching.sources import MatchSourceError
+if TYPE_CHECKING:
+    from _csv import _writer as CsvWriter
 
 DUPLICATE = "duplicate"
 SIMILAR = "similar"
@@ -25,6 +31,10 @@ MSG_REPORT_HEADER = (
     "{path} already holds a report with other columns ({found}); expected ({expected}). "
     "Resume with the same --k and source, or choose another --output"
 )
+
+
+class ReportError(ValueError):
+    """The report file cannot be used: another format, or other columns than this run's."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,7 @@ def _one_line(text: str) -> str:
 def report_format(path: Path) -> str:
     kind = REPORT_EXTENSIONS.get(path.suffix.lower())
     if kind is None:
-        raise MatchSourceError(MSG_REPORT_FORMAT.format(path=path))
+        raise ReportError(MSG_REPORT_FORMAT.format(path=path))
     return kind
 
 
@@ -81,7 +91,7 @@ class ReportWriter:
         self.done: set[str] = set()
         self.kept = 0
         self._handle: IO[str] | None = None
-        self._csv: Any = None
+        self._csv: CsvWriter | None = None
 
     def __enter__(self) -> ReportWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +100,7 @@ class ReportWriter:
         else:
             self._handle = self.path.open("w", encoding="utf-8", newline="")
             self._start()
-            if self.kind == "csv":
+            if self._csv is not None:
                 self._csv.writerow(self.columns)
                 self._handle.flush()
         return self
@@ -101,12 +111,12 @@ class ReportWriter:
             self._handle = None
 
     def _start(self) -> None:
-        if self.kind == "csv":
+        if self.kind == "csv" and self._handle is not None:
             self._csv = csv.writer(self._handle, lineterminator="\n")
 
     def write(self, row: MatchRow) -> None:
         assert self._handle is not None, "the report is not open"
-        if self.kind == "csv":
+        if self._csv is not None:
             self._csv.writerow(self._csv_values(row))
         else:
             self._handle.write(json.dumps(_json_values(row), ensure_ascii=False) + "\n")
@@ -176,7 +186,7 @@ class ReportWriter:
             return
         header = next(csv.reader([lines[0]])) if lines else []
         if header != self.columns:
-            raise MatchSourceError(MSG_REPORT_HEADER.format(
+            raise ReportError(MSG_REPORT_HEADER.format(
                 path=self.path, found=", ".join(header), expected=", ".join(self.columns)))
         yield lines[0], "", NEW
         for text in lines[1:]:
@@ -201,30 +211,35 @@ def _json_values(row: MatchRow) -> dict[str, Any]:
 
 
 def report_rows_read(*, path: Path) -> Iterator[MatchRow]:
-    """The rows of a finished CSV or JSON Lines report (the admin review page reads these)."""
+    """The rows of a finished CSV or JSON Lines report file."""
     kind = report_format(path)
     with path.open("r", encoding="utf-8", newline="") as handle:
-        if kind == "jsonl":
-            for text in handle:
-                values = json.loads(text)
-                yield MatchRow(
-                    supplier_ref=values["supplier_ref"], verdict=values["verdict"],
-                    matches=[(m["article_id"], float(m["distance"])) for m in values["matches"]],
-                    error=values.get("error", ""), extra=values.get("extra", {}),
-                )
-            return
-        reader = csv.reader(handle)
-        header = next(reader, [])
-        pairs = sum(1 for name in header if name.startswith("match_"))
-        for values in reader:
-            record = dict(zip(header, values, strict=False))
-            matches = [
-                (record[f"match_{rank}"], float(record[f"distance_{rank}"]))
-                for rank in range(1, pairs + 1) if record.get(f"match_{rank}")
-            ]
-            extra_names = header[header.index("error") + 1:]
+        yield from report_rows(handle, kind=kind)
+
+
+def report_rows(handle: IO[str], *, kind: str) -> Iterator[MatchRow]:
+    """The rows of a report read from ``handle`` (``kind``: csv or jsonl)."""
+    if kind == "jsonl":
+        for text in handle:
+            values = json.loads(text)
             yield MatchRow(
-                supplier_ref=record["supplier_ref"], verdict=record["verdict"], matches=matches,
-                error=record.get("error", ""),
-                extra={name: record.get(name, "") for name in extra_names},
+                supplier_ref=values["supplier_ref"], verdict=values["verdict"],
+                matches=[(m["article_id"], float(m["distance"])) for m in values["matches"]],
+                error=values.get("error", ""), extra=values.get("extra", {}),
             )
+        return
+    reader = csv.reader(handle)
+    header = next(reader, [])
+    pairs = sum(1 for name in header if name.startswith("match_"))
+    extra_names = header[header.index("error") + 1:] if "error" in header else []
+    for values in reader:
+        record = dict(zip(header, values, strict=False))
+        matches = [
+            (record[f"match_{rank}"], float(record[f"distance_{rank}"]))
+            for rank in range(1, pairs + 1) if record.get(f"match_{rank}")
+        ]
+        yield MatchRow(
+            supplier_ref=record["supplier_ref"], verdict=record["verdict"], matches=matches,
+            error=record.get("error", ""),
+            extra={name: record.get(name, "") for name in extra_names},
+        )
