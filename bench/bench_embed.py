@@ -88,6 +88,23 @@ def agreement(reference: np.ndarray, vectors: np.ndarray) -> tuple[float, float]
 
 
 
+def measure_runtimes(embedder, batch, batches: int, paths: list[Path], cache: Path,
+                     args: argparse.Namespace) -> tuple[list[tuple], np.ndarray]:
+    """One row per runtime: pipeline and bare forward images/s, agreement with torch fp32."""
+    rows: list[tuple] = []
+    reference = None
+    for name in RUNTIMES:
+        started = time.perf_counter()
+        runtime = make_runtime(embedder, name, cache_dir=cache, threads=args.threads)
+        setup = time.perf_counter() - started
+        forward = bare_forward(runtime, batch, batches)
+        rate, vectors = pipeline(runtime, paths, args.batch_size, args.decode_workers)
+        reference = vectors if reference is None else reference
+        rows.append((f"pipeline {name}", rate, forward, *agreement(reference, vectors)))
+        print(f"  {name}: setup {setup:.1f} s, forward {forward:.1f}/s, pipeline {rate:.1f}/s")
+    return rows, reference
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=500)
@@ -122,17 +139,8 @@ def main() -> None:
             [Image.open(p).convert("RGB") for p in paths[: args.batch_size]]
         )
         batches = max(1, args.images // args.batch_size)
-        reference = None
-        runtimes = {}
-        for name in RUNTIMES:
-            started = time.perf_counter()
-            runtimes[name] = make_runtime(embedder, name, cache_dir=cache, threads=args.threads)
-            setup = time.perf_counter() - started
-            forward = bare_forward(runtimes[name], batch, batches)
-            rate, vectors = pipeline(runtimes[name], paths, args.batch_size, args.decode_workers)
-            reference = vectors if reference is None else reference
-            rows.append((f"pipeline {name}", rate, forward, *agreement(reference, vectors)))
-            print(f"  {name}: setup {setup:.1f} s, forward {forward:.1f}/s, pipeline {rate:.1f}/s")
+        runtime_rows, reference = measure_runtimes(embedder, batch, batches, paths, cache, args)
+        rows += runtime_rows
         calibration = [product_image(seed, size=256) for seed in range(CALIBRATION_IMAGES)]
         chosen, choice = select_runtime(
             embedder, "auto", calibration=calibration, cache_dir=cache, threads=args.threads

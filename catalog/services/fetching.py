@@ -126,43 +126,59 @@ def fetch_image(
     temp file's write) as it arrives, when given.
     """
     _check_scheme(url)
-    content_type = ""
     try:
         with session.get(url, stream=True, timeout=(timeout, timeout)) as response:
-            _check_scheme(response.url)
-            if response.status_code != 200:
-                raise ImageFetchError(
-                    MSG_HTTP.format(status=response.status_code, reason=response.reason or "")
-                    .strip()
-                )
-            content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-            if content_type.lower().startswith(NOT_IMAGE_TYPES):
-                raise ImageFetchError(MSG_NOT_IMAGE.format(content_type=content_type))
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise ImageFetchError(MSG_TOO_LARGE.format(max_bytes=max_bytes))
+            content_type = _checked_response(response, max_bytes=max_bytes)
             data = _read_body(response, max_bytes=max_bytes,
                               body_timeout=timeout * DEADLINE_FACTOR, cancel=cancel, sink=sink)
     except (ImageFetchError, DownloadCancelled):
         raise
-    except PrivateAddressError as exc:
-        raise ImageFetchError(str(exc)) from exc
-    except requests.exceptions.Timeout as exc:
-        raise ImageFetchError(MSG_TIMEOUT.format(timeout=timeout)) from exc
-    except requests.exceptions.InvalidSchema as exc:
+    except (PrivateAddressError, requests.exceptions.RequestException) as exc:
+        raise _request_error(exc, timeout=timeout) from exc
+    return _validated(data, content_type=content_type, max_pixels=max_pixels)
+
+
+def _checked_response(response: requests.Response, *, max_bytes: int) -> str:
+    """The response's content type, once its scheme, status, type and declared size pass."""
+    _check_scheme(response.url)
+    if response.status_code != 200:
+        raise ImageFetchError(
+            MSG_HTTP.format(status=response.status_code, reason=response.reason or "").strip()
+        )
+    content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+    if content_type.lower().startswith(NOT_IMAGE_TYPES):
+        raise ImageFetchError(MSG_NOT_IMAGE.format(content_type=content_type))
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise ImageFetchError(MSG_TOO_LARGE.format(max_bytes=max_bytes))
+    return content_type
+
+
+def _request_error(
+    exc: PrivateAddressError | requests.exceptions.RequestException, *, timeout: float
+) -> ImageFetchError:
+    """What a failed request says to the shop: the reason, without the library's noise."""
+    if isinstance(exc, PrivateAddressError):
+        return ImageFetchError(str(exc))
+    if isinstance(exc, requests.exceptions.Timeout):
+        return ImageFetchError(MSG_TIMEOUT.format(timeout=timeout))
+    if isinstance(exc, requests.exceptions.InvalidSchema):
         # "No connection adapters were found for 'ftp://...'" (a redirect to another scheme)
         target = str(exc).split("'")[1] if str(exc).count("'") >= 2 else ""
-        raise ImageFetchError(MSG_SCHEME.format(scheme=urlsplit(target).scheme)) from exc
-    except requests.exceptions.TooManyRedirects as exc:
-        raise ImageFetchError(f"more than {MAX_REDIRECTS} redirects") from exc
-    except requests.exceptions.ChunkedEncodingError as exc:
-        raise ImageFetchError(MSG_INCOMPLETE.format(error=_reason(exc))) from exc
-    except requests.exceptions.ConnectionError as exc:
+        return ImageFetchError(MSG_SCHEME.format(scheme=urlsplit(target).scheme))
+    if isinstance(exc, requests.exceptions.TooManyRedirects):
+        return ImageFetchError(f"more than {MAX_REDIRECTS} redirects")
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return ImageFetchError(MSG_INCOMPLETE.format(error=_reason(exc)))
+    if isinstance(exc, requests.exceptions.ConnectionError):
         if isinstance(_root(exc), ReadTimeoutError):  # a read timeout while streaming
-            raise ImageFetchError(MSG_TIMEOUT.format(timeout=timeout)) from exc
-        raise ImageFetchError(MSG_CONNECTION.format(error=_reason(exc))) from exc
-    except requests.exceptions.RequestException as exc:
-        raise ImageFetchError(f"request failed: {exc}") from exc
+            return ImageFetchError(MSG_TIMEOUT.format(timeout=timeout))
+        return ImageFetchError(MSG_CONNECTION.format(error=_reason(exc)))
+    return ImageFetchError(f"request failed: {exc}")
+
+
+def _validated(data: bytes, *, content_type: str, max_pixels: int) -> FetchedImage:
+    """``data`` as a FetchedImage once it validates as an image within ``max_pixels``."""
     try:
         info = validate_image_bytes(data, max_pixels=max_pixels)
     except ImageValidationError as exc:
@@ -182,8 +198,6 @@ def fetch_image(
     )
 
 
-
-
 def _read_body(
     response: requests.Response, *, max_bytes: int, body_timeout: float,
     cancel: threading.Event | None, sink: Callable[[bytes], object] | None = None,
@@ -199,16 +213,7 @@ def _read_body(
     chunks: list[bytes] = []
     size = 0
     while True:
-        try:
-            chunk = response.raw.read1(CHUNK_SIZE, decode_content=True)
-        except ProtocolError as exc:
-            raise requests.exceptions.ChunkedEncodingError(exc) from exc
-        except ReadTimeoutError as exc:
-            raise requests.exceptions.ConnectionError(exc) from exc
-        except DecodeError as exc:
-            raise requests.exceptions.ContentDecodingError(exc) from exc
-        except Urllib3SSLError as exc:
-            raise requests.exceptions.SSLError(exc) from exc
+        chunk = _read_chunk(response)
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
@@ -221,6 +226,20 @@ def _read_body(
         chunks.append(chunk)
         if sink is not None:
             sink(chunk)
+
+
+def _read_chunk(response: requests.Response) -> bytes:
+    """Whatever has arrived (up to CHUNK_SIZE); urllib3 errors as requests raises them."""
+    try:
+        return bytes(response.raw.read1(CHUNK_SIZE, decode_content=True))
+    except ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except ReadTimeoutError as exc:
+        raise requests.exceptions.ConnectionError(exc) from exc
+    except DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from exc
+    except Urllib3SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from exc
 
 
 def _check_scheme(url: str) -> None:

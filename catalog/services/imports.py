@@ -120,31 +120,12 @@ def _any_string(value: Any, test: Callable[[str], bool]) -> bool:
 
 
 def _parse(line: int, record: dict[str, Any]) -> _Row | str:
-    # SQLite stores NUL; PostgreSQL rejects it (text and jsonb) and would abort the import.
-    for key, value in record.items():
-        if _has_nul(key) or _has_nul(value):
-            return MSG_NUL.format(field=key)
-        if _has_surrogate(key) or _has_surrogate(value):
-            return MSG_SURROGATE.format(field=key)
+    """The row as an article's values, or why it is skipped."""
     article_id = _text(record.get("article_id"))
     image_url = _text(record.get("image_url"))
-    if not article_id:
-        return MSG_MISSING_ID
-    if len(article_id) > MAX_ID_LENGTH:
-        return f"article_id longer than {MAX_ID_LENGTH} characters"
-    id_problem = article_id_problem(article_id)
-    if id_problem:
-        return id_problem
-    if not image_url:
-        return MSG_MISSING_URL
-    try:
-        if len(image_url) > MAX_URL_LENGTH:
-            raise ValidationError("too long")
-        http_url_validator(image_url)
-    except ValidationError as exc:
-        if exc.code == URL_NOT_URI:
-            return MSG_BAD_URL_DETAIL.format(url=image_url[:200], detail=exc.message)
-        return MSG_BAD_URL.format(url=image_url[:200])
+    problem = _text_problem(record) or _id_problem(article_id) or _url_problem(image_url)
+    if problem:
+        return problem
     metadata = {
         key: value
         for key, value in record.items()
@@ -158,6 +139,38 @@ def _parse(line: int, record: dict[str, Any]) -> _Row | str:
         category=_text(record.get("category"))[:255],
         metadata=metadata,
     )
+
+
+def _text_problem(record: dict[str, Any]) -> str | None:
+    # SQLite stores NUL; PostgreSQL rejects it (text and jsonb) and would abort the import.
+    for key, value in record.items():
+        if _has_nul(key) or _has_nul(value):
+            return MSG_NUL.format(field=key)
+        if _has_surrogate(key) or _has_surrogate(value):
+            return MSG_SURROGATE.format(field=key)
+    return None
+
+
+def _id_problem(article_id: str) -> str | None:
+    if not article_id:
+        return MSG_MISSING_ID
+    if len(article_id) > MAX_ID_LENGTH:
+        return f"article_id longer than {MAX_ID_LENGTH} characters"
+    return article_id_problem(article_id)
+
+
+def _url_problem(image_url: str) -> str | None:
+    if not image_url:
+        return MSG_MISSING_URL
+    try:
+        if len(image_url) > MAX_URL_LENGTH:
+            raise ValidationError("too long")
+        http_url_validator(image_url)
+    except ValidationError as exc:
+        if exc.code == URL_NOT_URI:
+            return MSG_BAD_URL_DETAIL.format(url=image_url[:200], detail=exc.message)
+        return MSG_BAD_URL.format(url=image_url[:200])
+    return None
 
 
 def _apply_chunk(rows: list[_Row], summary: ImportSummary, *, dry_run: bool) -> None:

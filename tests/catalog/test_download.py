@@ -21,7 +21,7 @@ from PIL import Image
 
 from catalog.images import ImageValidationError, validate_image_bytes
 from catalog.models import Article, article_image_path
-from catalog.services import downloads, fetching
+from catalog.services import download_records, fetching
 from catalog.services.downloads import DownloadSummary, images_download
 from demo.loopback import LoopbackServer
 from demo.sample_images import product_jpeg
@@ -437,16 +437,16 @@ def test_url_changed_during_download_is_not_recorded(
     failing = ArticleFactory(image_url=loopback.url("/gone.jpg"))
     new_urls = {fetched.pk: loopback.add("/a-v2.jpg", JPEG_2),
                 failing.pk: loopback.add("/b-v2.jpg", JPEG)}
-    record = downloads._Recorder.flush
+    record = download_records.Recorder.flush
 
-    def import_runs_before_flush(recorder: downloads._Recorder) -> None:
+    def import_runs_before_flush(recorder: download_records.Recorder) -> None:
         # What an import does between this run's fetch and its write-back.
         for pk, url in new_urls.items():
             Article.objects.filter(pk=pk).update(image_url=url)
         new_urls.clear()
         record(recorder)
 
-    monkeypatch.setattr(downloads._Recorder, "flush", import_runs_before_flush)
+    monkeypatch.setattr(download_records.Recorder, "flush", import_runs_before_flush)
     summary = run()
 
     assert (summary.downloaded, summary.failed, summary.stale) == (0, 0, 2)

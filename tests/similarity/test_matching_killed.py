@@ -30,6 +30,18 @@ def _manage(*args: str) -> list[str]:
     return [sys.executable, str(REPO / "manage.py"), *args]
 
 
+def _catalog_indexed(server: LoopbackServer, tmp_path: Path, env: dict[str, str]) -> None:
+    """A catalog of ROWS articles imported, downloaded and indexed by the real commands."""
+    subprocess.run(_manage("migrate", "-v0"), env=env, check=True, cwd=REPO)
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("article_id,image_url\n" + "".join(
+        f"A{seed},{server.add(f'/catalog/{seed}.jpg', product_jpeg(seed, size=160))}\n"
+        for seed in range(1, ROWS + 1)))
+    subprocess.run(_manage("import_catalog", str(catalog), "-v0"), env=env, check=True, cwd=REPO)
+    subprocess.run(_manage("build_index", "--download", "--no-progress", "-v0"), env=env,
+                   check=True, cwd=REPO, capture_output=True)
+
+
 def test_killed_run_resumes_without_refetching(tmp_path: Path) -> None:
     data = tmp_path / "killed"
     data.mkdir()
@@ -54,15 +66,8 @@ def test_killed_run_resumes_without_refetching(tmp_path: Path) -> None:
             return
 
     run = subprocess.run
-    run(_manage("migrate", "-v0"), env=env, check=True, cwd=REPO)
     with LoopbackServer() as server:
-        catalog = tmp_path / "catalog.csv"
-        catalog.write_text("article_id,image_url\n" + "".join(
-            f"A{seed},{server.add(f'/catalog/{seed}.jpg', product_jpeg(seed, size=160))}\n"
-            for seed in range(1, ROWS + 1)))
-        run(_manage("import_catalog", str(catalog), "-v0"), env=env, check=True, cwd=REPO)
-        run(_manage("build_index", "--download", "--no-progress", "-v0"), env=env, check=True,
-            cwd=REPO, capture_output=True)
+        _catalog_indexed(server, tmp_path, env)
 
         feed = tmp_path / "feed.csv"
         paths = {seed: f"/supplier/{seed}.jpg" for seed in range(1, ROWS + 1)}
