@@ -1,4 +1,4 @@
-"""Benchmark: whole-catalog neighbours (throughput, approximate recall), duplicates memory, refresh."""
+"""Benchmark: whole-catalog neighbors (throughput, approximate recall), duplicates memory, refresh."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Progress of long loops: a tqdm bar on a terminal, a log line every N seconds elsewhere.
 
-Downloads, embedding and neighbour refreshes run from cron, systemd and django-q2 workers,
+Downloads, embedding and neighbor refreshes run from cron, systemd and django-q2 workers,
 where nobody sees a terminal bar. ``progress_bar`` draws tqdm when stderr is a TTY and
 otherwise logs "desc: done/total unit (pct), rate, ETA" every ``PROGRESS_LOG_SECONDS``.
 ``progress_listener`` lets a caller (an index build) hear every update of every bar opened

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-CHAIN_STEP_DISTANCE = 0.03  # cosine distance between neighbours on a chain (< 0.05)
+CHAIN_STEP_DISTANCE = 0.03  # cosine distance between neighbors on a chain (< 0.05)
 COPY_NOISE = 0.02  # spread of a near-copy cluster around its centre
 
 

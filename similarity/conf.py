@@ -34,7 +34,7 @@ DEFAULTS: dict[str, object] = {
     "UPLOAD_WAIT_SECONDS": 5.0,
     # Text queries longer than this are refused with a 400 (CLIP reads at most 77 tokens).
     "TEXT_MAX_CHARS": 300,
-    # Neighbours and duplicates (services/neighbors.py, services/duplicates.py).
+    # Neighbors and duplicates (services/neighbors.py, services/duplicates.py).
     "STORE_NEIGHBORS": False,  # refresh the SimilarArticle table after each build (opt-in)
     "NEIGHBORS_K": 10,
     "NEIGHBORS_BATCH": 1024,  # query vectors per Faiss search call
@@ -62,7 +62,7 @@ DEFAULTS: dict[str, object] = {
 ENV_TYPES: dict[str, type] = {"DUPLICATE_THRESHOLD": float, "SIMILAR_THRESHOLD": float}
 
 # Duplicate thresholds per model family (cosine distance, strict "<"). How each was chosen:
-# README "Catalog similarity" and docs/benchmarks.md "Neighbours and duplicates".
+# README "Catalog similarity" and docs/benchmarks.md "Neighbors and duplicates".
 DUPLICATE_THRESHOLDS: dict[str, float] = {
     # classic v2: on the labelled eval catalog (manage.py evaluate) 0.05 scores pair precision
     # 1.000 / recall 0.823; on the 567 real grocery photos (bench/calibrate_duplicates.py,
@@ -220,7 +220,7 @@ def _api_auth(value: object) -> str:
 RUNTIME_DEFAULTS: dict[str, object] = {
     "RUNTIME": "torch",  # torch (fp32 reference), torch-bf16, onnx, onnx-int8 or auto
     "RUNTIME_MIN_COSINE": 0.995,  # accuracy gate: mean cosine to torch fp32 on calibration
-    "RUNTIME_MIN_OVERLAP": 0.9,  # accuracy gate: top-10 neighbour overlap on calibration
+    "RUNTIME_MIN_OVERLAP": 0.9,  # accuracy gate: top-10 neighbor overlap on calibration
     "RUNTIME_CALIBRATION_IMAGES": 64,
 }
 

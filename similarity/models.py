@@ -228,7 +228,7 @@ class BuildShard(models.Model):
 
 
 class SimilarArticle(models.Model):
-    """A stored top-k neighbour of an article (itself excluded), refreshed after each build.
+    """A stored top-k neighbor of an article (itself excluded), refreshed after each build.
 
     Lets storefronts read "similar items" from the database without touching Faiss.
     """

@@ -163,7 +163,7 @@ admin.site.unregister(Article)
 
 
 @admin.register(Article)
-class SimilarArticleAdmin(ArticleAdmin):
+class ArticleSimilarityAdmin(ArticleAdmin):
     """The catalog's article admin plus the "Similar items" panel and similarity actions."""
 
     change_form_template = "admin/catalog/article/change_form_similar.html"

@@ -16,7 +16,7 @@ from similarity.api.errors import similarity_error, validation_message
 from similarity.api.permissions import UPLOAD_THROTTLE_SCOPE, UploadThrottle
 from similarity.api.search import (
     KField,
-    SimilarArticleSerializer,
+    SimilarResultSerializer,
     VectorField,
     reject_large_body,
     result_rows,
@@ -80,7 +80,7 @@ class BatchErrorSerializer(serializers.Serializer):
 class BatchAnswerSerializer(serializers.Serializer):
     article_id = serializers.CharField(allow_null=True, help_text="The query article, if any.")
     status = serializers.IntegerField(help_text="200, or the HTTP status of this item's error.")
-    results = SimilarArticleSerializer(many=True, required=False)
+    results = SimilarResultSerializer(many=True, required=False)
     error = BatchErrorSerializer(required=False)
 
 

@@ -59,7 +59,7 @@ class DuplicatesApi(APIView):
     class OutputSerializer(serializers.Serializer):
         size = serializers.SerializerMethodField()
         representative = serializers.CharField(
-            help_text="The member the group was built around (most near neighbours); every "
+            help_text="The member the group was built around (most near neighbors); every "
             "member is within the threshold of it and of each other."
         )
         max_distance = serializers.FloatField()

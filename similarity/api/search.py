@@ -92,7 +92,7 @@ class FoldedDuplicateSerializer(serializers.Serializer):
     distance = serializers.FloatField(help_text="Cosine distance to the result it was folded into.")
 
 
-class SimilarArticleSerializer(serializers.Serializer):
+class SimilarResultSerializer(serializers.Serializer):
     article_id = serializers.CharField()
     title = serializers.CharField()
     category = serializers.CharField()
@@ -110,7 +110,7 @@ class SearchOutputSerializer(serializers.Serializer):
     article_id = serializers.CharField(allow_null=True, help_text="The query article, if any.")
     model = serializers.CharField()
     index_build = serializers.CharField()
-    results = SimilarArticleSerializer(many=True)
+    results = SimilarResultSerializer(many=True)
 
 
 def result_rows(results: list[SimilarResult], *, collapsed: bool) -> list[dict[str, Any]]:

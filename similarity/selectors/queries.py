@@ -273,8 +273,8 @@ def _search_all(
     queries = np.stack([vectors[p] for p in positions]).astype(np.float32)
     # One more than wanted: an article item drops itself from its own answer.
     found = knn_query(loaded.index, queries, wanted + 1, allowed_ids=category_ids(category))
-    for position, neighbours in zip(positions, found, strict=True):
-        ids, distances = neighbours.ids, neighbours.distances
+    for position, neighbors in zip(positions, found, strict=True):
+        ids, distances = neighbors.ids, neighbors.distances
         if position in own:
             pk, own_category = own[position]
             keep = ids != pk

@@ -77,7 +77,7 @@ def test_similar_items_panel_in_the_browser(
     screenshot.write_bytes(panel.screenshot_as_png)
     screenshot.with_name("page.png").write_bytes(browser.get_screenshot_as_png())
 
-    # The links lead to the neighbour's own change page (with its own panel).
+    # The links lead to the neighbor's own change page (with its own panel).
     panel.find_elements(By.CSS_SELECTOR, "a.similar-card")[0].click()
     WebDriverWait(browser, 10).until(ec.url_to_be(links[0]))
     assert browser.find_element(By.ID, "similar-items")

@@ -67,10 +67,10 @@ def test_the_interval_comes_from_the_setting(settings, caplog):
 def test_a_tty_gets_a_tqdm_bar_and_no_log_lines(caplog):
     caplog.set_level(logging.INFO, logger="catalog.progress")
     stream = Terminal()
-    with progress_bar(total=5, desc="Neighbours", unit="article", interval=1,
+    with progress_bar(total=5, desc="Neighbors", unit="article", interval=1,
                       stream=stream) as bar:
         bar.update(5)
-    assert "Neighbours" in stream.getvalue() and "5/5" in stream.getvalue()
+    assert "Neighbors" in stream.getvalue() and "5/5" in stream.getvalue()
     assert lines(caplog) == []
 
 

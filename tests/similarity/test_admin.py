@@ -19,7 +19,7 @@ from demo.loopback import LoopbackServer
 from demo.sample_images import product_jpeg
 from similarity.admin.articles import (
     SIMILAR_K,
-    SimilarArticleAdmin,
+    ArticleSimilarityAdmin,
     similar_panel,
 )
 from similarity.models import IndexBuild
@@ -67,7 +67,7 @@ def test_every_admin_page_renders(admin_client, indexed, django_capture_on_commi
 
 
 def test_article_admin_is_the_similarity_subclass():
-    assert isinstance(admin.site._registry[Article], SimilarArticleAdmin)
+    assert isinstance(admin.site._registry[Article], ArticleSimilarityAdmin)
 
 
 def test_panel_shows_similar_items_with_links_and_distances(admin_client, indexed):

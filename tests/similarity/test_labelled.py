@@ -7,7 +7,7 @@ import pytest
 
 from similarity.services.evaluation.labelled import (
     Labels,
-    _exact_neighbours,
+    _exact_neighbors,
     format_scores_table,
     labels_read,
     retrieval_scores,
@@ -44,7 +44,7 @@ def test_product_category_and_supplier_scores():
     assert "store_photo->packshot hit@1" in table and "1.000" in table
 
 
-def test_a_wrong_neighbour_lowers_the_scores():
+def test_a_wrong_neighbor_lowers_the_scores():
     moved = VECTORS.copy()
     moved[1] = unit([0.7, 0.7, 0.1])[0]  # a2 turned towards c1: a1 and a2 both see c1 first
     scores = retrieval_scores(names=NAMES, vectors=moved, labels=LABELS, k=1)
@@ -52,10 +52,10 @@ def test_a_wrong_neighbour_lowers_the_scores():
     assert scores.product_recall_at_5 == 1.0  # a2 is still within the top 5 (of 3)
 
 
-def test_exact_neighbours_exclude_self_and_rank_by_cosine():
+def test_exact_neighbors_exclude_self_and_rank_by_cosine():
     vectors = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    found = _exact_neighbours(vectors, vectors, 5, exclude_self=True)
+    found = _exact_neighbors(vectors, vectors, 5, exclude_self=True)
     similarity = vectors @ vectors.T
     np.fill_diagonal(similarity, -np.inf)
     assert (found == np.argsort(-similarity, axis=1)[:, :5]).all()

@@ -134,7 +134,7 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
 
 
 class Hammer(threading.Thread):
-    """Asks one node for an article's neighbours in a loop; records every answer."""
+    """Asks one node for an article's neighbors in a loop; records every answer."""
 
     def __init__(self, node: WebNode) -> None:
         super().__init__(daemon=True)

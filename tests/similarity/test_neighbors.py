@@ -1,4 +1,4 @@
-"""Whole-catalog neighbours: batched search, CSV/JSONL export, category-only, stored table."""
+"""Whole-catalog neighbors: batched search, CSV/JSONL export, category-only, stored table."""
 
 from __future__ import annotations
 

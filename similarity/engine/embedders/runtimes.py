@@ -24,12 +24,12 @@ AUTO = "auto"
 RUNTIME_CHOICES = (*RUNTIMES, AUTO)
 DEFAULT_MIN_COSINE = 0.995
 DEFAULT_MIN_OVERLAP = 0.9
-NEIGHBOURS = 10
+NEIGHBORS = 10
 
 MSG_UNKNOWN_RUNTIME = "unknown embedding runtime {runtime!r}; choose one of {choices}"
 MSG_REFUSED = (
     "runtime {runtime!r} disagrees with the torch fp32 reference on {model!r}: mean cosine "
-    "{mean_cosine:.6f} (minimum {min_cosine}), top-{k} neighbour overlap {overlap:.3f} "
+    "{mean_cosine:.6f} (minimum {min_cosine}), top-{k} neighbor overlap {overlap:.3f} "
     "(minimum {min_overlap}) over {n} calibration images; use --runtime torch (or auto)"
 )
 MSG_NO_CALIBRATION = "the accuracy gate needs at least {k} calibration images; got {n}"
@@ -119,18 +119,18 @@ class Agreement:
 
 
 def measure_agreement(reference: np.ndarray, candidate: np.ndarray) -> Agreement:
-    """Row-wise cosine and top-10 neighbour overlap (self excluded) of two unit-row matrices."""
-    if reference.shape != candidate.shape or reference.shape[0] <= NEIGHBOURS:
+    """Row-wise cosine and top-10 neighbor overlap (self excluded) of two unit-row matrices."""
+    if reference.shape != candidate.shape or reference.shape[0] <= NEIGHBORS:
         raise ValueError(
-            f"need two equal (n > {NEIGHBOURS}, d) matrices; got {reference.shape} "
+            f"need two equal (n > {NEIGHBORS}, d) matrices; got {reference.shape} "
             f"and {candidate.shape}"
         )
     cosines = np.sum(reference * candidate, axis=1)
     overlap = float(
         np.mean(
             [
-                len(set(a) & set(b)) / NEIGHBOURS
-                for a, b in zip(_neighbours(reference), _neighbours(candidate), strict=True)
+                len(set(a) & set(b)) / NEIGHBORS
+                for a, b in zip(_neighbors(reference), _neighbors(candidate), strict=True)
             ]
         )
     )
@@ -143,10 +143,10 @@ def measure_agreement(reference: np.ndarray, candidate: np.ndarray) -> Agreement
     )
 
 
-def _neighbours(vectors: np.ndarray) -> np.ndarray:
+def _neighbors(vectors: np.ndarray) -> np.ndarray:
     similarity = vectors @ vectors.T
     np.fill_diagonal(similarity, -np.inf)
-    return np.argsort(-similarity, axis=1, kind="stable")[:, :NEIGHBOURS]
+    return np.argsort(-similarity, axis=1, kind="stable")[:, :NEIGHBORS]
 
 
 @dataclass
@@ -225,7 +225,7 @@ def select_runtime(
     """``embedder`` on ``runtime`` once it has passed the accuracy gate, and the evidence.
 
     A non-reference runtime embeds ``calibration`` alongside torch fp32; a mean cosine
-    below ``min_cosine`` or a top-10 neighbour overlap below ``min_overlap`` refuses it
+    below ``min_cosine`` or a top-10 neighbor overlap below ``min_overlap`` refuses it
     (RuntimeRefused). ``auto`` gates every runtime of ``auto_candidates``, skips those
     unavailable or refused, times the forward pass of the others (torch included) on the
     calibration batch and keeps the fastest; its decision is cached per model identity.
@@ -274,8 +274,8 @@ def _gate_candidates(
 
     Only ``auto`` skips: an explicit runtime that is unavailable or refused raises.
     """
-    if len(gate.calibration) <= NEIGHBOURS:
-        raise ValueError(MSG_NO_CALIBRATION.format(k=NEIGHBOURS + 1, n=len(gate.calibration)))
+    if len(gate.calibration) <= NEIGHBORS:
+        raise ValueError(MSG_NO_CALIBRATION.format(k=NEIGHBORS + 1, n=len(gate.calibration)))
     reference = embedder.embed_images(gate.calibration)
     batch = embedder.preprocess(gate.calibration)
     passed: list[_Passed] = []
@@ -308,7 +308,7 @@ def _gate(
                 model=embedder.name,
                 mean_cosine=agreement.mean_cosine,
                 min_cosine=gate.min_cosine,
-                k=NEIGHBOURS,
+                k=NEIGHBORS,
                 overlap=agreement.top10_overlap,
                 min_overlap=gate.min_overlap,
                 n=agreement.images,

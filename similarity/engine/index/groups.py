@@ -20,8 +20,8 @@ class StarGroup(NamedTuple):
 def star_groups(first: np.ndarray, second: np.ndarray, distance: np.ndarray) -> list[StarGroup]:
     """Groups in which every pair is an edge of the graph (``first[i]``, ``second[i]``).
 
-    Greedy stars: the item with the most ungrouped neighbours becomes a representative;
-    its ungrouped neighbours join, nearest first, when they are neighbours of every member
+    Greedy stars: the item with the most ungrouped neighbors becomes a representative;
+    its ungrouped neighbors join, nearest first, when they are neighbors of every member
     already in (so each group is a clique of the graph: with edges = pairs closer than a
     threshold, no two members of a group are farther apart than it). The members leave the
     graph and the next representative is chosen among the rest. Ties go to the smaller id.
@@ -47,7 +47,7 @@ def star_groups(first: np.ndarray, second: np.ndarray, distance: np.ndarray) -> 
     bounds = np.searchsorted(rows, np.arange(count + 1))
     grouped = np.zeros(count, dtype=bool)
 
-    def neighbours(node: int) -> tuple[np.ndarray, np.ndarray]:
+    def neighbors(node: int) -> tuple[np.ndarray, np.ndarray]:
         return cols[bounds[node] : bounds[node + 1]], weights[bounds[node] : bounds[node + 1]]
 
     degrees = np.diff(bounds)
@@ -58,19 +58,19 @@ def star_groups(first: np.ndarray, second: np.ndarray, distance: np.ndarray) -> 
         negative_degree, _, node = heapq.heappop(heap)
         if grouped[node]:
             continue
-        near, near_distance = neighbours(node)
+        near, near_distance = neighbors(node)
         free = ~grouped[near]
         degree = int(free.sum())
         if degree == 0:
             continue
-        if degree != -negative_degree:  # stale: neighbours were grouped since it was pushed
+        if degree != -negative_degree:  # stale: neighbors were grouped since it was pushed
             heapq.heappush(heap, (-degree, int(nodes[node]), node))
             continue
         candidates, candidate_distance = near[free], near_distance[free]
         members = [node]
         for candidate in candidates[np.lexsort((nodes[candidates], candidate_distance))]:
-            others = members[1:]  # every candidate is a neighbour of the representative
-            if others and not _contains_all(neighbours(int(candidate))[0], others):
+            others = members[1:]  # every candidate is a neighbor of the representative
+            if others and not _contains_all(neighbors(int(candidate))[0], others):
                 continue
             members.append(int(candidate))
         grouped[members] = True

@@ -22,9 +22,9 @@ class Command(LookalikeCommand):
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("--k", type=int, default=10, help="Neighbours per article (10).")
+        parser.add_argument("--k", type=int, default=10, help="Neighbors per article (10).")
         parser.add_argument("--category-only", action="store_true",
-                            help="Only neighbours from the article's own category.")
+                            help="Only neighbors from the article's own category.")
         parser.add_argument("--output", help="File to write (.csv, .jsonl or .ndjson).")
         parser.add_argument("--format", dest="fmt", choices=("csv", "jsonl"),
                             help="Override the format implied by the extension.")
@@ -60,6 +60,6 @@ class Command(LookalikeCommand):
             raise CommandError(str(exc)) from exc
         where = output or ("the SimilarArticle table" if options["store"] else "stdout")
         self.stderr.write(
-            f"{run.articles} articles, {run.rows} neighbours (k={k}) from build "
+            f"{run.articles} articles, {run.rows} neighbors (k={k}) from build "
             f"{run.build_name} to {where} in {run.seconds:.1f} s ({run.per_second:.0f} articles/s)"
         )

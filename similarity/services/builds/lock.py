@@ -189,7 +189,7 @@ class Heartbeat:
     """Beats for a running build from a daemon thread, through every phase of the build.
 
     A beat inside one phase only (say, the embedding loop) would let a long download, index
-    build or neighbour refresh look abandoned, and a second build would take over.
+    build or neighbor refresh look abandoned, and a second build would take over.
     """
 
     def __init__(self, build_pk: int, interval: float | None = None) -> None:

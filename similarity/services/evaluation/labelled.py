@@ -100,17 +100,17 @@ def retrieval_scores(
     scores = RetrievalScores(k=k)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     depth = max(k, RECALL_AT)
-    neighbours = _exact_neighbours(vectors, vectors, depth, exclude_self=True)
+    neighbors = _exact_neighbors(vectors, vectors, depth, exclude_self=True)
     products = [labels.product.get(n) for n in names]
     categories = [labels.category.get(n) for n in names]
-    _product_scores(scores, neighbours, products, k)
-    _category_scores(scores, neighbours, categories, k)
+    _product_scores(scores, neighbors, products, k)
+    _category_scores(scores, neighbors, categories, k)
     if query_kind and catalog_kind:
         _supplier_scores(scores, vectors, names, products, labels, query_kind, catalog_kind)
     return scores
 
 
-def _product_scores(scores: RetrievalScores, neighbours: np.ndarray,
+def _product_scores(scores: RetrievalScores, neighbors: np.ndarray,
                     products: list[str | None], k: int) -> None:
     sizes = Counter(p for p in products if p)
     recalls5, recallsk, hits1, aps = [], [], [], []
@@ -118,7 +118,7 @@ def _product_scores(scores: RetrievalScores, neighbours: np.ndarray,
         if not product or sizes[product] < 2:
             continue
         relevant = sizes[product] - 1
-        same = np.array([products[j] == product for j in neighbours[row]], dtype=bool)
+        same = np.array([products[j] == product for j in neighbors[row]], dtype=bool)
         recalls5.append(same[:RECALL_AT].sum() / min(RECALL_AT, relevant))
         recallsk.append(same[:k].sum() / min(k, relevant))
         hits1.append(float(same[0]))
@@ -133,11 +133,11 @@ def _product_scores(scores: RetrievalScores, neighbours: np.ndarray,
         scores.product_map_at_k = float(np.mean(aps))
 
 
-def _category_scores(scores: RetrievalScores, neighbours: np.ndarray,
+def _category_scores(scores: RetrievalScores, neighbors: np.ndarray,
                      categories: list[str | None], k: int) -> None:
     sizes = Counter(c for c in categories if c)
     precisions = [
-        sum(categories[j] == category for j in neighbours[row][:k]) / k
+        sum(categories[j] == category for j in neighbors[row][:k]) / k
         for row, category in enumerate(categories)
         if category and sizes[category] > 1
     ]
@@ -156,7 +156,7 @@ def _supplier_scores(scores, vectors, names, products, labels, query_kind, catal
     scores.supplier_queries = len(queries)
     if not queries:
         return
-    found = _exact_neighbours(vectors[queries], vectors[catalog],
+    found = _exact_neighbors(vectors[queries], vectors[catalog],
                               min(SUPPLIER_AT, len(catalog)), exclude_self=False)
     same = np.array([[products[catalog[j]] == products[q] for j in row]
                      for q, row in zip(queries, found, strict=True)], dtype=bool)
@@ -164,7 +164,7 @@ def _supplier_scores(scores, vectors, names, products, labels, query_kind, catal
     scores.supplier_hit_at_5 = float(same[:, :SUPPLIER_AT].any(axis=1).mean())
 
 
-def _exact_neighbours(queries: np.ndarray, base: np.ndarray, depth: int, *,
+def _exact_neighbors(queries: np.ndarray, base: np.ndarray, depth: int, *,
                       exclude_self: bool) -> np.ndarray:
     """(n, depth) row indices into ``base`` by descending cosine (ties: lower index first)."""
     depth = max(min(depth, len(base) - (1 if exclude_self else 0)), 0)

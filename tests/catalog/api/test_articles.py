@@ -79,7 +79,7 @@ def test_list_urls_are_quoted_and_lead_back_to_the_article(client, catalog):
         assert detail.status_code == 200, row
         assert detail.json()["article_id"] == row["article_id"]
         similar = client.get(detail.json()["similar_url"]).json()
-        # Indexed articles answer their neighbours, the new ones "not indexed": same id.
+        # Indexed articles answer their neighbors, the new ones "not indexed": same id.
         answered = similar.get("article_id") or similar["error"]["article_id"]
         assert answered == row["article_id"]
 

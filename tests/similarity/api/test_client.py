@@ -41,7 +41,7 @@ def test_readme_client_embeds_locally_and_matches_server_side_embedding(
     answers = namespace["similar_by_photos"](live_server.url, photos, k=3)
     assert [a["status"] for a in answers] == [200, 200]
     assert [a["results"][0]["article_id"] for a in answers] == ["S0002", "S0005"]
-    # The same pixels embedded by the server's model: the same neighbours and distances.
+    # The same pixels embedded by the server's model: the same neighbors and distances.
     # (An upload would differ slightly: the server reduces uploads while decoding them.)
     for photo, answer in zip(photos, answers, strict=True):
         server = similar_to_image(image=Image.open(photo).convert("RGB"), k=3).results
