@@ -8,7 +8,11 @@ from catalog.models import Article
 
 
 class Embedding(models.Model):
-    """One image's vector under one model; reused by every rebuild while the image is unchanged."""
+    """One image's vector under one model; reused by every rebuild while the image is unchanged.
+
+    ``article_id`` here is Django's foreign-key attribute: the Article's primary key, not the
+    shop's ``Article.article_id``; code names such values ``*_pk`` (``catalog.models.ArticlePk``).
+    """
 
     article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="embeddings")
     model = models.CharField(max_length=255, help_text="Embedder identity (name + weights).")
@@ -231,6 +235,8 @@ class SimilarArticle(models.Model):
     """A stored top-k neighbor of an article (itself excluded), refreshed after each build.
 
     Lets storefronts read "similar items" from the database without touching Faiss.
+    ``article_id`` and ``neighbor_id`` are primary keys (foreign-key attributes), as on
+    Embedding; the shop's ids are ``article.article_id`` and ``neighbor.article_id``.
     """
 
     article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="+")

@@ -15,8 +15,8 @@ import threading
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
+import faiss
 import numpy as np
 from django.db.models import Q
 
@@ -65,7 +65,7 @@ def pair_cap(vector_count: int) -> int:
     return max(PAIRS_PER_VECTOR * vector_count, MIN_PAIR_CAP)
 
 
-def validate_threshold(value: Any) -> float:
+def validate_threshold(value: object) -> float:
     """A cosine-distance threshold in (0, MAX_THRESHOLD]; InvalidQuery with the value otherwise."""
     if value is None or isinstance(value, bool):
         raise InvalidQuery(MSG_BAD_THRESHOLD.format(max=MAX_THRESHOLD, value=value))
@@ -84,7 +84,7 @@ def pair_key(first: str, second: str) -> tuple[str, str]:
 
 
 def duplicate_pairs(
-    index: Any, batches: Iterable[tuple[np.ndarray, np.ndarray]], threshold: float
+    index: faiss.Index, batches: Iterable[tuple[np.ndarray, np.ndarray]], threshold: float
 ) -> Iterator[tuple[int, int, float]]:
     """(id, id, distance) for every stored pair closer than ``threshold``, each pair once.
 

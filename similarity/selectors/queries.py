@@ -7,9 +7,10 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
+import requests
+from PIL import Image
 
 from catalog.conf import catalog_settings
 from catalog.services.fetching import ImageFetchError, download_session, fetch_image
@@ -58,7 +59,7 @@ MSG_THROTTLED = "image_url fetches are over the upload throttle ({rate}); retry 
 
 
 def query_vector_validate(
-    loaded: LoadedIndex, values: Any, *, model: str | None = None
+    loaded: LoadedIndex, values: object, *, model: str | None = None
 ) -> np.ndarray:
     """A client-computed embedding as a unit float32 query vector, or InvalidQuery saying why.
 
@@ -101,7 +102,7 @@ def model_names(loaded: LoadedIndex) -> set[str]:
 
 
 def similar_to_vector(
-    *, vector: Any, model: str | None = None, k: int | None = None,
+    *, vector: object, model: str | None = None, k: int | None = None,
     category: str | None = None, collapse: bool = False,
 ) -> SearchResult:
     """The k articles nearest a client-computed embedding (see ``query_vector_validate``)."""
@@ -122,7 +123,7 @@ def similar_to_image_url(
     return similar_to_query_vector(loaded, vector, k=k, category=category, collapse=collapse)
 
 
-_sessions: dict[bool, Any] = {}
+_sessions: dict[bool, requests.Session] = {}
 _sessions_lock = threading.Lock()
 
 
@@ -241,10 +242,10 @@ def _fetched_vectors(
         return {}
     embedder = query_embedder(loaded)
 
-    def load(url: str) -> Any:
+    def load(url: str) -> Image.Image:
         return query_image_decode(data=image_url_fetch(url=url), min_side=embedder.image_size)
 
-    images: dict[int, Any] = {}
+    images: dict[int, Image.Image] = {}
     with ThreadPoolExecutor(max_workers=min(URL_FETCH_WORKERS, len(fetches))) as pool:
         futures = {position: pool.submit(load, url) for position, url in fetches.items()}
         for position, future in futures.items():

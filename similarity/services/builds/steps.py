@@ -10,7 +10,8 @@ from typing import Any
 from catalog.progress import progress_listener
 from similarity.conf import similarity_settings
 from similarity.embedders import ProvidedEmbedder, embedder_for
-from similarity.engine.embedders import EmbedderLoadError
+from similarity.engine.embedders import Embedder, EmbedderLoadError
+from similarity.engine.embedders.runtimes import RuntimeChoice
 from similarity.engine.embedders.wrapped import REFERENCE
 from similarity.engine.threads import fork_safe_threads, mark_openmp_used
 from similarity.engine.timing import Timeit
@@ -18,7 +19,7 @@ from similarity.errors import BuildFailed
 from similarity.models import IndexBuild
 from similarity.services.builds.lock import BuildTracker
 from similarity.services.indexing.embeddings import embeddings_update
-from similarity.services.indexing.update import collect_inputs, index_update
+from similarity.services.indexing.update import IndexInputs, collect_inputs, index_update
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +42,17 @@ class BuildRun:
     runtime: str | None = None
     threads: int = 1
     device: str = "cpu"
-    embedder: Any = None
-    runtime_choice: Any = None
-    inputs: Any = None
+    embedder: Embedder | None = None  # "load model", then on its runtime
+    runtime_choice: RuntimeChoice | None = None  # "choose runtime"
+    inputs: IndexInputs | None = None  # "collect"
     model_fallback: str = ""  # the warning when the default model could not be loaded
     extra_manifest: dict[str, Any] = field(default_factory=dict)  # e.g. distributed shards
+
+    def loaded(self) -> Embedder:
+        """The embedder of the "load model" step; RuntimeError in a step running before it."""
+        if self.embedder is None:
+            raise RuntimeError(f"build #{self.build.pk}: no model loaded before this step")
+        return self.embedder
 
 
 def step_download(run: BuildRun) -> None:
@@ -105,7 +112,7 @@ def step_embed(run: BuildRun) -> None:
     conf = similarity_settings()
     with Timeit("Embedding new and changed images", into=run.timings, key="embed_seconds"):
         embedded = embeddings_update(
-            embedder=run.embedder,
+            embedder=run.loaded(),
             batch_size=run.batch_size or conf.batch_size,
             decode_workers=conf.decode_workers,
             reembed=run.reembed,
@@ -124,26 +131,28 @@ def step_embed(run: BuildRun) -> None:
 
 def step_collect(run: BuildRun) -> None:
     with Timeit("Collecting vectors", into=run.timings, key="collect_seconds"):
-        run.inputs = collect_inputs(run.embedder.identity())
+        run.inputs = collect_inputs(run.loaded().identity())
     if not len(run.inputs.ids):
         raise BuildFailed(MSG_NOTHING_TO_INDEX)
 
 
 def step_index(run: BuildRun) -> None:
-    build = run.build
+    build, embedder, inputs, choice = run.build, run.loaded(), run.inputs, run.runtime_choice
+    if inputs is None or choice is None:
+        raise RuntimeError(f"build #{build.pk}: nothing collected or no runtime chosen")
     with Timeit("Updating the index", into=run.timings, key="index_update_seconds"):
         outcome = index_update(
-            inputs=run.inputs,
+            inputs=inputs,
             model=build.model,
-            identity=run.embedder.identity(),
+            identity=embedder.identity(),
             index_type=build.index_type,
             full=build.full,
             extra_manifest={
                 "build_id": build.pk,
-                "supports_text": run.embedder.supports_text,
+                "supports_text": embedder.supports_text,
                 "device": run.device,
                 **({"model_fallback": run.model_fallback} if run.model_fallback else {}),
-                **run.runtime_choice.as_manifest(),
+                **choice.as_manifest(),
                 **run.extra_manifest,
             },
         )

@@ -5,17 +5,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NamedTuple
 
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.db.models.functions import Mod
 
-from catalog.models import Article
+from catalog.models import Article, ArticleId, ArticlePk
 from catalog.progress import progress_bar
 from catalog.selectors import image_source
 from similarity.engine.embedders import Embedder
-from similarity.engine.embedders.pipeline import Timings, embed_sources
+from similarity.engine.embedders.pipeline import EmbeddedBatch, Timings, embed_sources
 from similarity.models import Embedding
 
 logger = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 class EmbedSummary:
     embedded: int = 0
     reused: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (article_id, reason)
+    failures: list[tuple[ArticleId, str]] = field(default_factory=list)  # (shop id, reason)
     timings: Timings = field(default_factory=Timings)
 
 
@@ -74,10 +74,19 @@ def embeddings_update(
     return summary
 
 
+class _Candidate(NamedTuple):
+    """An indexable article as the embedder needs it."""
+
+    pk: ArticlePk
+    article_id: ArticleId
+    image: str  # storage name
+    image_sha256: str
+
+
 def _candidate_rows(
     shard: tuple[int, int] | None, pk_range: tuple[int, int] | None = None
-) -> list[Any]:
-    """(pk, article_id, image, image_sha256) rows of the indexable articles of ``shard``."""
+) -> list[_Candidate]:
+    """The indexable articles of ``shard`` (and of ``pk_range``)."""
     candidates = indexable_articles()
     if pk_range is not None:
         candidates = candidates.filter(pk__gte=pk_range[0], pk__lte=pk_range[1])
@@ -86,26 +95,27 @@ def _candidate_rows(
         if not 0 <= index < count:
             raise ValueError(f"shard must be i/n with 0 <= i < n; got {index}/{count}")
         candidates = candidates.annotate(shard=Mod("pk", count)).filter(shard=index)
-    return list(candidates.values_list("pk", "article_id", "image", "image_sha256", named=True))
+    rows = candidates.values_list("pk", "article_id", "image", "image_sha256")
+    return [_Candidate(*row) for row in rows]
 
 
 def _without_stored_vector(
-    articles: list[Any], identity: str, pk_range: tuple[int, int] | None = None
-) -> list[Any]:
+    articles: list[_Candidate], identity: str, pk_range: tuple[int, int] | None = None
+) -> list[_Candidate]:
     """The rows whose (article, image hash) has no vector under ``identity`` yet."""
     stored = _in_range(Embedding.objects.filter(model=identity), pk_range)
-    have = set(stored.values_list("article_id", "image_sha256"))
+    have = set(stored.values_list("article", "image_sha256"))  # (article pk, hash)
     return [row for row in articles if (row.pk, row.image_sha256) not in have]
 
 
 def _embedded_batches(
     embedder: Embedder,
-    todo: list[Any],
+    todo: list[_Candidate],
     batch_size: int,
     decode_workers: int,
     progress: bool,
     timings: Timings,
-) -> Iterator[Any]:
+) -> Iterator[EmbeddedBatch[ArticlePk]]:
     """The pipeline's batches of vectors for the ``todo`` rows, with a progress bar."""
     sources = ((row.pk, image_source(name=str(row.image))) for row in todo)
     bar = progress_bar(total=len(todo), desc="Embedding", unit="img", enabled=progress)
@@ -125,8 +135,8 @@ def _embedded_batches(
 def _store_batch(
     embedder: Embedder,
     identity: str,
-    batch: Any,
-    by_pk: dict[int, Any],
+    batch: EmbeddedBatch[ArticlePk],
+    by_pk: dict[ArticlePk, _Candidate],
     summary: EmbedSummary,
     *,
     reembed: bool,
@@ -144,17 +154,19 @@ def _store_batch(
     ]
     with transaction.atomic():
         if reembed:
-            Embedding.objects.filter(model=identity, article_id__in=batch.keys).delete()
+            Embedding.objects.filter(model=identity, article__in=batch.keys).delete()
         Embedding.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
     summary.embedded += len(rows)
     summary.failures.extend((by_pk[pk].article_id, reason) for pk, reason in batch.failures)
 
 
-def _in_range(embeddings: QuerySet[Embedding], pk_range: tuple[int, int] | None) -> Any:
+def _in_range(
+    embeddings: QuerySet[Embedding], pk_range: tuple[ArticlePk, ArticlePk] | None
+) -> QuerySet[Embedding]:
     """Only the embeddings of one shard's articles: a shard never scans the whole table."""
     if pk_range is None:
         return embeddings
-    return embeddings.filter(article_id__gte=pk_range[0], article_id__lte=pk_range[1])
+    return embeddings.filter(article__gte=pk_range[0], article__lte=pk_range[1])
 
 
 def _delete_replaced_embeddings(identity: str, pk_range: tuple[int, int] | None = None) -> None:

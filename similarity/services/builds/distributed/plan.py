@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import transaction
@@ -70,7 +70,7 @@ def step_plan(run: BuildRun) -> None:
     options = {
         "runtime": run.runtime,
         "batch_size": run.batch_size,
-        "identity": run.embedder.identity(),
+        "identity": run.loaded().identity(),
     }
     IndexBuild.objects.filter(pk=build.pk, status=IndexBuild.Status.RUNNING).update(
         timings=run.timings
@@ -101,7 +101,7 @@ PLAN_STEPS = (
 
 
 def _stage_open(
-    build_id: int, from_phase: str, to_phase: str, plan: Any
+    build_id: int, from_phase: str, to_phase: str, plan: Callable[[], list[BuildShard]]
 ) -> list[BuildShard] | None:
     """Move the build to ``to_phase`` and create its shards in one transaction.
 

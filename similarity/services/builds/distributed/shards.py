@@ -23,7 +23,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -86,7 +86,7 @@ def shards_plan(
     return BuildShard.objects.bulk_create(shards)
 
 
-def _claimable(now: Any) -> Q:
+def _claimable(now: datetime) -> Q:
     return Q(state=BuildShard.State.PENDING) | Q(
         state=BuildShard.State.CLAIMED, lease_expires_at__lt=now
     )
