@@ -16,7 +16,7 @@ from similarity.models import MatchRun
 from similarity.services.builds.runs import index_build_run
 from similarity.services.matching.runs import match_run_create
 from tests.similarity.helpers import make_catalog
-from tests.similarity.test_matching import near_copy, unrelated
+from tests.similarity.services.matching.test_photos import near_copy, unrelated
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

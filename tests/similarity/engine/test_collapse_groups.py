@@ -1,4 +1,5 @@
-"""Collapsing near-copies in ranked answers, and duplicate groups as greedy stars (on arrays)."""
+"""Collapsing near-copies in ranked answers; duplicate groups as greedy stars and connected
+components (on arrays)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from similarity.engine.index import collapse_ranked, star_groups
+from similarity.engine.index import collapse_ranked, connected_components, star_groups
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -92,3 +93,11 @@ def test_star_groups_empty_and_mismatched_input():
     assert star_groups(np.empty(0), np.empty(0), np.empty(0)) == []
     with pytest.raises(ValueError, match="one distance per pair"):
         star_groups(np.array([1]), np.array([2]), np.array([0.1, 0.2]))
+
+
+def test_connected_components_chain_largest_first():
+    """Single linkage chains: what the evaluation scores groups by (stars never chain)."""
+    pairs = [(5, 6), (1, 2), (2, 3), (3, 4), (9, 8)]
+    assert connected_components(pairs) == [[1, 2, 3, 4], [5, 6], [8, 9]]
+    assert connected_components([]) == []
+    assert connected_components([(7, 7)]) == [[7]]

@@ -27,7 +27,7 @@ from tests.similarity.helpers import make_catalog
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[5]
 ARTICLES = 200
 SHARD_SIZE = 20
 LEASE_SECONDS = 3

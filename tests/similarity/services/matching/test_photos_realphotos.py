@@ -20,7 +20,7 @@ from similarity.services.matching.photos import supplier_photos_match
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 GROCERY = Path(os.environ.get("LOOKALIKE_REALPHOTOS") or ROOT.parent / "shared" / "realphotos"
                ) / "grocery"
 CHANCE_AT_5 = 5 / 81

@@ -8,7 +8,7 @@ import pytest
 from django.db import OperationalError, connection
 from django.test import Client
 
-from tests.similarity.test_observability import sample
+from tests.similarity.observability.test_observability import sample
 
 pytestmark = pytest.mark.django_db
 

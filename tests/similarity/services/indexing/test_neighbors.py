@@ -166,10 +166,3 @@ def test_store_skips_articles_hard_deleted_since_the_build(catalog):
         ranks = list(SimilarArticle.objects.filter(article_id=article.pk)
                      .order_by("rank").values_list("rank", flat=True))
         assert ranks == list(range(1, len(ranks) + 1)) if article.pk != gone else ranks == []
-
-
-def test_id_chunks():
-    from catalog.selectors import id_chunks
-
-    assert list(id_chunks(np.arange(5), 2)) == [[0, 1], [2, 3], [4]]
-    assert list(id_chunks([], 2)) == []

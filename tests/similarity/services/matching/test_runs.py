@@ -17,7 +17,7 @@ from similarity.services.builds.runs import index_build_run
 from similarity.services.matching.runs import match_run_create
 from similarity.services.matching.sources import MatchSourceError, zip_extract_safe
 from tests.similarity.helpers import make_catalog
-from tests.similarity.test_matching import near_copy, unrelated
+from tests.similarity.services.matching.test_photos import near_copy, unrelated
 
 pytestmark = pytest.mark.django_db
 

@@ -15,7 +15,7 @@ from similarity.services.duplicates.decisions import (
     duplicate_split,
 )
 from tests.similarity.helpers import make_catalog
-from tests.similarity.test_duplicates import THRESHOLD, copy_of
+from tests.similarity.selectors.test_duplicates import THRESHOLD, copy_of
 
 pytestmark = pytest.mark.django_db
 REVIEW = "admin:similarity_duplicategroupreview_changelist"

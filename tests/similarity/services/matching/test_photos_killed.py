@@ -18,7 +18,7 @@ from demo.sample_images import product_jpeg
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 ROWS = 10
 # Batches of 2, the next one fetched while one is embedded and written: batch 4 (photos 7
 # and 8) starts once batch 3's photos are in, i.e. after batches 1 and 2 were written. The
