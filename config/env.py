@@ -9,6 +9,8 @@ from typing import Any
 import environs
 from django.core.exceptions import ImproperlyConfigured
 
+from catalog.conf import SettingKey
+
 LOOKALIKE_PREFIX = "LOOKALIKE_"
 
 
@@ -55,38 +57,34 @@ class EnvReader:
             raise SettingsError("invalid environment: " + "; ".join(problems)) from None
 
 
-def lookalike_from_env(
-    reader: EnvReader, *defaults: Mapping[str, object], types: Mapping[str, type] | None = None
-) -> dict[str, object]:
-    """The LOOKALIKE dict: each DEFAULTS key read from LOOKALIKE_<KEY> when that is set.
+def lookalike_from_env(reader: EnvReader, keys: Mapping[str, SettingKey]) -> dict[str, object]:
+    """The LOOKALIKE dict: each key read from LOOKALIKE_<KEY> when that is set.
 
-    The type comes from the default's type (or ``types`` for keys whose default is None, else
-    str). Keys that are not set are left out, so the conf modules' DEFAULTS stay the one place
-    for default values and new keys need no change here.
+    ``keys`` are the conf modules' declared keys (``setting_keys``): each is parsed with its
+    declared type; a nullable one takes "", "none" or "null" as None. Keys that are not set
+    are left out, so the conf modules stay the one place for default values and new keys
+    need no change here.
     """
-    types = dict(types or {})
     values: dict[str, object] = {}
-    for block in defaults:
-        for key, default in block.items():
-            name = LOOKALIKE_PREFIX + key
-            if name not in reader.environ:
-                continue
-            kind = types.get(key) or (type(default) if default is not None else str)
-            nullable = default is None
-            raw = reader.environ[name]
-            if nullable and raw.strip().lower() in {"", "none", "null"}:
-                values[key] = None
-                continue
-            if kind is bool:
-                value = reader.bool(name)
-            elif kind is int:
-                value = reader.int(name)
-            elif kind is float:
-                value = reader.float(name)
-            else:
-                value = reader.str(name)
-            if value is not None or kind is str:
-                values[key] = value
+    for key in keys.values():
+        name = LOOKALIKE_PREFIX + key.name
+        if name not in reader.environ:
+            continue
+        raw = reader.environ[name]
+        if key.nullable and raw.strip().lower() in {"", "none", "null"}:
+            values[key.name] = None
+            continue
+        value: object
+        if key.kind is bool:
+            value = reader.bool(name)
+        elif key.kind is int:
+            value = reader.int(name)
+        elif key.kind is float:
+            value = reader.float(name)
+        else:
+            value = reader.str(name)
+        if value is not None or key.kind is str:
+            values[key.name] = value
     return values
 
 

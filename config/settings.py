@@ -10,11 +10,9 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from marshmallow.validate import OneOf
 
-from catalog.conf import DEFAULTS as CATALOG_DEFAULTS
+from catalog.conf import CATALOG_KEYS
 from config.env import EnvReader, lookalike_from_env
-from similarity.conf import DEFAULTS as SIMILARITY_DEFAULTS
-from similarity.conf import ENV_TYPES as SIMILARITY_ENV_TYPES
-from similarity.conf import RUNTIME_DEFAULTS
+from similarity.conf import SIMILARITY_KEYS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -183,12 +181,10 @@ SERVE_MEDIA = env.bool("LOOKALIKE_SERVE_MEDIA", default=True)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
-# One namespaced dict; read through catalog.conf / similarity.conf, never directly. Only the
-# LOOKALIKE_<KEY> variables that are set go in: the defaults live in the conf modules' DEFAULTS,
-# and every key there can be set from the environment with the type of its default.
-LOOKALIKE: dict[str, object] = lookalike_from_env(
-    env, SIMILARITY_DEFAULTS, RUNTIME_DEFAULTS, CATALOG_DEFAULTS, types=SIMILARITY_ENV_TYPES
-)
+# One namespaced dict; read through catalog_settings() / similarity_settings(), never directly.
+# Only the LOOKALIKE_<KEY> variables that are set go in: the defaults live in the conf modules'
+# settings classes, and every key declared there can be set from the environment (its type).
+LOOKALIKE: dict[str, object] = lookalike_from_env(env, {**SIMILARITY_KEYS, **CATALOG_KEYS})
 
 # The API: read access follows LOOKALIKE["API_AUTH"] (open or token), rebuilds are staff-only.
 REST_FRAMEWORK: dict[str, object] = {

@@ -224,14 +224,13 @@ def select_build_runtime(
     disagrees with torch fp32; ``auto`` falls back instead. The runtime does not change the
     model identity: vectors from runtimes that passed the gate may share one index.
     """
-    from similarity.conf import runtime_settings
     from similarity.engine.embedders import EmbedderLoadError
     from similarity.engine.embedders.calibration import calibration_images
     from similarity.engine.embedders.runtimes import REFERENCE, select_runtime, validate_runtime
 
-    conf = runtime_settings()
+    conf = similarity_settings()
     name = validate_runtime(runtime or conf.runtime)
-    count = conf.calibration_images if name != REFERENCE else 0
+    count = conf.runtime_calibration_images if name != REFERENCE else 0
     calibration = calibration_images(count)
     try:
         chosen, choice = select_runtime(
@@ -240,8 +239,8 @@ def select_build_runtime(
             calibration=calibration,
             cache_dir=conf.onnx_cache_dir,
             threads=threads,
-            min_cosine=conf.min_cosine,
-            min_overlap=conf.min_overlap,
+            min_cosine=conf.runtime_min_cosine,
+            min_overlap=conf.runtime_min_overlap,
         )
     except EmbedderLoadError as exc:
         raise BuildFailed(str(exc)) from exc

@@ -122,9 +122,7 @@ def build_shard_work(*, shard_id: int) -> str:
 
 
 def _task_timeout() -> float:
-    from django.conf import settings
-
-    return float(getattr(settings, "Q_CLUSTER", {}).get("timeout") or 3600)
+    return similarity_settings().task_timeout
 
 
 def _shard_execute(shard: BuildShard, *, build: IndexBuild) -> ShardOutcome:
