@@ -19,6 +19,7 @@ from similarity.engine.embedders.base import (
 )
 from similarity.engine.embedders.fastprep import FastClipPreprocessor
 from similarity.engine.embedders.hf import describe_image_processor, processor_image_size
+from similarity.engine.embedders.registry import ModelFamily, Thresholds
 from similarity.engine.embedders.specs import DEFAULT_MODEL
 
 FAST_PREPROCESS_TOLERANCE = 1e-4  # largest pixel-value difference the fast twin may show
@@ -121,6 +122,22 @@ class SentenceTransformerEmbedder(Embedder):
     @cached_property
     def _identity(self) -> str:
         return source_identity("", self.name, self._directory, _repo_ids(self.name))
+
+
+def _load(reference: str, device: str) -> Embedder:
+    return SentenceTransformerEmbedder(reference, device=device)
+
+
+FAMILY = ModelFamily(
+    name="clip",
+    catch_all=True,  # any spec no other family claims: a hub name or a local directory
+    catch_all_form="a sentence-transformers name or path",
+    load=_load,
+    preprocessing="the model's image processor (CLIP: shorter side, centre crop, normalise)",
+    # Not measurable offline (no weights here): a conservative, documented guess; set them
+    # per shop.
+    thresholds=Thresholds(duplicate=0.05, similar=0.25),
+)
 
 
 def _image_module(model: Any) -> Any:

@@ -16,7 +16,9 @@ from similarity.engine.embedders.base import (
     preprocessing_description,
     source_identity,
 )
-from similarity.engine.embedders.specs import TRANSFORMERS_PREFIX
+from similarity.engine.embedders.registry import ModelFamily, Thresholds
+
+TRANSFORMERS_PREFIX = "transformers:"
 
 
 class TransformersEmbedder(Embedder):
@@ -92,6 +94,21 @@ class TransformersEmbedder(Embedder):
         return source_identity(
             TRANSFORMERS_PREFIX, self._model_ref, self._directory, [self._model_ref]
         )
+
+
+def _load(reference: str, device: str) -> Embedder:
+    return TransformersEmbedder(reference, device=device)
+
+
+FAMILY = ModelFamily(
+    name="transformers",
+    prefix=TRANSFORMERS_PREFIX,
+    load=_load,
+    preprocessing="the checkpoint's AutoImageProcessor; pooled output",
+    # Not measurable offline (no weights here): conservative until measured on the shop's
+    # own labels and photos.
+    thresholds=Thresholds(duplicate=0.05, similar=0.25),
+)
 
 
 def _pooled(model: Any, pixel_values: Any, image_features: bool, use_pooler: bool) -> Any:
