@@ -197,7 +197,8 @@ REST_FRAMEWORK: dict[str, object] = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, plus the error statuses each view declares (error_statuses).
+    "DEFAULT_SCHEMA_CLASS": "similarity.api.schema.ApiAutoSchema",
     "EXCEPTION_HANDLER": "similarity.api.errors.api_exception_handler",
     # Client IPs for the upload throttle: 0 uses REMOTE_ADDR only and ignores X-Forwarded-For
     # (which any client can send); N trusts the N-th address from the right of that header,
@@ -220,10 +221,9 @@ SPECTACULAR_SETTINGS: dict[str, object] = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    # Error responses and their {"error": ...} body, declared centrally for every operation.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "similarity.api.schema.add_error_responses",
+        "similarity.api.schema.postprocess_schema",
     ],
 }
 INSTALLED_APPS += ["drf_spectacular_sidecar"]  # static files only

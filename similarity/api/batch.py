@@ -102,6 +102,7 @@ class SimilarBatchApi(APIView):
 
     parser_classes = [JSONParser]
     throttle_scope = UPLOAD_THROTTLE_SCOPE
+    error_statuses = {"post": (400, 413, 415, 503)}
 
     def get_throttles(self) -> list[BaseThrottle]:
         return []  # counted per image_url item, in post()

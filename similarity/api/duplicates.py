@@ -34,6 +34,7 @@ class DuplicatesApi(APIView):
 
     pagination_class = DuplicatePagination  # the schema declares the page envelope
     permission_classes = [StaffAccess]  # review data: staff only, also with API_AUTH=open
+    error_statuses = {"get": (400, 503)}
 
     @extend_schema_serializer(component_name="DuplicateMember")
     class MemberSerializer(serializers.Serializer):
@@ -122,6 +123,7 @@ class ArticleDuplicatesApi(APIView):
     """
 
     permission_classes = [StaffAccess]
+    error_statuses = {"get": (400, 404, 409, 503)}
 
     @extend_schema_serializer(component_name="ArticleDuplicates")
     class OutputSerializer(serializers.Serializer):
