@@ -36,7 +36,7 @@ def setting(default: T, *, clean: Clean | None = None, zero: bool = False) -> T:
     number that must otherwise be positive.
     """
     metadata = {KEY: True, "clean": clean, "zero": zero}
-    return field(default=default, metadata=metadata)  # type: ignore[no-any-return]
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)

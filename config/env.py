@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -29,19 +30,26 @@ class EnvReader:
     def _set(self, name: str) -> bool:
         return bool(self.environ.get(name, "").strip())
 
-    def str(self, name: str, default: str | None = None, **kwargs: Any) -> Any:
-        return self._env.str(name, default, **kwargs)
+    # The methods are named after the types they read, so the annotations say builtins.*.
+    def str(self, name: builtins.str, default: builtins.str = "", **kwargs: Any) -> builtins.str:
+        value: builtins.str | None = self._env.str(name, default, **kwargs)
+        return default if value is None else value  # None: a bad value, reported by seal()
 
-    def int(self, name: str, default: int | None = None) -> Any:
-        return self._env.int(name) if self._set(name) else default
+    def int(self, name: builtins.str, default: builtins.int | None = None) -> builtins.int | None:
+        value: builtins.int | None = self._env.int(name) if self._set(name) else default
+        return value
 
-    def float(self, name: str, default: float | None = None) -> Any:
-        return self._env.float(name) if self._set(name) else default
+    def float(self, name: builtins.str,
+              default: builtins.float | None = None) -> builtins.float | None:
+        value: builtins.float | None = self._env.float(name) if self._set(name) else default
+        return value
 
-    def bool(self, name: str, default: bool | None = None) -> Any:
-        return self._env.bool(name) if self._set(name) else default
+    def bool(self, name: builtins.str,
+             default: builtins.bool | None = None) -> builtins.bool | None:
+        value: builtins.bool | None = self._env.bool(name) if self._set(name) else default
+        return value
 
-    def list(self, name: str, default: str = "") -> list[str]:
+    def list(self, name: builtins.str, default: builtins.str = "") -> builtins.list[builtins.str]:
         raw = self.environ.get(name, default)
         return [item.strip() for item in raw.split(",") if item.strip()]
 
@@ -50,9 +58,11 @@ class EnvReader:
         try:
             self._env.seal()
         except environs.EnvValidationError as exc:
+            errors = exc.error_messages
+            by_name = errors.items() if isinstance(errors, Mapping) else [("environment", errors)]
             problems = [
                 f"{name}={self.environ.get(name)!r}: {_sentence(messages)}"
-                for name, messages in exc.error_messages.items()
+                for name, messages in by_name
             ]
             raise SettingsError("invalid environment: " + "; ".join(problems)) from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -147,7 +148,7 @@ MEDIA_ROOT = DATA_DIR / "media"
 # environment) is set. docs/scaling.md "Storage" describes each.
 STORAGE_DIR = env.str("LOOKALIKE_STORAGE_DIR", "")
 S3_BUCKET = env.str("LOOKALIKE_S3_BUCKET", "")
-STORAGES = {
+STORAGES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "indexes": {"BACKEND": "similarity.storages.LocalIndexStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -234,7 +235,7 @@ Q_CLUSTER: dict[str, object] = {
     "name": "lookalike",
     "workers": env.int("LOOKALIKE_Q_WORKERS", 1),
     "timeout": Q_TIMEOUT,
-    "retry": Q_TIMEOUT + 60,
+    "retry": (Q_TIMEOUT or 0) + 60,  # Q_TIMEOUT is None for a bad value: env.seal() says so
     "max_attempts": 1,
     "save_limit": 250,
     "label": "Background tasks",

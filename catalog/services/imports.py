@@ -26,8 +26,8 @@ CSV_EXTENSIONS = {".csv"}
 JSONL_EXTENSIONS = {".jsonl", ".ndjson", ".json"}
 CHUNK_SIZE = 2000
 CSV_FIELD_LIMIT = 10 * 1024 * 1024  # characters; the csv module's default is 128 KiB
-MAX_ID_LENGTH = Article._meta.get_field("article_id").max_length
-MAX_URL_LENGTH = Article._meta.get_field("image_url").max_length
+MAX_ID_LENGTH: int = Article._meta.get_field("article_id").max_length or 255
+MAX_URL_LENGTH: int = Article._meta.get_field("image_url").max_length or 2048
 
 MSG_MISSING_ID = "missing article_id"
 MSG_MISSING_URL = "missing image_url"

@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -96,7 +97,7 @@ class MatchRunAdmin(admin.ModelAdmin):
                    "title": "Match supplier photos", "form": form}
         return TemplateResponse(request, "admin/similarity/matchrun_upload.html", context)
 
-    def review_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
+    def review_view(self, request: HttpRequest, run_id: int) -> HttpResponseBase:
         if not self.has_view_permission(request):
             raise PermissionDenied
         run = get_object_or_404(MatchRun, pk=run_id)

@@ -70,12 +70,12 @@ class DuplicatesApi(APIView):
             return len(group.members)
 
         def get_articles(self, group: DuplicateGroup) -> list[dict[str, Any]]:
-            return DuplicatesApi.MemberSerializer(
+            return list(DuplicatesApi.MemberSerializer(
                 group.members, many=True, context=self.context
-            ).data
+            ).data)
 
         def get_pairs(self, group: DuplicateGroup) -> list[dict[str, Any]]:
-            return DuplicatesApi.PairSerializer(group.pairs, many=True).data
+            return list(DuplicatesApi.PairSerializer(group.pairs, many=True).data)
 
     @extend_schema(
         parameters=[OpenApiParameter("threshold", float, description="Cosine distance; "

@@ -110,7 +110,7 @@ class IndexApi(APIView):
             current = None
         else:
             manifest = loaded.manifest
-            build = IndexBuild.objects.filter(pk=manifest.build_id).first()
+            build = IndexBuild.objects.filter(pk=manifest.build_id or 0).first()
             current = {
                 "name": loaded.name,
                 "model": manifest.model,

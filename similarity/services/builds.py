@@ -7,6 +7,7 @@ further requests join it), running a build and the periodic check.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -156,7 +157,7 @@ def index_build_enqueue(
                 )
         except IntegrityError:
             continue  # another request queued one meanwhile: join it
-        transaction.on_commit(lambda build=build: _send_task(build))
+        transaction.on_commit(functools.partial(_send_task, build))
         return BuildRequest(build, joined=False)
     raise RuntimeError(f"could not queue or join a build after {ENQUEUE_ATTEMPTS} attempts")
 

@@ -102,7 +102,8 @@ class ReportWriter:
 
     def _start(self) -> None:
         if self.kind == "csv":
-            self._csv = csv.writer(self._handle, lineterminator="\n")
+            # _start runs right after open(): the handle is set.
+            self._csv = csv.writer(self._handle, lineterminator="\n")  # type: ignore[arg-type]
 
     def write(self, row: MatchRow) -> None:
         assert self._handle is not None, "the report is not open"

@@ -106,7 +106,7 @@ def _csv_reader(handle: object) -> csv.DictReader:
         dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
     except csv.Error:
         dialect = csv.excel
-    return csv.DictReader(handle, dialect=dialect)  # type: ignore[arg-type]
+    return csv.DictReader(handle, dialect=dialect)  # type: ignore[call-overload]
 
 
 def _csv_extra_columns(path: Path) -> list[str]:

@@ -40,6 +40,14 @@ def test_bad_value_is_one_clear_line_naming_variable_and_value(tmp_path):
                      "not a valid integer"]
 
 
+def test_a_bad_task_timeout_is_one_clear_line_too(tmp_path):
+    # Q_CLUSTER's retry is computed from it: a bad value must reach env.seal(), not crash.
+    result = manage_check(tmp_path, LOOKALIKE_Q_TIMEOUT="soon")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "LOOKALIKE_Q_TIMEOUT='soon': not a valid integer" in result.stderr
+
+
 def test_every_bad_value_is_reported_at_once(tmp_path):
     result = manage_check(tmp_path, LOOKALIKE_STORE_NEIGHBORS="maybe", DEBUG="sometimes")
     assert result.returncode == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -61,7 +62,7 @@ class ClassicEmbedder(Embedder):
     def _forward(self, batch: Batch) -> np.ndarray:
         return np.asarray(batch, dtype=np.float32)
 
-    def preprocessing(self) -> dict:
+    def preprocessing(self) -> dict[str, Any]:
         return preprocessing_description(
             client_computable=False,
             image_size=self.image_size,

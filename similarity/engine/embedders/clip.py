@@ -87,7 +87,7 @@ class SentenceTransformerEmbedder(Embedder):
 
         with torch.inference_mode():
             features = batch_to_device(dict(batch), self._model.device)
-            embeddings = self._model(features)["sentence_embedding"]
+            embeddings: torch.Tensor = self._model(features)["sentence_embedding"]
             return embeddings.float().cpu().numpy()
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -152,7 +152,8 @@ def _image_module(model: Any) -> Any:
 
         def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
             features = {"pixel_values": pixel_values, "modality": "image"}
-            return self.model(features)["sentence_embedding"].float()
+            embeddings: torch.Tensor = self.model(features)["sentence_embedding"]
+            return embeddings.float()
 
     return SentenceImageModule().eval()
 

@@ -143,7 +143,8 @@ class EfficientNetLiteEmbedder(Embedder):
         import torch
 
         with torch.inference_mode():
-            return _pooled(self._model, batch.to(self.device)).float().cpu().numpy()
+            pooled: torch.Tensor = _pooled(self._model, batch.to(self.device))
+            return pooled.float().cpu().numpy()
 
     def image_module(self) -> Any | None:
         import torch
@@ -156,7 +157,8 @@ class EfficientNetLiteEmbedder(Embedder):
                 self.model = model
 
             def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-                return _pooled(self.model, pixel_values).float()
+                pooled: torch.Tensor = _pooled(self.model, pixel_values)
+                return pooled.float()
 
         return PooledFeatures().eval()
 

@@ -57,7 +57,9 @@ class TransformersEmbedder(Embedder):
 
         with torch.inference_mode():
             pixel_values = batch.to(self.device)
-            pooled = _pooled(self._model, pixel_values, self._image_features, self._use_pooler)
+            pooled: torch.Tensor = _pooled(
+                self._model, pixel_values, self._image_features, self._use_pooler
+            )
             return pooled.float().cpu().numpy()
 
     def image_module(self) -> Any | None:
@@ -71,7 +73,8 @@ class TransformersEmbedder(Embedder):
                 self.model = model
 
             def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-                return _pooled(self.model, pixel_values, image_features, use_pooler).float()
+                pooled: torch.Tensor = _pooled(self.model, pixel_values, image_features, use_pooler)
+                return pooled.float()
 
         return PooledImageModule().eval()
 
@@ -198,11 +201,14 @@ def _size_value(size: Any, key: str) -> int | None:
     return int(value) if isinstance(value, int | float) else None
 
 
-def _load_auto(name: str, local_files_only: bool) -> tuple[Any, Any, dict]:
+def _load_auto(name: str, local_files_only: bool) -> tuple[Any, Any, dict[str, Any]]:
     from transformers import AutoImageProcessor, AutoModel
 
     model, info = AutoModel.from_pretrained(
         name, local_files_only=local_files_only, output_loading_info=True
     )
-    processor = AutoImageProcessor.from_pretrained(name, local_files_only=local_files_only)
+    # transformers leaves AutoImageProcessor.from_pretrained unannotated.
+    processor = AutoImageProcessor.from_pretrained(  # type: ignore[no-untyped-call]
+        name, local_files_only=local_files_only
+    )
     return model, processor, info
