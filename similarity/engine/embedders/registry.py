@@ -90,13 +90,13 @@ _lock = threading.Lock()
 
 def register(family: ModelFamily) -> ModelFamily:
     """Add ``family``; ValueError if its name, a name or its prefix is already claimed."""
+    claims = [what for what in (*family.names, family.prefix) if what]
     with _lock:
         if family.name in _families:
             raise ValueError(MSG_TAKEN.format(name=family.name))
         for other in _families.values():
-            claims = [*family.names, family.prefix] if family.prefix else list(family.names)
             for what in claims:
-                if what and (what in other.names or what == other.prefix):
+                if what in other.names or what == other.prefix:
                     raise ValueError(
                         MSG_SPEC_TAKEN.format(name=family.name, what=what, other=other.name)
                     )
