@@ -21,6 +21,7 @@ demo: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 # Browser tests need Debian's chromium + chromium-driver: installed here when missing (root).
 test: venv lint
@@ -40,4 +41,4 @@ serve: venv
 	$(VENV)/bin/gunicorn -c config/gunicorn.py config.wsgi --bind 127.0.0.1:8000
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

@@ -33,7 +33,7 @@ def article_list(*, filters: dict[str, object]) -> QuerySet[Article]:
     if filters.get("status"):
         queryset = queryset.filter(download_status=filters["status"])
     if filters.get("is_active") is not None:
-        queryset = queryset.filter(is_active=filters["is_active"])
+        queryset = queryset.filter(is_active=bool(filters["is_active"]))
     return queryset
 
 
@@ -73,7 +73,8 @@ def image_source(*, name: str, storage: Storage | None = None) -> str | bytes:
     if isinstance(storage, FileSystemStorage):
         return storage.path(name)
     with storage.open(name, "rb") as handle:
-        return handle.read()
+        data: bytes = handle.read()
+    return data
 
 
 def id_chunks(ids: Iterable[int], size: int | None = None) -> Iterator[list[int]]:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from marshmallow.validate import OneOf
 
-from catalog.conf import DEFAULTS as CATALOG_DEFAULTS
+from catalog.conf import CATALOG_KEYS
 from config.env import EnvReader, lookalike_from_env
-from similarity.conf import DEFAULTS as SIMILARITY_DEFAULTS
-from similarity.conf import ENV_TYPES as SIMILARITY_ENV_TYPES
-from similarity.conf import RUNTIME_DEFAULTS
+from similarity.conf import SIMILARITY_KEYS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -150,7 +149,7 @@ MEDIA_ROOT = DATA_DIR / "media"
 # environment) is set. docs/scaling.md "Storage" describes each.
 STORAGE_DIR = env.str("LOOKALIKE_STORAGE_DIR", "")
 S3_BUCKET = env.str("LOOKALIKE_S3_BUCKET", "")
-STORAGES = {
+STORAGES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "indexes": {"BACKEND": "similarity.storages.LocalIndexStorage"},
     "matching": {"BACKEND": "similarity.storages.LocalMatchingStorage"},
@@ -187,12 +186,10 @@ SERVE_MEDIA = env.bool("LOOKALIKE_SERVE_MEDIA", default=True)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
-# One namespaced dict; read through catalog.conf / similarity.conf, never directly. Only the
-# LOOKALIKE_<KEY> variables that are set go in: the defaults live in the conf modules' DEFAULTS,
-# and every key there can be set from the environment with the type of its default.
-LOOKALIKE: dict[str, object] = lookalike_from_env(
-    env, SIMILARITY_DEFAULTS, RUNTIME_DEFAULTS, CATALOG_DEFAULTS, types=SIMILARITY_ENV_TYPES
-)
+# One namespaced dict; read through catalog_settings() / similarity_settings(), never directly.
+# Only the LOOKALIKE_<KEY> variables that are set go in: the defaults live in the conf modules'
+# settings classes, and every key declared there can be set from the environment (its type).
+LOOKALIKE: dict[str, object] = lookalike_from_env(env, {**SIMILARITY_KEYS, **CATALOG_KEYS})
 
 # The API: read access follows LOOKALIKE["API_AUTH"] (open or token), rebuilds are staff-only.
 REST_FRAMEWORK: dict[str, object] = {
@@ -205,7 +202,8 @@ REST_FRAMEWORK: dict[str, object] = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, plus the error statuses each view declares (error_statuses).
+    "DEFAULT_SCHEMA_CLASS": "similarity.api.schema.ApiAutoSchema",
     "EXCEPTION_HANDLER": "similarity.api.errors.api_exception_handler",
     # Client IPs for the upload throttle: 0 uses REMOTE_ADDR only and ignores X-Forwarded-For
     # (which any client can send); N trusts the N-th address from the right of that header,
@@ -228,10 +226,9 @@ SPECTACULAR_SETTINGS: dict[str, object] = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    # Error responses and their {"error": ...} body, declared centrally for every operation.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "similarity.api.schema.add_error_responses",
+        "similarity.api.schema.postprocess_schema",
     ],
 }
 INSTALLED_APPS += ["drf_spectacular_sidecar"]  # static files only
@@ -242,7 +239,7 @@ Q_CLUSTER: dict[str, object] = {
     "name": "lookalike",
     "workers": env.int("LOOKALIKE_Q_WORKERS", 1),
     "timeout": Q_TIMEOUT,
-    "retry": Q_TIMEOUT + 60,
+    "retry": (Q_TIMEOUT or 0) + 60,  # Q_TIMEOUT is None for a bad value: env.seal() says so
     "max_attempts": 1,
     "save_limit": 250,
     "label": "Background tasks",

@@ -2,8 +2,9 @@
 
 from django.conf import settings
 from django.contrib import admin
-from django.core.files.storage import default_storage
-from django.http import HttpRequest, HttpResponse
+from django.core.files.storage import FileSystemStorage, default_storage
+from django.http import Http404, HttpRequest
+from django.http.response import HttpResponseBase
 from django.urls import include, path, re_path
 from django.views.static import serve
 
@@ -24,10 +25,12 @@ urlpatterns = [
 ]
 
 
-def media(request: HttpRequest, path: str) -> HttpResponse:
+def media(request: HttpRequest, path: str) -> HttpResponseBase:
     """Serve a downloaded image from the default storage's directory (MEDIA_ROOT unless a
     shared directory is configured), read per request (tests move it)."""
-    return serve(request, path, document_root=default_storage.location)
+    if not isinstance(default_storage, FileSystemStorage):
+        raise Http404("images are served by their storage, not from a local directory")
+    return serve(request, path, document_root=str(default_storage.location))
 
 
 if settings.SERVE_MEDIA:

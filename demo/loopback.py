@@ -58,7 +58,8 @@ class LoopbackServer:
         if self._server is None:
             raise RuntimeError("server is not started")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{path}"
+        name = host.decode() if isinstance(host, bytes) else host
+        return f"http://{name}:{port}{path}"
 
     def start(self) -> LoopbackServer:
         owner = self

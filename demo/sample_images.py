@@ -49,8 +49,8 @@ def product_image(seed: int, size: int = 512) -> Image.Image:
              (0.25 * s, 0.45 * s), (0.1 * s + jitter[5], 0.4 * s)],
             fill=colour,
         )
-        for y in range(int(0.3 * s), int(0.85 * s), max(4, s // rng.choice((12, 20, 40)))):
-            draw.line((0.25 * s, y, 0.75 * s, y), fill=accent, width=max(1, s // 100))
+        for row in range(int(0.3 * s), int(0.85 * s), max(4, s // rng.choice((12, 20, 40)))):
+            draw.line((0.25 * s, row, 0.75 * s, row), fill=accent, width=max(1, s // 100))
     elif kind == "lamps":
         draw.polygon(
             [(0.3 * s, 0.15 * s), (0.7 * s, 0.15 * s), (0.8 * s + jitter[6], 0.45 * s),
@@ -63,12 +63,12 @@ def product_image(seed: int, size: int = 512) -> Image.Image:
         draw.rounded_rectangle((0.25 * s, 0.3 * s, 0.65 * s + jitter[7], 0.8 * s), s // 25,
                                fill=colour)
         draw.arc((0.55 * s, 0.4 * s, 0.8 * s, 0.65 * s), 270, 90, fill=colour, width=s // 20)
-        r = 0.05 * s
+        dot = 0.05 * s
         cx, cy = 0.45 * s, 0.55 * s
         for k in range(6):
             angle = 2 * math.pi * k / 6 + rng.random()
             x, y = cx + 0.1 * s * math.cos(angle), cy + 0.1 * s * math.sin(angle)
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=accent)
+            draw.ellipse((x - dot, y - dot, x + dot, y + dot), fill=accent)
     # A soft shadow and sensor noise make it closer to a photo than a flat drawing.
     image = image.filter(ImageFilter.GaussianBlur(radius=max(0.5, s / 700)))
     noise_rng = np.random.default_rng(seed)

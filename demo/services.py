@@ -7,10 +7,7 @@ import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-from django.conf import settings
 
 from catalog.services.imports import KNOWN_COLUMNS, catalog_import
 from demo.loopback import LoopbackServer
@@ -98,7 +95,7 @@ def demo_run(
              "title": image.title, "category": image.category, DEMO_MARK: "1"}
             for image in images
         ]
-        catalog_path = Path(settings.DATA_DIR) / "demo" / "catalog.csv"
+        catalog_path = similarity_settings().data_dir / "demo" / "catalog.csv"
         catalog_path.parent.mkdir(parents=True, exist_ok=True)
         catalog_path.write_text(catalog_rows_as_csv(rows))
         out(f"Demo catalog: {len(rows)} articles written to {catalog_path}")

@@ -6,50 +6,18 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from django.conf import settings
 from django.core.checks import Error, register
 
-from similarity.conf import API_AUTH_MODES, DEFAULTS, ENV_TYPES, RUNTIME_DEFAULTS
+from catalog.checks import configured_values, number_errors
+from similarity.conf import API_AUTH_MODES, SIMILARITY_KEYS
 
-# Keys that may be 0 (THREADS: one per core; RECALL_SAMPLE: skip the recall estimate), besides
-# those whose default is 0; every other number must be positive.
-ZERO_ALLOWED = {"THREADS", "RECALL_SAMPLE"}
 THROTTLE_RATE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")
-
-
-def lookalike_values(defaults: Mapping[str, object]) -> dict[str, object]:
-    """``defaults`` overlaid with the project's LOOKALIKE dict (the keys of ``defaults`` only)."""
-    configured = getattr(settings, "LOOKALIKE", {})
-    return {key: configured.get(key, default) for key, default in defaults.items()}
-
-
-def number_errors(
-    defaults: Mapping[str, object], *, types: Mapping[str, type], app: str
-) -> list[Error]:
-    """Type and sign of every numeric key of ``defaults`` (generic: new keys are covered)."""
-    errors = []
-    for key, value in lookalike_values(defaults).items():
-        kind = types.get(key) or type(defaults[key])
-        if kind is bool or kind not in (int, float) or value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            errors.append(_error(app, 1, f"LOOKALIKE_{key} must be a number; got {value!r}"))
-        elif kind is int and not isinstance(value, int):
-            errors.append(_error(app, 1, f"LOOKALIKE_{key} must be an integer; got {value!r}"))
-        elif value < 0 or (value == 0 and not _zero_allowed(key, defaults)):
-            floor = ">= 0" if _zero_allowed(key, defaults) else "> 0"
-            errors.append(_error(app, 2, f"LOOKALIKE_{key} must be {floor}; got {value!r}"))
-    return errors
-
-
-def _zero_allowed(key: str, defaults: Mapping[str, object]) -> bool:
-    return key in ZERO_ALLOWED or defaults[key] == 0
 
 
 @register()
 def similarity_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    values = lookalike_values({**DEFAULTS, **RUNTIME_DEFAULTS})
-    errors = number_errors({**DEFAULTS, **RUNTIME_DEFAULTS}, types=ENV_TYPES, app="similarity")
+    values = configured_values(SIMILARITY_KEYS)
+    errors = number_errors(SIMILARITY_KEYS, app="similarity")
     if str(values["API_AUTH"]).strip().lower() not in API_AUTH_MODES:
         errors.append(_error("similarity", 3, f"LOOKALIKE_API_AUTH must be one of "
                              f"{', '.join(API_AUTH_MODES)}; got {values['API_AUTH']!r}"))

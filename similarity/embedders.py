@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from similarity.conf import runtime_settings, similarity_settings
+from similarity.conf import similarity_settings
 from similarity.engine.embedders import (
     Embedder,
     EmbedderLoadError,
@@ -92,7 +92,7 @@ def embedder_for(
     """
     conf = similarity_settings()
     spec = parse_model_spec(model).canonical
-    wanted = validate_runtime(runtime or runtime_settings().runtime)
+    wanted = validate_runtime(runtime or conf.runtime)
     key = (spec, wanted, device_check(device or conf.device), fork_safe_threads(conf.threads))
     with _lock:
         provided = _cache.get(key) or _provide(key, strict=strict)
@@ -134,15 +134,15 @@ def _on_runtime(
     """
     if runtime == REFERENCE:
         return embedder, RuntimeChoice(requested=runtime, runtime=REFERENCE)
-    conf = runtime_settings()
+    conf = similarity_settings()
     chosen, choice = select_runtime(
         embedder,
         runtime,
-        calibration=calibration_images(conf.calibration_images),
+        calibration=calibration_images(conf.runtime_calibration_images),
         cache_dir=conf.onnx_cache_dir,
         threads=threads,
-        min_cosine=conf.min_cosine,
-        min_overlap=conf.min_overlap,
+        min_cosine=conf.runtime_min_cosine,
+        min_overlap=conf.runtime_min_overlap,
     )
     logger.info("Embedding runtime: %s (requested %s)", choice.runtime, choice.requested)
     return chosen, choice

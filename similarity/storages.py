@@ -37,11 +37,11 @@ class LocalIndexStorage(FileSystemStorage):
     """The default "indexes" storage: this machine's ``DATA_DIR/index`` (where builds are
     written), read from the settings on every use so a changed data dir is followed."""
 
-    @property  # type: ignore[override]
+    @property
     def base_location(self) -> str:
         return str(similarity_settings().index_root)
 
-    @property  # type: ignore[override]
+    @property
     def location(self) -> str:
         return os.path.abspath(self.base_location)
 
@@ -185,11 +185,11 @@ class LocalMatchingStorage(FileSystemStorage):
     """The default "matching" storage: this machine's ``DATA_DIR/matching``, read from the
     settings on every use. Never served by URL: supplier files are private."""
 
-    @property  # type: ignore[override]
+    @property
     def base_location(self) -> str:
-        return str(Path(settings.DATA_DIR) / "matching")
+        return str(similarity_settings().data_dir / "matching")
 
-    @property  # type: ignore[override]
+    @property
     def location(self) -> str:
         return os.path.abspath(self.base_location)
 

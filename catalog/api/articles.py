@@ -42,6 +42,7 @@ class ArticleListApi(APIView):
     """GET /api/articles/ — the catalog, paginated (limit/offset), with filters."""
 
     pagination_class = ArticlePagination  # the schema declares the page envelope and limit/offset
+    error_statuses = {"get": (400,)}  # beyond those of every operation (the API's schema)
 
     class FilterSerializer(serializers.Serializer):
         category = serializers.CharField(required=False, allow_blank=True)
@@ -82,6 +83,8 @@ class ArticleDetailApi(APIView):
     Apps that know more about an article (the similarity index) subclass it and extend
     ``OutputSerializer`` and ``extra_fields``.
     """
+
+    error_statuses = {"get": (404,)}
 
     @extend_schema_serializer(component_name="ArticleCatalogDetail")
     class OutputSerializer(serializers.Serializer):

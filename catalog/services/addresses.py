@@ -91,7 +91,7 @@ def public_addresses(host: str, port: int) -> list[tuple[Any, ...]]:
     """
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         kind = address_refusal(address)
         if kind is not None:
             raise PrivateAddressError(MSG_PRIVATE.format(host=host, address=address, kind=kind))

@@ -32,7 +32,7 @@ from catalog.models import Article, article_image_path
 from catalog.services.images import ImageFiles, article_image_store
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
-MAX_ID_LENGTH = Article._meta.get_field("article_id").max_length
+MAX_ID_LENGTH: int = Article._meta.get_field("article_id").max_length or 255
 
 MSG_NOT_A_DIRECTORY = "not a directory: {path}"
 MSG_LABELS_MISSING = "labels file not found: {path}"
@@ -158,7 +158,7 @@ def _entries_from_labels(root: Path, labels: Path, summary: FolderImportSummary)
 
 
 def _image_files(root: Path) -> list[Path]:
-    found = []
+    found: list[Path] = []
     for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(

@@ -107,8 +107,9 @@ class ImageFiles:
 
     def __init__(self, storage: Storage | None = None) -> None:
         self.storage = storage if storage is not None else default_storage
-        local = isinstance(self.storage, FileSystemStorage)
-        self.local_root: Path | None = Path(self.storage.location) if local else None
+        self.local_root: Path | None = (
+            Path(self.storage.location) if isinstance(self.storage, FileSystemStorage) else None
+        )
         self.temp_root = self.local_root or catalog_settings().data_dir / STAGING_DIR
 
     def temp_file(self, article_id: str) -> ImageTempFile:
@@ -200,7 +201,7 @@ def article_image_store(
         setattr(article, field, value)
     article.save(update_fields=[*values, "updated_at"])
     # An old file of another extension goes once the row points at the new one (if ours).
-    ours = old == article_image_path(article.article_id, old.rsplit(".", 1)[-1])
+    ours = old is not None and old == article_image_path(article.article_id, old.rsplit(".", 1)[-1])
     if old and old != name and ours:
         files.delete(old)
     return article

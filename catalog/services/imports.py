@@ -21,8 +21,8 @@ logger = logging.getLogger(__name__)
 REQUIRED_COLUMNS = ("article_id", "image_url")
 KNOWN_COLUMNS = ("article_id", "image_url", "title", "category")
 CHUNK_SIZE = 2000
-MAX_ID_LENGTH = Article._meta.get_field("article_id").max_length
-MAX_URL_LENGTH = Article._meta.get_field("image_url").max_length
+MAX_ID_LENGTH: int = Article._meta.get_field("article_id").max_length or 255
+MAX_URL_LENGTH: int = Article._meta.get_field("image_url").max_length or 2048
 
 MSG_MISSING_ID = "missing article_id"
 MSG_MISSING_URL = "missing image_url"

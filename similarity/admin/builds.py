@@ -15,7 +15,7 @@ from similarity.models import BuildShard, IndexBuild
 
 FAILURES_SHOWN = 50
 
-STATUS_COLOURS = {
+STATUS_COLOURS: dict[str, str] = {
     IndexBuild.Status.QUEUED: "#777",
     IndexBuild.Status.RUNNING: "#205067",
     IndexBuild.Status.SUCCEEDED: "#2e7d32",

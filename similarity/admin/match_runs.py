@@ -17,6 +17,7 @@ from django.http import (
     HttpResponseRedirect,
     StreamingHttpResponse,
 )
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -106,7 +107,7 @@ class MatchRunAdmin(admin.ModelAdmin):
                    "title": "Match supplier photos", "form": form}
         return TemplateResponse(request, "admin/similarity/matchrun_upload.html", context)
 
-    def review_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
+    def review_view(self, request: HttpRequest, run_id: int) -> HttpResponseBase:
         if not self.has_view_permission(request):
             raise PermissionDenied
         run = get_object_or_404(MatchRun, pk=run_id)
@@ -129,7 +130,7 @@ class MatchRunAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/similarity/matchrun_review.html", context)
 
 
-    def thumbnail_view(self, request: HttpRequest, run_id: int, name: str) -> HttpResponse:
+    def thumbnail_view(self, request: HttpRequest, run_id: int, name: str) -> HttpResponseBase:
         """A supplier photo's thumbnail, to staff who may view runs: supplier files are never
         public (the storage has no URL for them); 404 for anything else of the folder."""
         if not self.has_view_permission(request):

@@ -64,14 +64,20 @@ class BatchInputSerializer(serializers.Serializer):
 class BatchRequestSchema(BatchInputSerializer):
     """The documented request: items as BatchQuery objects."""
 
-    items = BatchItemSerializer(many=True, min_length=1, max_length=MAX_BATCH_ITEMS)
+    # many=True makes a ListSerializer, which takes the length bounds; the stubs see a
+    # BatchItemSerializer.
+    items = BatchItemSerializer(  # type: ignore[call-arg,assignment]
+        many=True, min_length=1, max_length=MAX_BATCH_ITEMS
+    )
 
 
 @extend_schema_serializer(component_name="BatchItemError")
 class BatchErrorSerializer(serializers.Serializer):
     code = serializers.CharField()
     message = serializers.CharField()
-    fields = serializers.DictField(required=False)
+    # A field named "fields": DRF's metaclass takes declared fields off the class, so it
+    # does not shadow Serializer.fields at run time; the stubs cannot know.
+    fields = serializers.DictField(required=False)  # type: ignore[assignment]
     article_id = serializers.CharField(required=False)
     reason = serializers.CharField(required=False)
 
@@ -102,6 +108,7 @@ class SimilarBatchApi(APIView):
 
     parser_classes = [JSONParser]
     throttle_scope = UPLOAD_THROTTLE_SCOPE
+    error_statuses = {"post": (400, 413, 415, 503)}
 
     def get_throttles(self) -> list[BaseThrottle]:
         return []  # counted per image_url item, in post()

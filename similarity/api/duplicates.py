@@ -37,6 +37,7 @@ class DuplicatesApi(APIView):
 
     pagination_class = DuplicatePagination  # the schema declares the page envelope
     permission_classes = [StaffAccess]  # review data: staff only, also with API_AUTH=open
+    error_statuses = {"get": (400, 503)}
 
     @extend_schema_serializer(component_name="DuplicateMember")
     class MemberSerializer(serializers.Serializer):
@@ -72,12 +73,12 @@ class DuplicatesApi(APIView):
             return len(group.members)
 
         def get_articles(self, group: DuplicateGroup) -> list[dict[str, Any]]:
-            return DuplicatesApi.MemberSerializer(
+            return list(DuplicatesApi.MemberSerializer(
                 group.members, many=True, context=self.context
-            ).data
+            ).data)
 
         def get_pairs(self, group: DuplicateGroup) -> list[dict[str, Any]]:
-            return DuplicatesApi.PairSerializer(group.pairs, many=True).data
+            return list(DuplicatesApi.PairSerializer(group.pairs, many=True).data)
 
     @extend_schema(
         parameters=[OpenApiParameter("threshold", float, description="Cosine distance; "
@@ -125,6 +126,7 @@ class ArticleDuplicatesApi(APIView):
     """
 
     permission_classes = [StaffAccess]
+    error_statuses = {"get": (400, 404, 409, 503)}
 
     @extend_schema_serializer(component_name="ArticleDuplicates")
     class OutputSerializer(serializers.Serializer):

@@ -153,8 +153,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         response.data = error_body("invalid_input", validation_message(fields), fields=fields)
     else:
         detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
-        code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
-        response.data = error_body(str(code), str(detail))
+        error_code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
+        response.data = error_body(str(error_code), str(detail))
     return response
 
 

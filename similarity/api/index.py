@@ -93,6 +93,8 @@ def build_url(build: IndexBuild) -> str:
 class IndexApi(APIView):
     """GET /api/index/ — the build being served (null when none) and the latest build record."""
 
+    error_statuses: dict[str, tuple[int, ...]] = {"get": ()}  # only those of every operation
+
     @extend_schema_serializer(component_name="IndexState")
     class OutputSerializer(serializers.Serializer):
         current = IndexCurrentSerializer(allow_null=True)
@@ -128,6 +130,7 @@ class IndexRebuildApi(APIView):
     """
 
     permission_classes = [IsAdminUser]
+    error_statuses = {"post": (400, 409, 415)}
 
     @extend_schema_serializer(component_name="IndexRebuildRequest")
     class InputSerializer(serializers.Serializer):
@@ -191,6 +194,7 @@ class IndexBuildDetailApi(APIView):
     the shards of a distributed build (state, worker, attempts, timings)."""
 
     permission_classes = [IsAdminUser]
+    error_statuses = {"get": (404,)}
 
     @extend_schema(responses=IndexBuildDetailSerializer)
     def get(self, request: Request, build_id: int) -> Response:

@@ -1,13 +1,22 @@
-"""OpenAPI contract in one place: the error body and every error status of each operation.
+"""OpenAPI contract: the error body, and the error statuses each view declares.
 
-A drf-spectacular postprocessing hook adds them to the generated schema, so views keep only
-their success responses. A status a view starts answering must be listed here as well; the
-schema-driven fuzzer (scripts/fuzz-api.sh) fails CI on any status the schema does not declare.
+Each API view declares the error statuses its operations answer, next to its code::
+
+    class ArticleSimilarApi(APIView):
+        error_statuses = {"get": (400, 404, 409, 503)}
+
+``ApiAutoSchema`` (REST_FRAMEWORK's DEFAULT_SCHEMA_CLASS) adds them, the statuses every
+operation may answer (COMMON_STATUSES, SERVER_STATUSES) and the shared Error component to
+each operation; a method a view does not declare gets the statuses its shape implies. The
+schema-driven fuzzer (``make fuzz``) fails CI on any status the schema does not declare.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import ComponentRegistry, ResolvedComponent
 
 from similarity.conf import similarity_settings
 
@@ -60,31 +69,20 @@ SERVER_STATUSES: dict[int, dict[str, Any]] = {
 }
 
 # Every operation may answer 401/403 (token mode, staff-only endpoints), 405 (another method
-# on its path) and 406 (an Accept header the API cannot satisfy). The statuses beyond
-# those, per (path, method): keep in step with the views and the README's error table.
+# on its path) and 406 (an Accept header the API cannot satisfy), beyond what its view
+# declares; keep the views' declarations in step with the README's error table.
 COMMON_STATUSES = (401, 403, 405, 406)
-ERROR_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
-    ("/api/articles/", "get"): (400,),
-    ("/api/articles/{article_id}/", "get"): (404,),
-    ("/api/articles/{article_id}/similar/", "get"): (400, 404, 409, 503),
-    ("/api/similar/", "get"): (400, 503),
-    ("/api/similar/", "post"): (400, 411, 413, 415, 429, 503),
-    ("/api/similar/batch/", "post"): (400, 413, 415, 503),
-    ("/api/articles/{article_id}/duplicates/", "get"): (400, 404, 409, 503),
-    ("/api/index/", "get"): (),
-    ("/api/index/rebuild/", "post"): (400, 409, 415),
-    ("/api/index/builds/{build_id}/", "get"): (404,),
-    ("/api/duplicates/", "get"): (400, 503),
-}
-# An operation missing from the table still declares the statuses its shape implies.
+# An operation its view does not declare still gets the statuses its shape implies.
 DEFAULT_BY_SHAPE = {"parameters": 400, "path": 404, "body": 400}
+ErrorStatuses = dict[str, tuple[int, ...]]  # a view's error_statuses: method -> statuses
 
 
-def operation_error_statuses(path: str, method: str, operation: dict[str, Any]) -> list[int]:
-    """The error statuses ``method path`` can answer, per ERROR_STATUSES or its shape."""
+def operation_error_statuses(view: Any, method: str, operation: dict[str, Any]) -> list[int]:
+    """The error statuses ``method`` of ``view`` can answer: declared, else by its shape."""
     statuses = set(COMMON_STATUSES)
-    if (path, method) in ERROR_STATUSES:
-        statuses.update(ERROR_STATUSES[(path, method)])
+    declared: ErrorStatuses = getattr(view, "error_statuses", {})
+    if method.lower() in declared:
+        statuses.update(declared[method.lower()])
     else:
         parameters = operation.get("parameters", [])
         if any(p.get("in") == "query" for p in parameters) or "requestBody" in operation:
@@ -94,25 +92,36 @@ def operation_error_statuses(path: str, method: str, operation: dict[str, Any]) 
     return sorted(statuses)
 
 
-def add_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool,
-                        **kwargs: Any) -> dict[str, Any]:
-    """POSTPROCESSING_HOOKS entry: the Error component, and each operation's error statuses."""
-    result.setdefault("components", {}).setdefault("schemas", {})[ERROR_COMPONENT] = ERROR_SCHEMA
-    reference = {"$ref": f"#/components/schemas/{ERROR_COMPONENT}"}
-    for path, operations in result.get("paths", {}).items():
-        for method, operation in operations.items():
-            if not isinstance(operation, dict) or "responses" not in operation:
-                continue
-            for status in operation_error_statuses(path, method, operation):
-                operation["responses"].setdefault(
-                    str(status),
-                    {
-                        "content": {"application/json": {"schema": reference}},
-                        "description": STATUS_TEXT.get(status, "Error."),
-                    },
-                )
-            for status, response in SERVER_STATUSES.items():
-                operation["responses"].setdefault(str(status), response)
+class ApiAutoSchema(AutoSchema):
+    """drf-spectacular's AutoSchema plus each operation's error responses (its view's
+    ``error_statuses``) in the API's one error shape."""
+
+    def get_operation(
+        self, path: str, path_regex: str, path_prefix: str, method: str,
+        registry: ComponentRegistry,
+    ) -> dict[str, Any] | None:
+        operation = super().get_operation(path, path_regex, path_prefix, method, registry)
+        if operation is None:
+            return None
+        error = ResolvedComponent(
+            name=ERROR_COMPONENT, type=ResolvedComponent.SCHEMA, schema=ERROR_SCHEMA,
+            object=ERROR_COMPONENT,
+        )
+        registry.register_on_missing(error)
+        responses = operation.setdefault("responses", {})
+        for status in operation_error_statuses(self.view, method, operation):
+            responses.setdefault(str(status), {
+                "content": {"application/json": {"schema": error.ref}},
+                "description": STATUS_TEXT.get(status, "Error."),
+            })
+        for status, response in SERVER_STATUSES.items():
+            responses.setdefault(str(status), response)
+        return operation
+
+
+def postprocess_schema(result: dict[str, Any], generator: Any, request: Any, public: bool,
+                       **kwargs: Any) -> dict[str, Any]:
+    """POSTPROCESSING_HOOKS entry: k bounds from MAX_K and the duplicates page's extra keys."""
     _extend_duplicates_page(result)
     _bound_k(result)
     return result

@@ -147,6 +147,8 @@ def search_response(result: SearchResult) -> Response:
 class ArticleSimilarApi(APIView):
     """GET /api/articles/<article_id>/similar/ — nearest articles to a catalog article."""
 
+    error_statuses = {"get": (400, 404, 409, 503)}
+
     class FilterSerializer(serializers.Serializer):
         k = KField(required=False, default=None)
         category = serializers.CharField(required=False, allow_blank=True, default=None)
@@ -176,6 +178,7 @@ class SimilarSearchApi(APIView):
 
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     throttle_scope = UPLOAD_THROTTLE_SCOPE
+    error_statuses = {"get": (400, 503), "post": (400, 411, 413, 415, 429, 503)}
 
     class TextFilterSerializer(serializers.Serializer):
         text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def load_image(source: ImageSource, *, target_size: int | None = None) -> Image.
         raise
     except FileNotFoundError as error:
         raise ImageDecodeError(f"file not found: {error.filename}") from error
-    except Image.UnidentifiedImageError as error:
+    except UnidentifiedImageError as error:
         raise ImageDecodeError("not an image (unrecognised format)") from error
     except Image.DecompressionBombError as error:
         raise ImageDecodeError(f"too many pixels (decompression bomb guard): {error}") from error

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from _csv import _writer as CsvWriter
+    from _csv import Writer as CsvWriter
 
 DUPLICATE = "duplicate"
 SIMILAR = "similar"

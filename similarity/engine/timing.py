@@ -9,8 +9,15 @@ from __future__ import annotations
 import logging
 import time
 from types import TracebackType
+from typing import Protocol
 
 logger = logging.getLogger("similarity.engine.index")
+
+
+class Timings(Protocol):
+    """Where Timeit records a phase: any str-keyed dict that takes a float."""
+
+    def __setitem__(self, key: str, value: float, /) -> None: ...
 
 
 class Timeit:
@@ -20,7 +27,7 @@ class Timeit:
         self,
         name: str,
         *,
-        into: dict[str, object] | None = None,
+        into: Timings | None = None,
         key: str = "",
         log: logging.Logger | None = None,
         level: int = logging.INFO,

@@ -52,4 +52,5 @@ class ProbeMiddleware:
             return self.get_response(request)
         match = resolve(request.path_info)
         request.resolver_match = match
-        return match.func(request, *match.args, **match.kwargs)
+        response: HttpResponse = match.func(request, *match.args, **match.kwargs)
+        return response

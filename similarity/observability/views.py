@@ -8,7 +8,6 @@ import os
 import secrets
 from typing import Any
 
-from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
@@ -22,6 +21,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from similarity.conf import similarity_settings
 from similarity.errors import IndexNotReady
 from similarity.models import IndexBuild
 from similarity.observability.metrics import StateCollector
@@ -97,7 +97,8 @@ def _broker() -> dict[str, Any]:
 
     broker = get_broker()
     broker.ping()  # Redis: PING; ORM: the database checked above
-    return {"kind": "redis" if settings.REDIS_URL else "orm", "queued_tasks": broker.queue_size()}
+    kind = similarity_settings().broker
+    return {"kind": kind, "queued_tasks": broker.queue_size()}
 
 
 def _queue() -> dict[str, Any]:
@@ -129,7 +130,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
 
 
 def _metrics_allowed(request: HttpRequest) -> bool:
-    token = settings.METRICS_TOKEN
+    token = similarity_settings().metrics_token
     header = request.headers.get("Authorization", "")
     if token and secrets.compare_digest(header.encode(), f"Bearer {token}".encode()):
         return True

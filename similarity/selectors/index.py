@@ -53,8 +53,8 @@ def index_state() -> IndexState:
 
 def _described(loaded: LoadedIndex) -> IndexCurrent:
     manifest = loaded.manifest
-    built_at = manifest.created_at
-    if not built_at:
+    built_at: datetime | str | None = manifest.created_at
+    if not built_at and manifest.build_id is not None:
         build = IndexBuild.objects.filter(pk=manifest.build_id).first()
         built_at = build.finished_at if build else None
     return IndexCurrent(

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 from django.db import connection
+from django.db.models import Model
 from PIL import Image
 
 from catalog.models import Article
@@ -69,7 +70,7 @@ def category_ids(category: str | None) -> np.ndarray | None:
     return np.fromiter(pks, dtype=np.int64)
 
 
-def _table(model: type) -> str:
+def _table(model: type[Model]) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 

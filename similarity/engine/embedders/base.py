@@ -316,7 +316,7 @@ def source_identity(prefix: str, spec: str, directory: Path | None, repo_ids: Se
 
 
 def _visible_files(directory: Path) -> list[Path]:
-    files = []
+    files: list[Path] = []
     for root, dirs, names in os.walk(directory, followlinks=True):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         files.extend(Path(root) / n for n in names if not n.startswith("."))

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from similarity.engine.embedders.base import Batch, Embedder, preprocessing_description
+from similarity.engine.embedders.registry import ModelFamily, Thresholds
+
+SPEC = "classic"
 
 SHAPE_SIDE = 32  # grey thumbnail for the DCT, as in perceptual hashing
 SHAPE_COEFFS = 8  # top-left 8x8 DCT block minus DC: coarse layout, blind to fine detail
@@ -47,7 +51,7 @@ class ClassicEmbedder(Embedder):
     it looks alike).
     """
 
-    name = "classic"
+    name = SPEC
     supports_text = False
     image_size = 4 * SHAPE_SIDE  # enough pixels for the thumbnails; lets JPEGs decode at 1/8
     dimension = (SHAPE_COEFFS * SHAPE_COEFFS - 1) + HUE_BINS * SAT_BINS * VAL_BINS + GREY_BINS
@@ -58,7 +62,7 @@ class ClassicEmbedder(Embedder):
     def _forward(self, batch: Batch) -> np.ndarray:
         return np.asarray(batch, dtype=np.float32)
 
-    def preprocessing(self) -> dict:
+    def preprocessing(self) -> dict[str, Any]:
         return preprocessing_description(
             client_computable=False,
             image_size=self.image_size,
@@ -73,6 +77,31 @@ class ClassicEmbedder(Embedder):
     def identity(self) -> str:
         # No weights: the parameters above are the "weights"; bump v1 when they change.
         return f"{self.name}@v2"
+
+
+def _load(reference: str, device: str) -> Embedder:
+    return ClassicEmbedder()  # no weights, nothing on a device
+
+
+FAMILY = ModelFamily(
+    name="classic",
+    names=(SPEC,),
+    load=_load,
+    uses_torch=False,
+    dimension=ClassicEmbedder.dimension,
+    preprocessing="background trim, 32x32 grey DCT + 64x64 HSV histogram (no weights)",
+    thresholds=Thresholds(
+        # On the labelled eval catalog (manage.py evaluate) 0.05 scores pair precision 1.000 /
+        # recall 0.823; on the 567 real grocery photos (bench/calibrate_duplicates.py,
+        # docs/benchmarks.md) 11 of 160,461 distinct-photo pairs fall under it while it finds
+        # 98-100% of resized/recompressed, framed and mirrored copies (68% of 6% crops).
+        duplicate=0.05,
+        # On generated packshots: resized/recompressed copies <= 0.03, other products
+        # 0.03-0.38 (about half under 0.25), noise ~0.69; real shop photos of the right
+        # product are no closer than wrong ones (docs/benchmarks.md "Supplier matching").
+        similar=0.25,
+    ),
+)
 
 
 def describe(image: Image.Image) -> np.ndarray:

@@ -19,6 +19,7 @@ from similarity.engine.embedders.base import (
 )
 from similarity.engine.embedders.fastprep import FastClipPreprocessor
 from similarity.engine.embedders.hf import describe_image_processor, processor_image_size
+from similarity.engine.embedders.registry import ModelFamily, Thresholds
 from similarity.engine.embedders.specs import DEFAULT_MODEL
 
 FAST_PREPROCESS_TOLERANCE = 1e-4  # largest pixel-value difference the fast twin may show
@@ -86,7 +87,7 @@ class SentenceTransformerEmbedder(Embedder):
 
         with torch.inference_mode():
             features = batch_to_device(dict(batch), self._model.device)
-            embeddings = self._model(features)["sentence_embedding"]
+            embeddings: torch.Tensor = self._model(features)["sentence_embedding"]
             return embeddings.float().cpu().numpy()
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -123,6 +124,22 @@ class SentenceTransformerEmbedder(Embedder):
         return source_identity("", self.name, self._directory, _repo_ids(self.name))
 
 
+def _load(reference: str, device: str) -> Embedder:
+    return SentenceTransformerEmbedder(reference, device=device)
+
+
+FAMILY = ModelFamily(
+    name="clip",
+    catch_all=True,  # any spec no other family claims: a hub name or a local directory
+    catch_all_form="a sentence-transformers name or path",
+    load=_load,
+    preprocessing="the model's image processor (CLIP: shorter side, centre crop, normalise)",
+    # Not measurable offline (no weights here): a conservative, documented guess; set them
+    # per shop.
+    thresholds=Thresholds(duplicate=0.05, similar=0.25),
+)
+
+
 def _image_module(model: Any) -> Any:
     import torch
 
@@ -135,7 +152,8 @@ def _image_module(model: Any) -> Any:
 
         def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
             features = {"pixel_values": pixel_values, "modality": "image"}
-            return self.model(features)["sentence_embedding"].float()
+            embeddings: torch.Tensor = self.model(features)["sentence_embedding"]
+            return embeddings.float()
 
     return SentenceImageModule().eval()
 

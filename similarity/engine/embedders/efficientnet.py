@@ -27,6 +27,7 @@ from similarity.engine.embedders.base import (
     EmbedderLoadError,
     preprocessing_description,
 )
+from similarity.engine.embedders.registry import ModelFamily, Thresholds
 
 SPEC = "efficientnet-lite0"
 MODEL_NAME = "efficientnet-lite0"
@@ -142,7 +143,8 @@ class EfficientNetLiteEmbedder(Embedder):
         import torch
 
         with torch.inference_mode():
-            return _pooled(self._model, batch.to(self.device)).float().cpu().numpy()
+            pooled: torch.Tensor = _pooled(self._model, batch.to(self.device))
+            return pooled.float().cpu().numpy()
 
     def image_module(self) -> Any | None:
         import torch
@@ -155,7 +157,8 @@ class EfficientNetLiteEmbedder(Embedder):
                 self.model = model
 
             def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-                return _pooled(self.model, pixel_values).float()
+                pooled: torch.Tensor = _pooled(self.model, pixel_values)
+                return pooled.float()
 
         return PooledFeatures().eval()
 
@@ -186,6 +189,29 @@ class EfficientNetLiteEmbedder(Embedder):
     def _identity(self) -> str:
         # A hash of the weights file's bytes: stored vectors are keyed by the exact weights.
         return f"{SPEC}@sha256:{file_sha256(self._weights)[:16]}"
+
+
+def _load(reference: str, device: str) -> Embedder:
+    return EfficientNetLiteEmbedder(device=device)
+
+
+FAMILY = ModelFamily(
+    name="efficientnet",
+    names=(SPEC,),
+    load=_load,
+    dimension=FEATURES,
+    preprocessing=f"shorter side {RESIZE} bicubic, centre {CROP} crop, (x - {MEAN:g}) / {STD:g}",
+    thresholds=Thresholds(
+        # On the real grocery photos: 2 of 160,461 distinct-photo pairs under 0.05; finds
+        # 96% of JPEG-60 copies and 88% of mirrored ones but few framed or halved copies (a
+        # CNN sees the frame and the blur): classic is the better near-copy detector.
+        duplicate=0.05,
+        # On generated packshots: copies <= 0.05, other products >= 0.065 (half under 0.1:
+        # white shapes look alike to it), noise ~0.75; real shop photos of the right product
+        # 0.43-0.63. Not calibrated (no labelled same-product, other-shoot photos offline).
+        similar=0.25,
+    ),
+)
 
 
 def _pooled(model: Any, pixel_values: Any) -> Any:

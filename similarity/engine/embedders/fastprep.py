@@ -56,11 +56,11 @@ class FastClipPreprocessor:
             and crop_h == crop_w
             and crop_h <= shortest
         )
-        if not settings_match:
+        if not settings_match or shortest is None or crop_h is None:
             return None
         return cls(
-            int(shortest),
-            int(crop_h),
+            shortest,
+            crop_h,
             image_processor.image_mean,
             image_processor.image_std,
             float(image_processor.rescale_factor),

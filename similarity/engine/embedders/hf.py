@@ -16,7 +16,9 @@ from similarity.engine.embedders.base import (
     preprocessing_description,
     source_identity,
 )
-from similarity.engine.embedders.specs import TRANSFORMERS_PREFIX
+from similarity.engine.embedders.registry import ModelFamily, Thresholds
+
+TRANSFORMERS_PREFIX = "transformers:"
 
 
 class TransformersEmbedder(Embedder):
@@ -55,7 +57,9 @@ class TransformersEmbedder(Embedder):
 
         with torch.inference_mode():
             pixel_values = batch.to(self.device)
-            pooled = _pooled(self._model, pixel_values, self._image_features, self._use_pooler)
+            pooled: torch.Tensor = _pooled(
+                self._model, pixel_values, self._image_features, self._use_pooler
+            )
             return pooled.float().cpu().numpy()
 
     def image_module(self) -> Any | None:
@@ -69,7 +73,8 @@ class TransformersEmbedder(Embedder):
                 self.model = model
 
             def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-                return _pooled(self.model, pixel_values, image_features, use_pooler).float()
+                pooled: torch.Tensor = _pooled(self.model, pixel_values, image_features, use_pooler)
+                return pooled.float()
 
         return PooledImageModule().eval()
 
@@ -92,6 +97,21 @@ class TransformersEmbedder(Embedder):
         return source_identity(
             TRANSFORMERS_PREFIX, self._model_ref, self._directory, [self._model_ref]
         )
+
+
+def _load(reference: str, device: str) -> Embedder:
+    return TransformersEmbedder(reference, device=device)
+
+
+FAMILY = ModelFamily(
+    name="transformers",
+    prefix=TRANSFORMERS_PREFIX,
+    load=_load,
+    preprocessing="the checkpoint's AutoImageProcessor; pooled output",
+    # Not measurable offline (no weights here): conservative until measured on the shop's
+    # own labels and photos.
+    thresholds=Thresholds(duplicate=0.05, similar=0.25),
+)
 
 
 def _pooled(model: Any, pixel_values: Any, image_features: bool, use_pooler: bool) -> Any:
@@ -181,11 +201,14 @@ def _size_value(size: Any, key: str) -> int | None:
     return int(value) if isinstance(value, int | float) else None
 
 
-def _load_auto(name: str, local_files_only: bool) -> tuple[Any, Any, dict]:
+def _load_auto(name: str, local_files_only: bool) -> tuple[Any, Any, dict[str, Any]]:
     from transformers import AutoImageProcessor, AutoModel
 
     model, info = AutoModel.from_pretrained(
         name, local_files_only=local_files_only, output_loading_info=True
     )
-    processor = AutoImageProcessor.from_pretrained(name, local_files_only=local_files_only)
+    # transformers leaves AutoImageProcessor.from_pretrained unannotated.
+    processor = AutoImageProcessor.from_pretrained(  # type: ignore[no-untyped-call]
+        name, local_files_only=local_files_only
+    )
     return model, processor, info

@@ -185,4 +185,4 @@ class OnnxEmbedder(RuntimeEmbedder):
         array = np.ascontiguousarray(
             pixels.numpy() if hasattr(pixels, "numpy") else pixels, dtype=np.float32
         )
-        return self._session.run([OUTPUT_NAME], {INPUT_NAME: array})[0]
+        return np.asarray(self._session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])

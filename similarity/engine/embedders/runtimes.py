@@ -15,7 +15,8 @@ from PIL import Image
 
 from similarity.engine.embedders.base import Batch, Embedder, EmbedderLoadError
 from similarity.engine.embedders.onnx import OnnxEmbedder
-from similarity.engine.embedders.wrapped import REFERENCE, RuntimeEmbedder, RuntimeUnavailable
+from similarity.engine.embedders.wrapped import REFERENCE as REFERENCE  # the services read it here
+from similarity.engine.embedders.wrapped import RuntimeEmbedder, RuntimeUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,9 @@ def cpu_has_native_bf16() -> bool:
     import torch
 
     supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return bool(torch.backends.mkldnn.is_available() and (supported is None or supported()))
+    # torch leaves mkldnn.is_available unannotated.
+    available = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+    return bool(available and (supported is None or supported()))
 
 
 class TorchBf16Embedder(RuntimeEmbedder):

@@ -63,7 +63,7 @@ def set_faiss_threads(threads: int) -> int:
     """Set the number of OpenMP threads Faiss uses in this process; return the previous one."""
     if threads <= 0:
         raise ValueError(ERR_THREADS.format(threads=threads))
-    previous = faiss.omp_get_max_threads()
+    previous: int = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(threads)
     return previous
 
@@ -236,7 +236,8 @@ def supports_incremental(index: faiss.Index) -> bool:
 def index_ids(index: faiss.Index) -> np.ndarray:
     """All ids stored in the index (id order for flat, list order for IVF)."""
     if isinstance(index, faiss.IndexIDMap):
-        return faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
+        ids: np.ndarray = faiss.vector_to_array(index.id_map)
+        return ids.astype(np.int64, copy=False)
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is None:
         raise ValueError(f"cannot list ids of {_describe(index)}; build it with build_index")

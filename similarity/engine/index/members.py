@@ -20,7 +20,8 @@ def members_table(*, ids: np.ndarray, embedding_pks: np.ndarray) -> np.ndarray:
 
 def read_members(build_path: Path) -> np.ndarray:
     """The (id, embedding pk) pairs of a build, sorted by id."""
-    return np.load(Path(build_path) / MEMBERS_FILE, allow_pickle=False)
+    members: np.ndarray = np.load(Path(build_path) / MEMBERS_FILE, allow_pickle=False)
+    return members
 
 
 def members_exist(build_path: Path) -> bool:

@@ -66,7 +66,7 @@ class Command(LookalikeCommand):
             threshold = (
                 None if options["threshold"] is None else validate_threshold(options["threshold"])
             )
-            if models:
+            if models and labels is not None:  # --models without --labels is refused above
                 reports = models_evaluate(models=models, labels=labels, k=k,
                                           progress=progress, **kinds)
             else:

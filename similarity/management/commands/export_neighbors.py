@@ -54,7 +54,8 @@ class Command(LookalikeCommand):
                 run = neighbors_export(
                     k=k, output=output, fmt=options["fmt"],
                     category_only=options["category_only"], batch_size=options["batch_size"],
-                    progress=not options["no_progress"], stream=self.stdout,
+                    progress=not options["no_progress"],
+                    stream=self.stdout,  # type: ignore[arg-type]  # OutputWrapper: a TextIOBase
                 )
         except (SimilarityError, ValueError) as exc:
             raise CommandError(str(exc)) from exc

@@ -3,6 +3,7 @@ periodic check that fails dead builds and hands a waiting one to a worker again.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from django.db import IntegrityError, transaction
@@ -74,7 +75,7 @@ def index_build_enqueue(
                 )
         except IntegrityError:
             continue  # another request queued one meanwhile: join it
-        transaction.on_commit(lambda build=build: _send_task(build))
+        transaction.on_commit(functools.partial(_send_task, build))
         return BuildRequest(build, joined=False)
     raise RuntimeError(f"could not queue or join a build after {ENQUEUE_ATTEMPTS} attempts")
 

@@ -174,7 +174,7 @@ def _labelled(report, index, ids, vectors, names, labels, k, threshold, progress
             ideal = min(k, relevant)
             recalls.append(sum(hits) / ideal)
             precisions.append(sum(hits) / k)
-            precision_at = np.cumsum(hits) / np.arange(1, len(hits) + 1) if hits else []
+            precision_at = np.cumsum(hits) / np.arange(1, len(hits) + 1)
             aps.append(float(sum(p for p, h in zip(precision_at, hits, strict=True) if h)) / ideal)
     report.labelled_queries = len(rows)
     if rows:

@@ -228,7 +228,7 @@ def _updated_or_new_index(
         and current.manifest.factory == factory
         and members_exist(current.path)
     )
-    if same_kind:
+    if same_kind and current is not None:
         with Timeit("Updating the current index incrementally", into=timings, key="index_seconds"):
             updated = _incremental(current.path, inputs)
         if updated is not None:

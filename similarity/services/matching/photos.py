@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from catalog.models import ArticleId
 from catalog.progress import progress_bar
@@ -211,18 +212,19 @@ def _batch_match(
     photos: list[Photo], *, matcher: _Matcher, report: ReportWriter, summary: MatchSummary
 ) -> None:
     """Embed the batch's decoded photos at once, search, write every row in source order."""
-    good = [photo for photo in photos if photo.image is not None]
+    good = [(photo, photo.image) for photo in photos if photo.image is not None]
     answers: dict[int, Matches] = {}
     if good:
         step = time.perf_counter()
+        vectors: Sequence[np.ndarray | None]
         try:
-            vectors = matcher.embedder.embed_images([photo.image for photo in good])
+            vectors = list(matcher.embedder.embed_images([image for _, image in good]))
         except Exception as exc:  # one bad batch must not stop the run: try each alone
             logger.warning("Batch embedding failed (%s); embedding one photo at a time", exc)
             vectors = _embed_one_by_one(matcher.embedder, good)
         summary.timings["embed_seconds"] += time.perf_counter() - step
         step = time.perf_counter()
-        embedded = [(photo, vector) for photo, vector in zip(good, vectors, strict=True)
+        embedded = [(photo, vector) for (photo, _), vector in zip(good, vectors, strict=True)
                     if vector is not None]
         answers = _nearest(embedded, matcher)
         summary.timings["search_seconds"] += time.perf_counter() - step
@@ -253,11 +255,13 @@ def _nearest(embedded: list[tuple[Photo, np.ndarray]], matcher: _Matcher) -> dic
     }
 
 
-def _embed_one_by_one(embedder: Embedder, photos: list[Photo]) -> list[np.ndarray | None]:
+def _embed_one_by_one(
+    embedder: Embedder, photos: list[tuple[Photo, Image.Image]]
+) -> list[np.ndarray | None]:
     vectors: list[np.ndarray | None] = []
-    for photo in photos:
+    for photo, image in photos:
         try:
-            vectors.append(embedder.embed_images([photo.image])[0])
+            vectors.append(embedder.embed_images([image])[0])
         except Exception as exc:
             photo.error = MSG_NO_VECTOR.format(error=exc)
             vectors.append(None)

@@ -16,7 +16,6 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
@@ -109,7 +108,7 @@ def match_run_execute(*, run: MatchRun, progress: bool = False) -> MatchRun:
 
 
 def _work_directory(run: MatchRun) -> Path:
-    return Path(settings.DATA_DIR) / WORK_DIR / run.folder
+    return similarity_settings().data_dir / WORK_DIR / run.folder
 
 
 def _source_ready(run: MatchRun, work: Path) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from similarity.conf import DEFAULTS, model_family
+from similarity.conf import SIMILARITY_KEYS, model_family
 from similarity.engine.embedders import DEFAULT_MODEL, ModelSpec, canonical_spec, parse_model_spec
 
 
@@ -34,4 +34,4 @@ def test_empty_specs_are_refused_with_the_value(spec):
 
 
 def test_settings_default_is_the_engine_default():
-    assert DEFAULTS["MODEL"] == DEFAULT_MODEL
+    assert SIMILARITY_KEYS["MODEL"].default == DEFAULT_MODEL

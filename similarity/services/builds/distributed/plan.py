@@ -149,9 +149,7 @@ def _open_finishing(build_id: int) -> None:
 def _default_queue() -> str:
     """The default cluster's queue, named explicitly: in a worker of a named cluster (the
     embed one) django-q2's default is that worker's own queue."""
-    from django.conf import settings
-
-    return str(settings.Q_CLUSTER.get("name") or "default")
+    return similarity_settings().task_queue
 
 
 def _send_shards(shards: Sequence[BuildShard]) -> None:

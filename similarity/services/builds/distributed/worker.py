@@ -118,9 +118,7 @@ def _shard_failed(shard: BuildShard, build: IndexBuild, exc: Exception) -> None:
 
 
 def _task_timeout() -> float:
-    from django.conf import settings
-
-    return float(getattr(settings, "Q_CLUSTER", {}).get("timeout") or 3600)
+    return similarity_settings().task_timeout
 
 
 def _shard_execute(shard: BuildShard, *, build: IndexBuild) -> ShardOutcome:

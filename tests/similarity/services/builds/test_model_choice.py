@@ -12,7 +12,7 @@ from django.conf import settings as django_settings
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from similarity.conf import DEFAULTS, similarity_settings
+from similarity.conf import SIMILARITY_KEYS, similarity_settings
 from similarity.models import IndexBuild
 from similarity.services.builds.model_choice import build_model_choose
 from similarity.services.builds.queue import index_build_enqueue
@@ -43,8 +43,8 @@ def test_settings_hold_model_only_when_the_environment_sets_it(tmp_path):
 
 def test_the_choice_and_its_reason(settings, no_model_setting):
     conf = similarity_settings()
-    assert (conf.model, conf.model_explicit) == (DEFAULTS["MODEL"], False)
-    assert build_model_choose(requested=None) == (DEFAULTS["MODEL"], Source.DEFAULT)
+    assert (conf.model, conf.model_explicit) == (SIMILARITY_KEYS["MODEL"].default, False)
+    assert build_model_choose(requested=None) == (SIMILARITY_KEYS["MODEL"].default, Source.DEFAULT)
     assert build_model_choose(requested="classic") == ("classic", Source.EXPLICIT)
     make_catalog(3)
     index_build_run(model="classic", progress=False)
@@ -88,7 +88,7 @@ def test_a_default_build_falls_back_loudly_and_rebuilds_keep_the_fallback(
     first = index_build_run(progress=False)
     assert first.status == IndexBuild.Status.SUCCEEDED
     assert (first.model, first.model_source) == ("efficientnet-lite0", Source.FALLBACK)
-    assert DEFAULTS["MODEL"] in first.manifest["model_fallback"]
+    assert SIMILARITY_KEYS["MODEL"].default in first.manifest["model_fallback"]
     assert "FALLING BACK" in first.manifest["model_fallback"]
     again = index_build_run(progress=False)
     assert (again.model, again.model_source) == ("efficientnet-lite0", Source.CURRENT)

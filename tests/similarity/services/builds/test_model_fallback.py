@@ -54,7 +54,8 @@ def test_nothing_loadable_is_one_error_listing_every_reason():
 
 
 def test_efficientnet_has_its_own_measured_duplicate_threshold():
-    from similarity.conf import DUPLICATE_THRESHOLDS, model_family
+    from similarity.conf import model_family
+    from similarity.engine.embedders import model_family_get
 
     assert model_family("efficientnet-lite0") == "efficientnet"
-    assert "efficientnet" in DUPLICATE_THRESHOLDS
+    assert model_family_get("efficientnet").thresholds is not None
