@@ -94,6 +94,9 @@ def embedder_for(
     spec = parse_model_spec(model).canonical
     wanted = validate_runtime(runtime or conf.runtime)
     key = (spec, wanted, device_check(device or conf.device), fork_safe_threads(conf.threads))
+    provided = _cache.get(key)  # the hot path (every image query): no lock
+    if provided is not None and (not identity or provided.embedder.identity() == identity):
+        return provided
     with _lock:
         provided = _cache.get(key) or _provide(key, strict=strict)
         if identity and provided.embedder.identity() != identity:
