@@ -84,7 +84,7 @@ class SimilaritySettings:
     upload_wait_seconds: float = setting(5.0)
     # Text queries longer than this are refused with a 400 (CLIP reads at most 77 tokens).
     text_max_chars: int = setting(300, clean=at_least_one)
-    # Neighbors and duplicates (services/neighbors.py, services/duplicates.py).
+    # Neighbors and duplicates (selectors/neighbors.py, selectors/duplicates.py).
     store_neighbors: bool = setting(False)  # refresh SimilarArticle after each build (opt-in)
     neighbors_k: int = setting(10)
     neighbors_batch: int = setting(1024)  # query vectors per Faiss search call

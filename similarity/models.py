@@ -257,8 +257,9 @@ class SimilarArticle(models.Model):
 class DuplicateDecision(models.Model):
     """A reviewer's verdict on a pair of articles, keyed by shop ids so it survives re-imports.
 
-    ``article_a < article_b`` in code-point order (duplicates.pair_key, the only writer; not a
-    database check, whose collation may order strings differently), one row per pair.
+    ``article_a < article_b`` in code-point order (``selectors.duplicates.pair_key``; written
+    only by ``services.duplicates``; not a database check, whose collation may order strings
+    differently), one row per pair.
     """
 
     class Verdict(models.TextChoices):

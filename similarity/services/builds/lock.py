@@ -4,7 +4,8 @@ The database is the lock: a partial unique constraint allows one ``running`` row
 proves it lives with a heartbeat thread (``heartbeat_at``) and that it moves with
 ``progress_at`` (each finished step, each batch of any progress bar). A running build whose
 heartbeat or progress is older than BUILD_STALE_SECONDS is marked failed by the next build
-request, by ``builds.builds_reap`` (a django-q2 schedule every minute, ``manage.py reap_builds``).
+request, by ``builds.queue.builds_reap`` (a django-q2 schedule every minute, ``manage.py
+reap_builds``).
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def embeddings_update(
     (index, count) embeds only the articles whose pk % count == index, so ``count``
     processes (``manage.py embed_images --shard i/n``) split a large catalog between them.
     ``pk_range`` = (first, last) embeds only the articles with first <= pk <= last (one
-    shard of a distributed build, services.shards).
+    shard of a distributed build, ``builds.distributed.shards``).
     """
     identity = embedder.identity()
     articles = _candidate_rows(shard, pk_range)

@@ -2,17 +2,17 @@
 
 The build holds the usual lock (one running ``IndexBuild``) from start to end, but no
 process waits on it: the starter plans the shards and enqueues one task per shard; workers
-claim shards under a lease (``services.shards``) and, when they finish one, steal any other
+claim shards under a lease (``distributed.shards``) and, when they finish one, steal any other
 claimable shard of the same build and kind; the worker that closes the last shard of a stage
 opens the next one (download -> embed) or enqueues the finishing task (collect, index,
-publish: ``build_steps``) on the default cluster. No worker slot is held while shards run
+publish: ``builds.steps``) on the default cluster. No worker slot is held while shards run
 elsewhere, and a cluster with a single worker still completes the build.
 
 The build's ``phase`` is the stage (``download shards``, ``embed shards``, ``finishing``);
 moving it on is a guarded UPDATE in the transaction that creates the next stage's shards,
 so exactly one worker moves it and nobody sees a stage without its shards. Shard workers
 write the build's heartbeat and progress with every lease renewal, so the reaper judges a
-distributed build like any other (the worker side: ``services.shard_work``). Lost tasks
+distributed build like any other (the worker side: ``distributed.worker``). Lost tasks
 (the Redis broker has no delivery receipts) are re-sent by ``build_shards_watch``: from the
 waiting ``build_index --distributed`` and from the reaper schedule.
 """
