@@ -97,6 +97,7 @@ def match_run_execute(*, run: MatchRun, progress: bool = False) -> MatchRun:
         publisher.publish()
     except Exception as exc:
         logger.exception("Match run #%s failed", run.pk)
+        _publish_what_is_done(publisher)
         MatchRun.objects.filter(pk=run.pk).update(
             status=MatchRun.Status.FAILED, error=str(exc) or repr(exc),
             finished_at=timezone.now())
@@ -183,6 +184,16 @@ class _ReportPublisher:
             storage.delete(f"{self.run.folder}/{stale}")
         self._published = self._published[-2:]
         self._last = time.monotonic()
+
+
+def _publish_what_is_done(publisher: _ReportPublisher) -> None:
+    """After a failure, the rows matched so far reach the storage (the review page shows
+    them, a retry resumes from them), if the storage itself is not what failed."""
+    try:
+        publisher.publish()
+    except Exception:
+        logger.warning("Could not publish the partial report of run #%s", publisher.run.pk,
+                       exc_info=True)
 
 
 def _batch_done(run: MatchRun, summary: MatchSummary, publisher: _ReportPublisher) -> None:

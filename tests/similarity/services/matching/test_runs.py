@@ -296,3 +296,25 @@ def test_a_retried_run_resumes_from_the_published_report(
     assert matched[0].already_done == 2  # resumed, not started over
     run.refresh_from_db()
     assert run.duplicate_count == 4 and len(list(match_run_rows(run=run))) == 4
+
+
+def test_a_failed_run_publishes_the_rows_it_matched(
+    catalog, settings, django_capture_on_commit_callbacks, monkeypatch
+):
+    from similarity.services.matching import runs
+    from similarity.tasks import match_run_task
+
+    with django_capture_on_commit_callbacks(execute=False):
+        run = match_run_create(upload=SimpleUploadedFile("photos.zip", zip_bytes(
+            {f"copy-{i}.jpg": near_copy(i) for i in range(4)})), k=2)
+    settings.LOOKALIKE = {**settings.LOOKALIKE, "MATCH_BATCH_SIZE": 2}
+    monkeypatch.setattr(runs, "REPORT_PUBLISH_SECONDS", 3600.0)  # only the end publishes
+
+    def broken(*args):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(runs, "_batch_done", broken)
+    assert match_run_task(run.pk) == MatchRun.Status.FAILED
+    run.refresh_from_db()
+    assert "the database went away" in run.error
+    assert [row.supplier_ref for row in match_run_rows(run=run)] == ["copy-0", "copy-1"]
