@@ -5,6 +5,7 @@ Views of MatchRunAdmin (similarity.admin.match_runs), which routes and guards th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,8 +26,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from catalog.models import Article
-from similarity.engine.match_report import DUPLICATE as SAME
-from similarity.engine.match_report import ERROR, VERDICTS, MatchRow
+from similarity.engine.match_report import ERROR, SAME, VERDICTS, Candidate, MatchRow
 from similarity.errors import InvalidDecision
 from similarity.models import MatchDecision, MatchRun
 from similarity.selectors.matching import (
@@ -202,16 +202,17 @@ def _rows_view(run: MatchRun, rows: list[MatchRow]) -> list[dict[str, Any]]:
     views = []
     for row in rows:
         made = decided.get(row.supplier_ref)
-        candidates = [_candidate(article_id, distance, articles, rank)
-                      for rank, (article_id, distance) in enumerate(row.matches, start=1)]
+        candidates = [_candidate(candidate, articles, rank)
+                      for rank, candidate in enumerate(row.candidates, start=1)]
         chosen = made.article_id if made else ""
         views.append({
             "row": row, "matches": candidates, "decision": made,
             "decision_name": made.decision if made else UNDECIDED,
             "decision_label": _decision_label(made),
             # A confirmed article that is not one of the candidates is shown beside them.
-            "chosen_elsewhere": (_candidate(chosen, None, articles, 0) if chosen and chosen
-                                 not in {m["article_id"] for m in candidates} else None),
+            "chosen_elsewhere": (
+                _candidate(Candidate(chosen, 0.0), articles, 0)
+                if chosen and chosen not in {m["article_id"] for m in candidates} else None),
             "thumbnail_url": "" if row.verdict == ERROR else reverse(
                 "admin:similarity_matchrun_thumbnail",
                 args=[run.pk, match_run_thumbnail_name(run=run, supplier_ref=row.supplier_ref)],
@@ -220,11 +221,13 @@ def _rows_view(run: MatchRun, rows: list[MatchRow]) -> list[dict[str, Any]]:
     return views
 
 
-def _candidate(article_id: str, distance: float | None, articles: dict[str, dict[str, Any]],
+def _candidate(candidate: Candidate, articles: Mapping[str, Mapping[str, Any]],
                rank: int) -> dict[str, Any]:
-    article = articles.get(article_id)
+    """A candidate card: thumbnail, admin link, distance and evidence (None: unverified)."""
+    article = articles.get(candidate.article_id)
     return {
-        "article_id": article_id, "distance": distance, "rank": rank,
+        "article_id": candidate.article_id, "distance": candidate.distance, "rank": rank,
+        "inliers": candidate.inliers, "inlier_ratio": candidate.inlier_ratio,
         "shortcut": rank if 0 < rank <= SHORTCUT_CANDIDATES else None,
         "title": article["title"] if article else "",
         "thumbnail_url": (default_storage.url(article["image"])

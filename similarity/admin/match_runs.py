@@ -55,9 +55,9 @@ class MatchRunAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.display(description="duplicate / similar / new / error")
+    @admin.display(description="same / similar / new / error")
     def counts(self, run: MatchRun) -> str:
-        return (f"{run.duplicate_count} / {run.similar_count} / {run.new_count} / "
+        return (f"{run.same_count} / {run.similar_count} / {run.new_count} / "
                 f"{run.error_count}")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[MatchRun]:

@@ -11,8 +11,14 @@ from contextlib import contextmanager
 from django.core.files import File
 from django.db.models import Count, Q, QuerySet
 
-from similarity.engine.match_report import DUPLICATE as SAME
-from similarity.engine.match_report import VERDICTS, MatchRow, report_rows
+from similarity.engine.match_report import (
+    SAME,
+    VERDICTS,
+    MatchRow,
+    report_columns,
+    report_csv_values,
+    report_rows,
+)
 from similarity.models import MatchDecision, MatchRun
 from similarity.storages import match_thumbnail_key, match_thumbnail_name, matching_storage
 
@@ -121,20 +127,16 @@ def match_run_csv(
         if text is None:
             return
         header = next(csv.reader(text), [])
+    extras = header[header.index("error") + 1:] if "error" in header else []
     decided = match_run_decisions(run=run)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*header, *REVIEW_COLUMNS])
+    writer.writerow([*report_columns(k=run.k, extra_columns=extras), *REVIEW_COLUMNS])
     for row in match_run_rows(run=run, verdict=verdict, decision=decision):
-        pairs: list[str] = []
-        for rank in range(run.k):
-            pairs += ([row.matches[rank][0], f"{row.matches[rank][1]:.6f}"]
-                      if rank < len(row.matches) else ["", ""])
         made = decided.get(row.supplier_ref)
         review = ([made.decision, made.article_id, made.decided_by, made.decided_at.isoformat()]
                   if made else ["", "", "", ""])
-        writer.writerow([row.supplier_ref, row.verdict, *pairs, row.error, *row.extra.values(),
-                         *review])
+        writer.writerow([*report_csv_values(row, k=run.k, extra_columns=extras), *review])
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from catalog.models import Article
-from similarity.engine.match_report import DUPLICATE as SAME
+from similarity.engine.match_report import SAME
 from similarity.errors import InvalidDecision
 from similarity.models import MatchDecision, MatchRun
 from similarity.selectors.matching import match_run_row, match_run_same_pending

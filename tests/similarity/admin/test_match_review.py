@@ -13,7 +13,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils.html import escape
 
-from similarity.engine.match_report import DUPLICATE as SAME
+from similarity.engine.match_report import SAME
 from similarity.models import MatchDecision, MatchRun
 from tests.similarity.services.matching.test_decisions import published_run
 

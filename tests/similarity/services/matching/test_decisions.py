@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from django.core.files import File
 
-from similarity.engine.match_report import DUPLICATE as SAME
-from similarity.engine.match_report import ERROR, NEW, SIMILAR, MatchRow, ReportWriter
+from similarity.engine.match_report import ERROR, NEW, SAME, SIMILAR, MatchRow, ReportWriter
 from similarity.errors import InvalidDecision
 from similarity.models import MatchDecision, MatchRun
 from similarity.selectors.matching import (
@@ -55,7 +54,7 @@ def report_publish(run: MatchRun, rows: list[MatchRow], tmp: Path) -> None:
     counts = {verdict: sum(row.verdict == verdict for row in rows)
               for verdict in (SAME, SIMILAR, NEW, ERROR)}
     MatchRun.objects.filter(pk=run.pk).update(
-        report_file=name, status=MatchRun.Status.SUCCEEDED, duplicate_count=counts[SAME],
+        report_file=name, status=MatchRun.Status.SUCCEEDED, same_count=counts[SAME],
         similar_count=counts[SIMILAR], new_count=counts[NEW], error_count=counts[ERROR])
     run.refresh_from_db()
 

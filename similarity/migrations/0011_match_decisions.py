@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('catalog', '0002_refresh_error'),
-        ('similarity', '0009_matchrun_storage'),
+        ('similarity', '0010_matchrun_same_verdict'),
     ]
 
     operations = [
