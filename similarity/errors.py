@@ -103,6 +103,12 @@ class ImageUrlFailed(InvalidQuery):
         return f"image_url {self.url!r} could not be used: {reason}"
 
 
+class TaskQueueUnavailable(SimilarityError):
+    """The task queue's broker (Redis, or the database) refused a task: nothing was queued."""
+
+    code = "task_queue_unavailable"
+
+
 class QueryThrottled(SimilarityError):
     """A batch item that would fetch an image_url beyond the upload throttle's budget."""
 

@@ -336,7 +336,11 @@ class MatchRun(models.Model):
     index_build = models.CharField(max_length=128, blank=True)
     duplicate_threshold = models.FloatField(null=True, blank=True)
     similar_threshold = models.FloatField(null=True, blank=True)
-    duplicate_count = models.PositiveIntegerField(default=0)
+    verified = models.BooleanField(
+        default=False,
+        help_text="Candidates were verified with local features (evidence in the report).",
+    )
+    same_count = models.PositiveIntegerField(default=0)
     similar_count = models.PositiveIntegerField(default=0)
     new_count = models.PositiveIntegerField(default=0)
     error_count = models.PositiveIntegerField(default=0)
@@ -357,4 +361,4 @@ class MatchRun(models.Model):
 
     @property
     def total_count(self) -> int:
-        return self.duplicate_count + self.similar_count + self.new_count + self.error_count
+        return self.same_count + self.similar_count + self.new_count + self.error_count

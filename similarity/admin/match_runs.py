@@ -63,7 +63,7 @@ class MatchRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="duplicate / similar / new / error")
     def counts(self, run: MatchRun) -> str:
-        return (f"{run.duplicate_count} / {run.similar_count} / {run.new_count} / "
+        return (f"{run.same_count} / {run.similar_count} / {run.new_count} / "
                 f"{run.error_count}")
 
     @admin.display(description="results")
@@ -157,10 +157,12 @@ def _rows_view(run: MatchRun, rows: list[Any]) -> list[dict[str, Any]]:
     views = []
     for row in rows:
         matches = []
-        for article_id, distance in row.matches:
+        for candidate in row.candidates:
+            article_id = candidate.article_id
             article = articles.get(article_id)
             matches.append({
-                "article_id": article_id, "distance": distance,
+                "article_id": article_id, "distance": candidate.distance,
+                "inliers": candidate.inliers, "inlier_ratio": candidate.inlier_ratio,
                 "title": article["title"] if article else "",
                 "thumbnail_url": (default_storage.url(article["image"])
                                   if article and article["image"] else ""),

@@ -31,6 +31,7 @@ from similarity.errors import (
     InvalidQuery,
     QueryThrottled,
     SimilarityError,
+    TaskQueueUnavailable,
     UploadsBusy,
 )
 
@@ -48,6 +49,7 @@ STATUS_BY_ERROR: dict[type[SimilarityError], int] = {
     UploadsBusy: status.HTTP_503_SERVICE_UNAVAILABLE,
     ImageUrlFailed: status.HTTP_400_BAD_REQUEST,
     QueryThrottled: status.HTTP_429_TOO_MANY_REQUESTS,
+    TaskQueueUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 

@@ -135,7 +135,7 @@ class IndexRebuildApi(APIView):
     """
 
     permission_classes = [IsAdminUser]
-    error_statuses = {"post": (400, 409, 415)}
+    error_statuses = {"post": (400, 409, 415, 503)}
 
     @extend_schema_serializer(component_name="IndexRebuildRequest")
     class InputSerializer(serializers.Serializer):

@@ -10,7 +10,13 @@ from contextlib import contextmanager
 
 from django.core.files import File
 
-from similarity.engine.match_report import VERDICTS, MatchRow, report_rows
+from similarity.engine.match_report import (
+    VERDICTS,
+    MatchRow,
+    report_columns,
+    report_csv_values,
+    report_rows,
+)
 from similarity.models import MatchRun
 from similarity.storages import match_thumbnail_key, match_thumbnail_name, matching_storage
 
@@ -45,20 +51,18 @@ def match_run_rows(*, run: MatchRun, verdict: str | None = None) -> Iterator[Mat
 
 
 def match_run_csv(*, run: MatchRun, verdict: str | None = None) -> Iterator[str]:
-    """The report (or its rows of one verdict) as CSV text, a line at a time."""
+    """The report (or its rows of one verdict) as CSV text, a line at a time, in today's
+    columns (a report written before the evidence columns is exported with them empty)."""
     with _report_text(run) as text:
         if text is None:
             return
         header = next(csv.reader(text), [])
+    extras = header[header.index("error") + 1:] if "error" in header else []
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
+    writer.writerow(report_columns(k=run.k, extra_columns=extras))
     for row in match_run_rows(run=run, verdict=verdict):
-        pairs: list[str] = []
-        for rank in range(run.k):
-            pairs += ([row.matches[rank][0], f"{row.matches[rank][1]:.6f}"]
-                      if rank < len(row.matches) else ["", ""])
-        writer.writerow([row.supplier_ref, row.verdict, *pairs, row.error, *row.extra.values()])
+        writer.writerow(report_csv_values(row, k=run.k, extra_columns=extras))
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

@@ -25,9 +25,9 @@ from similarity.conf import similarity_settings
 from similarity.engine.embedders import Embedder
 from similarity.engine.index import knn_query
 from similarity.engine.match_report import (
-    DUPLICATE,
     ERROR,
     NEW,
+    SAME,
     SIMILAR,
     MatchRow,
     ReportWriter,
@@ -67,7 +67,7 @@ class MatchSummary:
     duplicate_threshold: float = 0.0
     similar_threshold: float = 0.0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        (DUPLICATE, SIMILAR, NEW, ERROR), 0))
+        (SAME, SIMILAR, NEW, ERROR), 0))
     already_done: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)  # (supplier_ref, reason)
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
@@ -76,7 +76,7 @@ class MatchSummary:
 
     @property
     def matched(self) -> int:
-        return self.counts[DUPLICATE] + self.counts[SIMILAR] + self.counts[NEW]
+        return self.counts[SAME] + self.counts[SIMILAR] + self.counts[NEW]
 
     @property
     def failed(self) -> int:
@@ -90,7 +90,7 @@ class MatchSummary:
     def describe(self) -> str:
         resumed = f", {self.already_done} already in the report" if self.already_done else ""
         return (
-            f"{self.counts[DUPLICATE]} duplicate, {self.counts[SIMILAR]} similar, "
+            f"{self.counts[SAME]} same, {self.counts[SIMILAR]} similar, "
             f"{self.counts[NEW]} new, {self.counts[ERROR]} error{resumed} "
             f"in {self.timings['total_seconds']:.1f}s ({self.photos_per_second:.1f} photos/s; "
             f"model {self.model}, index {self.index_build}) -> {self.report}"
@@ -121,16 +121,16 @@ def supplier_photos_match(
 ) -> MatchSummary:
     """Match every photo of ``source`` against the current index; write the report ``output``.
 
-    Verdicts: ``duplicate`` when the nearest article is at or under the model's duplicate
-    threshold, ``similar`` at or under ``similar_threshold`` (default: the SIMILAR_THRESHOLD
-    setting, else the model family's), ``new`` otherwise, ``error`` with the reason when
-    the row could not be fetched, decoded or embedded (the batch goes on). Photos are
-    fetched with the catalog's downloader (``matching.prepare``), in batches of
-    ``batch_size`` (MATCH_BATCH_SIZE), the next batch fetched while one is embedded: memory
-    holds two batches at most. An existing report is resumed: its finished rows are kept
-    and skipped, its error rows are tried again. ``thumbnails`` receives a small JPEG of
-    each photo. Raises MatchSourceError (unusable source), ReportError (unusable report),
-    IndexNotReady, InvalidQuery (k), ValueError.
+    Verdicts: ``same`` when the nearest article is at or under the model's duplicate
+    threshold (a near-identical photo), ``similar`` at or under ``similar_threshold``
+    (default: the SIMILAR_THRESHOLD setting, else the model family's), ``new`` otherwise,
+    ``error`` with the reason when the row could not be fetched, decoded or embedded (the
+    batch goes on). Photos are fetched with the catalog's downloader (``matching.prepare``),
+    in batches of ``batch_size`` (MATCH_BATCH_SIZE), the next batch fetched while one is
+    embedded: memory holds two batches at most. An existing report is resumed: its finished
+    rows are kept and skipped, its error rows are tried again. ``thumbnails`` receives a
+    small JPEG of each photo. Raises MatchSourceError (unusable source), ReportError
+    (unusable report), IndexNotReady, InvalidQuery (k), ValueError.
     """
     started = time.perf_counter()
     k = validate_k(k)
@@ -275,7 +275,7 @@ def _report_row(photo: Photo, matches: Matches | None, summary: MatchSummary) ->
                         error=photo.error or "not embedded")
     best = matches[0][1] if matches else None
     if best is not None and best <= summary.duplicate_threshold:
-        verdict = DUPLICATE
+        verdict = SAME
     elif best is not None and best <= summary.similar_threshold:
         verdict = SIMILAR
     else:
