@@ -16,7 +16,7 @@ from PIL import Image
 
 from catalog.models import Article
 from similarity.conf import similarity_settings
-from similarity.engine.imaging import ImageDecodeError, load_image
+from lookalike_core.imaging import ImageDecodeError, load_image
 from similarity.engine.verification import (
     WORKING_SIDE,
     FeatureStore,
