@@ -23,6 +23,7 @@ from similarity.errors import (
     ArticleNotFound,
     ArticleNotIndexed,
     BuildAlreadyRunning,
+    ClientModelUnavailable,
     ImageUrlFailed,
     IndexNotReady,
     InvalidImageQuery,
@@ -30,6 +31,7 @@ from similarity.errors import (
     InvalidQuery,
     QueryThrottled,
     SimilarityError,
+    TaskQueueUnavailable,
     UploadsBusy,
 )
 
@@ -40,12 +42,14 @@ STATUS_BY_ERROR: dict[type[SimilarityError], int] = {
     ArticleNotFound: status.HTTP_404_NOT_FOUND,
     ArticleNotIndexed: status.HTTP_409_CONFLICT,
     BuildAlreadyRunning: status.HTTP_409_CONFLICT,
+    ClientModelUnavailable: status.HTTP_409_CONFLICT,
     IndexNotReady: status.HTTP_503_SERVICE_UNAVAILABLE,
     InvalidQuery: status.HTTP_400_BAD_REQUEST,
     InvalidImageQuery: status.HTTP_400_BAD_REQUEST,
     UploadsBusy: status.HTTP_503_SERVICE_UNAVAILABLE,
     ImageUrlFailed: status.HTTP_400_BAD_REQUEST,
     QueryThrottled: status.HTTP_429_TOO_MANY_REQUESTS,
+    TaskQueueUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 

@@ -9,13 +9,14 @@ from django.core.files.uploadedfile import UploadedFile
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from similarity.api.errors import EmptyUpload, LengthRequired, UploadTooLarge
+from similarity.api.parsers import JSONParser
 from similarity.api.permissions import UPLOAD_THROTTLE_SCOPE, UploadThrottle
 from similarity.conf import similarity_settings
 from similarity.errors import InvalidQuery

@@ -13,12 +13,12 @@ from functools import partial
 from pathlib import Path
 
 import requests
+from lookalike_core.imaging import to_rgb
 from PIL import Image
 
 from catalog.conf import catalog_settings
 from catalog.images import ImageValidationError, image_decode_reduced
 from catalog.services.fetching import ImageFetchError, download_session, fetch_image
-from similarity.engine.imaging import to_rgb
 from similarity.services.matching.sources import SupplierRow
 
 logger = logging.getLogger(__name__)
