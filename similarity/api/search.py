@@ -9,13 +9,14 @@ from django.core.files.uploadedfile import UploadedFile
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from similarity.api.errors import EmptyUpload, LengthRequired, UploadTooLarge
+from similarity.api.parsers import JSONParser
 from similarity.api.permissions import UPLOAD_THROTTLE_SCOPE, UploadThrottle
 from similarity.conf import similarity_settings
 from similarity.engine.match_report import VERDICTS
@@ -106,6 +107,12 @@ class FoldedDuplicateSerializer(serializers.Serializer):
     distance = serializers.FloatField(help_text="Cosine distance to the result it was folded into.")
 
 
+class MatchedImageSerializer(serializers.Serializer):
+    position = serializers.IntegerField(help_text="0 = the article's primary image.")
+    image_url = serializers.URLField(help_text="The photo's URL in the catalog feed.")
+    score = serializers.FloatField(help_text="Cosine similarity of this photo to the query.")
+
+
 class SimilarResultSerializer(serializers.Serializer):
     article_id = serializers.CharField()
     title = serializers.CharField()
@@ -125,6 +132,11 @@ class SimilarResultSerializer(serializers.Serializer):
     inlier_ratio = serializers.FloatField(
         required=False, allow_null=True,
         help_text="With verify=true only: inliers over the ratio-test matches.")
+    matched_image = MatchedImageSerializer(
+        allow_null=True,
+        help_text="Which of the article's photos matched the query best (articles with "
+        "several photos are searched by their combination).",
+    )
 
 
 class SearchOutputSerializer(serializers.Serializer):
@@ -149,6 +161,7 @@ def result_rows(results: list[SimilarResult], *, collapsed: bool) -> list[dict[s
             "image_url": row.image_url,
             "distance": row.distance,
             "score": row.score,
+            "matched_image": _matched(row),
         }
         if collapsed:
             data["duplicates"] = [
@@ -170,6 +183,13 @@ def photo_match_response(match: PhotoMatch) -> Response:
     return Response({"article_id": None, "model": match.model,
                      "index_build": match.index_build, "verdict": match.verdict,
                      "results": rows})
+
+
+def _matched(row: SimilarResult) -> dict[str, Any] | None:
+    matched = row.matched_image
+    if matched is None:
+        return None
+    return {"position": matched.position, "image_url": matched.image_url, "score": matched.score}
 
 
 def search_response(result: SearchResult) -> Response:
