@@ -96,6 +96,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees view and rendering exceptions first: the database down is a 503 JSON.
+    "similarity.api.fallback.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -213,6 +215,12 @@ REST_FRAMEWORK: dict[str, object] = {
     # drf-spectacular's, plus the error statuses each view declares (error_statuses).
     "DEFAULT_SCHEMA_CLASS": "similarity.api.schema.ApiAutoSchema",
     "EXCEPTION_HANDLER": "similarity.api.errors.api_exception_handler",
+    # DRF's JSON parser with a nesting depth limit (deep JSON is a 400, not a 500).
+    "DEFAULT_PARSER_CLASSES": [
+        "similarity.api.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # Client IPs for the upload throttle: 0 uses REMOTE_ADDR only and ignores X-Forwarded-For
     # (which any client can send); N trusts the N-th address from the right of that header,
     # i.e. the one added by the outermost of N reverse proxies you run.

@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import UploadedFile
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from catalog.api.articles import media_url
 from similarity.api.errors import EmptyUpload, LengthRequired, UploadTooLarge
+from similarity.api.parsers import JSONParser
 from similarity.api.permissions import UPLOAD_THROTTLE_SCOPE, UploadThrottle
 from similarity.conf import similarity_settings
 from similarity.errors import InvalidQuery
@@ -93,6 +94,12 @@ class FoldedDuplicateSerializer(serializers.Serializer):
     distance = serializers.FloatField(help_text="Cosine distance to the result it was folded into.")
 
 
+class MatchedImageSerializer(serializers.Serializer):
+    position = serializers.IntegerField(help_text="0 = the article's primary image.")
+    image_url = serializers.URLField(help_text="The photo's URL in the catalog feed.")
+    score = serializers.FloatField(help_text="Cosine similarity of this photo to the query.")
+
+
 class SimilarResultSerializer(serializers.Serializer):
     article_id = serializers.CharField()
     title = serializers.CharField()
@@ -109,6 +116,11 @@ class SimilarResultSerializer(serializers.Serializer):
         many=True, required=False,
         help_text="With collapse=true only: worse-ranked results within the model's duplicate "
         "threshold of this one, folded into it.",
+    )
+    matched_image = MatchedImageSerializer(
+        allow_null=True,
+        help_text="Which of the article's photos matched the query best (articles with "
+        "several photos are searched by their combination).",
     )
 
 
@@ -134,6 +146,7 @@ def result_rows(
             "image": media_url(request, row.image),
             "distance": row.distance,
             "score": row.score,
+            "matched_image": _matched(row),
         }
         if collapsed:
             data["duplicates"] = [
@@ -141,6 +154,13 @@ def result_rows(
             ]
         rows.append(data)
     return rows
+
+
+def _matched(row: SimilarResult) -> dict[str, Any] | None:
+    matched = row.matched_image
+    if matched is None:
+        return None
+    return {"position": matched.position, "image_url": matched.image_url, "score": matched.score}
 
 
 def search_response(result: SearchResult, request: Request) -> Response:
