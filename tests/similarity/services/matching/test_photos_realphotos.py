@@ -7,8 +7,8 @@ with the reason when absent. bench/bench_matching.py measures the same for docs/
 from __future__ import annotations
 
 import csv
-import shutil
 import os
+import shutil
 from pathlib import Path
 
 import pytest
