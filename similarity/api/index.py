@@ -63,6 +63,11 @@ class PreprocessingSerializer(serializers.Serializer):
     colour_order = serializers.CharField()
     layout = serializers.CharField(allow_blank=True)
     description = serializers.CharField()
+    spec = serializers.JSONField(
+        allow_null=True, help_text="The machine-readable preprocessing (lookalike_core.pixels."
+        "PixelSpec as JSON) the server and the light client both run; null when the model "
+        "has none (the classic descriptor, a processor the core cannot reproduce)."
+    )
 
 
 @extend_schema_serializer(component_name="IndexCurrent")

@@ -23,7 +23,7 @@ class Command(LookalikeCommand):
     help = (
         "Match supplier photos (a folder, or a CSV / JSON Lines feed with supplier_ref and "
         "image_url) against the current index; write a report with a verdict per photo "
-        "(duplicate, similar, new, error) and its nearest articles. Re-running with the same "
+        "(same, similar, new, error) and its nearest articles. Re-running with the same "
         f"--output resumes. Exits {EXIT_ROWS_FAILED} when some rows failed, 1 when the "
         "source, the report or the index cannot be used."
     )

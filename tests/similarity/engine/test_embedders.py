@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lookalike_core.imaging import load_image
 from PIL import Image, ImageOps
 
 from demo.sample_images import product_image, product_jpeg
@@ -24,7 +25,6 @@ from similarity.engine.embedders import (
     load_embedder,
 )
 from similarity.engine.embedders.pipeline import EmbeddedBatch, Timings, embed_sources
-from similarity.engine.imaging import load_image
 from tests.similarity.engine.tiny_models import build_tiny_clip, build_tiny_resnet, build_tiny_vit
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in these tests may touch the network
