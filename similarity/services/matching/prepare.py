@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from functools import partial
 
 import requests
-from lookalike_core.imaging import to_rgb
 from PIL import Image
 
 from catalog.conf import catalog_settings
-from catalog.images import ImageValidationError, image_decode_reduced
+from catalog.images import ImageValidationError
 from catalog.localfiles import local_file_read
-from catalog.services.fetching import ImageFetchError, download_session, fetch_image
+from catalog.services.fetching import ImageFetchError, download_session, fetch_bytes
+from similarity.selectors.uploads import photo_decode
 from similarity.services.matching.sources import SupplierRow
 
 logger = logging.getLogger(__name__)
@@ -108,10 +108,11 @@ def photo_prepare(
         if row.path is not None:
             data = local_file_read(row.path, max_bytes=max_bytes)
         else:
-            data = fetch_image(session, row.image_url, timeout=timeout, max_bytes=max_bytes,
-                               max_pixels=max_pixels).data
+            data, _content_type = fetch_bytes(session, row.image_url, timeout=timeout,
+                                              max_bytes=max_bytes)
         side = max(min_side or 0, THUMBNAIL_SIDE) if thumbnails else min_side
-        image = to_rgb(image_decode_reduced(data, max_pixels=max_pixels, min_side=side))
+        # The API's decode path and slots: one decode, under the pixel and scan limits.
+        image = photo_decode(data=data, max_pixels=max_pixels, min_side=side, wait=True)
         if thumbnails is not None:
             thumbnails(row.supplier_ref, thumbnail_jpeg(image))
     except (ImageFetchError, ImageValidationError) as exc:
