@@ -110,7 +110,8 @@ class MatchSummary:
         resumed = f", {self.already_done} already in the report" if self.already_done else ""
         return (
             f"{self.counts[SAME]} same, {self.counts[SIMILAR]} similar, "
-            f"{self.counts[NEW]} new, {self.counts[ERROR]} error{resumed} "
+            f"{self.counts[NEW]} new, {self.counts[ERROR]} error{resumed}"
+            f"{', verified' if self.verified else ''} "
             f"in {self.timings['total_seconds']:.1f}s ({self.photos_per_second:.1f} photos/s; "
             f"model {self.model}, index {self.index_build}) -> {self.report}"
         )
