@@ -38,6 +38,13 @@ class IndexNotReady(SimilarityError):
         super().__init__(message)
 
 
+class ClientModelUnavailable(SimilarityError):
+    """No client can compute the index's vectors (no machine-readable preprocessing, or no
+    ONNX export that passed the accuracy gate): clients must upload photos instead."""
+
+    code = "client_model_unavailable"
+
+
 class InvalidQuery(SimilarityError):
     code = "invalid_query"
 

@@ -138,7 +138,8 @@ class SimilarBatchApi(APIView):
             else:
                 answers.append({
                     "article_id": answer.article_id, "status": 200,
-                    "results": result_rows(answer.results or [], collapsed=result.collapsed),
+                    "results": result_rows(answer.results or [], collapsed=result.collapsed,
+                                           request=request),
                 })
         return Response({"model": result.model, "index_build": result.index_build,
                          "results": answers})

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
+from catalog.api.articles import media_url
 from similarity.api.errors import EmptyUpload, LengthRequired, UploadTooLarge
 from similarity.api.parsers import JSONParser
 from similarity.api.permissions import UPLOAD_THROTTLE_SCOPE, UploadThrottle
@@ -93,17 +94,33 @@ class FoldedDuplicateSerializer(serializers.Serializer):
     distance = serializers.FloatField(help_text="Cosine distance to the result it was folded into.")
 
 
+class MatchedImageSerializer(serializers.Serializer):
+    position = serializers.IntegerField(help_text="0 = the article's primary image.")
+    image_url = serializers.URLField(help_text="The photo's URL in the catalog feed.")
+    score = serializers.FloatField(help_text="Cosine similarity of this photo to the query.")
+
+
 class SimilarResultSerializer(serializers.Serializer):
     article_id = serializers.CharField()
     title = serializers.CharField()
     category = serializers.CharField()
-    image_url = serializers.URLField()
+    image_url = serializers.CharField(help_text="Where the catalog says the image comes from "
+                                      "(an http(s) URL, or file:// for a folder import).")
+    image = serializers.URLField(
+        allow_null=True,
+        help_text="The stored copy of the image, served here (null before it is downloaded).",
+    )
     distance = serializers.FloatField(help_text="Cosine distance, 0 = same direction.")
     score = serializers.FloatField(help_text="Cosine similarity, 1 - distance.")
     duplicates = FoldedDuplicateSerializer(
         many=True, required=False,
         help_text="With collapse=true only: worse-ranked results within the model's duplicate "
         "threshold of this one, folded into it.",
+    )
+    matched_image = MatchedImageSerializer(
+        allow_null=True,
+        help_text="Which of the article's photos matched the query best (articles with "
+        "several photos are searched by their combination).",
     )
 
 
@@ -114,17 +131,22 @@ class SearchOutputSerializer(serializers.Serializer):
     results = SimilarResultSerializer(many=True)
 
 
-def result_rows(results: list[SimilarResult], *, collapsed: bool) -> list[dict[str, Any]]:
-    """Result dicts without per-row serializer overhead (hot path)."""
+def result_rows(
+    results: list[SimilarResult], *, collapsed: bool, request: Request
+) -> list[dict[str, Any]]:
+    """Result dicts without per-row serializer overhead (hot path); ``image`` is the stored
+    copy's absolute URL, whatever the article's source (a download or a folder import)."""
     rows = []
     for row in results:
-        data = {
+        data: dict[str, Any] = {
             "article_id": row.article_id,
             "title": row.title,
             "category": row.category,
             "image_url": row.image_url,
+            "image": media_url(request, row.image),
             "distance": row.distance,
             "score": row.score,
+            "matched_image": _matched(row),
         }
         if collapsed:
             data["duplicates"] = [
@@ -134,13 +156,20 @@ def result_rows(results: list[SimilarResult], *, collapsed: bool) -> list[dict[s
     return rows
 
 
-def search_response(result: SearchResult) -> Response:
+def _matched(row: SimilarResult) -> dict[str, Any] | None:
+    matched = row.matched_image
+    if matched is None:
+        return None
+    return {"position": matched.position, "image_url": matched.image_url, "score": matched.score}
+
+
+def search_response(result: SearchResult, request: Request) -> Response:
     return Response(
         {
             "article_id": result.article_id,
             "model": result.model,
             "index_build": result.index_build,
-            "results": result_rows(result.results, collapsed=result.collapsed),
+            "results": result_rows(result.results, collapsed=result.collapsed, request=request),
         }
     )
 
@@ -165,7 +194,7 @@ class ArticleSimilarApi(APIView):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         result = similar_to_article(article_id=article_id, **filters.validated_data)
-        return search_response(result)
+        return search_response(result, request)
 
 
 class SimilarSearchApi(APIView):
@@ -222,7 +251,7 @@ class SimilarSearchApi(APIView):
         text = filters.validated_data.pop("text", "")
         if not text:
             raise InvalidQuery(MSG_NO_QUERY)
-        return search_response(similar_to_text(text=text, **filters.validated_data))
+        return search_response(similar_to_text(text=text, **filters.validated_data), request)
 
     @extend_schema(
         request={
@@ -247,13 +276,14 @@ class SimilarSearchApi(APIView):
         if len(given) > 1:
             raise InvalidQuery(MSG_TWO_QUERIES.format(fields=", ".join(given)))
         if vector is not None:
-            return search_response(similar_to_vector(vector=vector, model=model or None, **data))
+            result = similar_to_vector(vector=vector, model=model or None, **data)
+            return search_response(result, request)
         if image_url is not None:
-            return search_response(similar_to_image_url(image_url=image_url, **data))
+            return search_response(similar_to_image_url(image_url=image_url, **data), request)
         if upload is None:
             fields = ", ".join(sorted(request.data)) or "none"
             raise InvalidQuery(MSG_NO_IMAGE.format(fields=fields))
-        return search_response(similar_to_image(image=_read_upload(upload), **data))
+        return search_response(similar_to_image(image=_read_upload(upload), **data), request)
 
 
 def reject_large_body(request: Request, *, empty_message: str = MSG_EMPTY_BODY) -> None:
