@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from django.db import transaction
+from lookalike_core.images import ImageValidationError, validate_image_bytes
 
 from catalog.conf import catalog_settings
-from catalog.images import ImageValidationError, validate_image_bytes
 from catalog.models import Article, article_image_path
 from catalog.services.images import ImageFiles, article_image_store
 

@@ -12,9 +12,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from lookalike_core.tabular import Record, TabularError, tabular_open
 
 from catalog.models import URL_NOT_URI, Article, article_id_problem, http_url_validator
-from catalog.tabular import Record, TabularError, tabular_open
 
 logger = logging.getLogger(__name__)
 

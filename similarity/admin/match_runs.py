@@ -22,9 +22,10 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from lookalike_core.match_report import VERDICTS
+from lookalike_core.sources import MatchSourceError
 
 from catalog.models import Article
-from similarity.engine.match_report import VERDICTS
 from similarity.errors import InvalidQuery
 from similarity.models import MatchRun
 from similarity.selectors.matching import (
@@ -34,7 +35,6 @@ from similarity.selectors.matching import (
     match_run_thumbnail_open,
 )
 from similarity.services.matching.runs import match_run_create, match_run_delete
-from similarity.services.matching.sources import MatchSourceError
 
 ROWS_PER_PAGE = 25
 

@@ -9,14 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.core.files import File
-
-from similarity.engine.match_report import (
+from lookalike_core.match_report import (
     VERDICTS,
     MatchRow,
     report_columns,
     report_csv_values,
     report_rows,
 )
+
 from similarity.models import MatchRun
 from similarity.storages import match_thumbnail_key, match_thumbnail_name, matching_storage
 

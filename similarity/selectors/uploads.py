@@ -6,10 +6,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from lookalike_core.images import ImageValidationError, image_decode_reduced
 from lookalike_core.imaging import to_rgb
 from PIL import Image
 
-from catalog.images import ImageValidationError, image_decode_reduced
 from similarity.conf import similarity_settings
 from similarity.errors import InvalidImageQuery, UploadsBusy
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import pickle
 from dataclasses import dataclass, field
 
 from django.db import IntegrityError, transaction

@@ -1,8 +1,8 @@
 """Match a batch of supplier photos against the current index and write a verdict per photo.
 
-Reader (``matching.sources``) -> fetch and decode in threads (``matching.prepare``, the
+Reader (``lookalike_core.sources``) -> fetch and decode in threads (``matching.prepare``, the
 catalog's safe downloader) -> embed with the index's model and runtime (the process's one
-provider) -> k-NN against the current index -> writer (``engine.match_report``, one flushed
+provider) -> k-NN against the current index -> writer (``lookalike_core.match_report``, one flushed
 line per photo, resumable).
 """
 
@@ -16,6 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from lookalike_core.match_report import (
+    ERROR,
+    NEW,
+    SAME,
+    SIMILAR,
+    MatchRow,
+    ReportWriter,
+    report_format,
+    verdict_for,
+)
+from lookalike_core.sources import SupplierSource, pending_rows, supplier_source_open
 from PIL import Image
 
 from catalog.models import ArticleId
@@ -24,15 +35,6 @@ from catalog.selectors import article_ids_by_pk
 from similarity.conf import similarity_settings
 from similarity.engine.embedders import Embedder
 from similarity.engine.index import knn_query
-from similarity.engine.match_report import (
-    ERROR,
-    NEW,
-    SAME,
-    SIMILAR,
-    MatchRow,
-    ReportWriter,
-    report_format,
-)
 from similarity.selectors.search import query_embedder
 from similarity.selectors.store import LoadedIndex, get_store
 from similarity.selectors.validation import validate_k
@@ -40,11 +42,9 @@ from similarity.services.matching.prepare import (
     Photo,
     PhotoFetcher,
     Thumbnails,
-    pending_rows,
     photo_fetcher,
     prefetch,
 )
-from similarity.services.matching.sources import SupplierSource, supplier_source_open
 
 logger = logging.getLogger(__name__)
 
@@ -273,12 +273,8 @@ def _report_row(photo: Photo, matches: Matches | None, summary: MatchSummary) ->
     if photo.error or matches is None:
         return MatchRow(supplier_ref=row.supplier_ref, verdict=ERROR, extra=row.extra,
                         error=photo.error or "not embedded")
-    best = matches[0][1] if matches else None
-    if best is not None and best <= summary.duplicate_threshold:
-        verdict = SAME
-    elif best is not None and best <= summary.similar_threshold:
-        verdict = SIMILAR
-    else:
-        verdict = NEW
+    verdict = verdict_for(matches[0][1] if matches else None,
+                          same_threshold=summary.duplicate_threshold,
+                          similar_threshold=summary.similar_threshold)
     return MatchRow(supplier_ref=row.supplier_ref, verdict=verdict, matches=matches,
                     extra=row.extra)

@@ -1,4 +1,5 @@
-"""The task queue and the build queue: a build is queued only with its task; lost tasks are sent again."""
+"""The task queue and the build queue: a build is queued only with its task; lost tasks are
+sent again."""
 
 from __future__ import annotations
 

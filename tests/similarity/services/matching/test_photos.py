@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from lookalike_core.match_report import ReportError, report_rows_read
 from PIL import Image
 
 from demo.loopback import LoopbackServer
 from demo.sample_images import product_image
 from similarity.conf import similarity_settings
-from similarity.engine.match_report import ReportError, report_rows_read
 from similarity.services.builds.runs import index_build_run
 from similarity.services.matching.photos import supplier_photos_match
 from tests.similarity.helpers import make_catalog
