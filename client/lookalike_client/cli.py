@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ClientError, MatchSourceError, ReportError, ValueError) as error:
         print(f"lookalike-client: error: {error}", file=sys.stderr)
         return 1
-    for ref, error in summary.errors[:ERRORS_SHOWN]:
-        print(f"{ref}: {error}", file=sys.stderr)
+    for ref, reason in summary.errors[:ERRORS_SHOWN]:
+        print(f"{ref}: {reason}", file=sys.stderr)
     if summary.failed > ERRORS_SHOWN:
         print(f"... and {summary.failed - ERRORS_SHOWN} more (see the report)", file=sys.stderr)
     print(summary.describe())
