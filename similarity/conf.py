@@ -92,6 +92,10 @@ class SimilaritySettings:
     # Supplier matching: "similar" verdict at or under this distance; None = the family's.
     similar_threshold: float | None = setting(None)
     match_batch_size: int = setting(64, clean=at_least_one)  # photos per fetch/embed batch
+    # Verification of image queries with local features (engine/verification): on by
+    # default; off gives the global ranking and distance-only verdicts.
+    verify: bool = setting(True)
+    local_features_cache: int = setting(2048, clean=at_least_one)  # features held in memory
     # Zip uploads of supplier photos (admin): refused beyond these, before anything is used.
     match_zip_max_files: int = setting(10_000, clean=at_least_one)
     match_zip_max_bytes: int = setting(2 * 1024**3, clean=at_least_one)  # uncompressed total
@@ -114,6 +118,11 @@ class SimilaritySettings:
     def index_root(self) -> Path:
         """Where builds are written (and, with the local storage, served from)."""
         return self.data_dir / "index"
+
+    @property
+    def local_features_root(self) -> Path:
+        """Catalog images' local features, one file per image content (not per build)."""
+        return self.data_dir / "local_features"
 
     @property
     def index_cache_root(self) -> Path:

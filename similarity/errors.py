@@ -61,6 +61,13 @@ class UploadsBusy(SimilarityError):
     code = "uploads_busy"
 
 
+class InvalidDecision(SimilarityError):
+    """A review decision on a match run that cannot be recorded (unknown photo or article,
+    a decision that is not one of the choices); the message names the offending value."""
+
+    code = "invalid_decision"
+
+
 class BuildAlreadyRunning(SimilarityError):
     code = "build_already_running"
 

@@ -93,6 +93,12 @@ class FoldedDuplicateSerializer(serializers.Serializer):
     distance = serializers.FloatField(help_text="Cosine distance to the result it was folded into.")
 
 
+class MatchedImageSerializer(serializers.Serializer):
+    position = serializers.IntegerField(help_text="0 = the article's primary image.")
+    image_url = serializers.URLField(help_text="The photo's URL in the catalog feed.")
+    score = serializers.FloatField(help_text="Cosine similarity of this photo to the query.")
+
+
 class SimilarResultSerializer(serializers.Serializer):
     article_id = serializers.CharField()
     title = serializers.CharField()
@@ -104,6 +110,11 @@ class SimilarResultSerializer(serializers.Serializer):
         many=True, required=False,
         help_text="With collapse=true only: worse-ranked results within the model's duplicate "
         "threshold of this one, folded into it.",
+    )
+    matched_image = MatchedImageSerializer(
+        allow_null=True,
+        help_text="Which of the article's photos matched the query best (articles with "
+        "several photos are searched by their combination).",
     )
 
 
@@ -125,6 +136,7 @@ def result_rows(results: list[SimilarResult], *, collapsed: bool) -> list[dict[s
             "image_url": row.image_url,
             "distance": row.distance,
             "score": row.score,
+            "matched_image": _matched(row),
         }
         if collapsed:
             data["duplicates"] = [
@@ -132,6 +144,13 @@ def result_rows(results: list[SimilarResult], *, collapsed: bool) -> list[dict[s
             ]
         rows.append(data)
     return rows
+
+
+def _matched(row: SimilarResult) -> dict[str, Any] | None:
+    matched = row.matched_image
+    if matched is None:
+        return None
+    return {"position": matched.position, "image_url": matched.image_url, "score": matched.score}
 
 
 def search_response(result: SearchResult) -> Response:

@@ -285,4 +285,4 @@ def _search_all(
                 distances = np.concatenate([np.zeros(1, dtype=np.float32), distances])
         ids, distances = ids[:wanted], distances[:wanted]
         answers[position].results = ranked_results(loaded, ids, distances, k=k,
-                                                   collapse=collapse)
+                                                   collapse=collapse, query=vectors[position])

@@ -17,7 +17,8 @@ EXIT_ROWS_SKIPPED = EXIT_PARTIAL  # the file imported but some rows were skipped
 class Command(LookalikeCommand):
     help = (
         "Import (upsert) a catalog from CSV or JSON Lines. Required columns: article_id, "
-        "image_url; optional: title, category; other columns are kept as metadata. "
+        "image_url; optional: title, category, additional_image_urls, item_group_id, "
+        "availability; other columns are kept as metadata. "
         f"Exits {EXIT_ROWS_SKIPPED} when rows were skipped, 1 when the file is unusable."
     )
 
@@ -43,10 +44,17 @@ class Command(LookalikeCommand):
             raise CommandError(str(exc)) from exc
         for skipped in summary.skipped:
             self.stderr.write(f"line {skipped.line}: skipped: {skipped.reason}")
+        for warning in summary.warnings:
+            self.stderr.write(f"line {warning.line}: {warning.reason}")
         self.stdout.write(f"{options['path']}: {summary.describe()}")
+        done = "validated, nothing written" if options["dry_run"] else "imported"
         if summary.skipped:
-            done = "validated, nothing written" if options["dry_run"] else "imported"
             raise CommandError(
                 f"{len(summary.skipped)} row(s) skipped; the other rows were {done}",
+                returncode=EXIT_ROWS_SKIPPED,
+            )
+        if summary.warnings:
+            raise CommandError(
+                f"{len(summary.warnings)} additional image URL(s) dropped; the rows were {done}",
                 returncode=EXIT_ROWS_SKIPPED,
             )

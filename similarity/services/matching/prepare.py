@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import requests
 from lookalike_core.images import ImageValidationError, image_decode_reduced
 from lookalike_core.imaging import to_rgb
+from lookalike_core.localfiles import local_file_read
 from lookalike_core.sources import SupplierRow
 from PIL import Image
 
@@ -92,7 +92,7 @@ def photo_prepare(
         return Photo(row, error=row.error)
     try:
         if row.path is not None:
-            data = _file_bytes(row.path, max_bytes=max_bytes)
+            data = local_file_read(row.path, max_bytes=max_bytes)
         else:
             data = fetch_image(session, row.image_url, timeout=timeout, max_bytes=max_bytes,
                                max_pixels=max_pixels).data
@@ -108,14 +108,6 @@ def photo_prepare(
         logger.exception("Unexpected error preparing supplier photo %s", row.supplier_ref)
         return Photo(row, error=f"unexpected error: {exc!r}")
     return Photo(row, image=image)
-
-
-def _file_bytes(path: Path, *, max_bytes: int) -> bytes:
-    with path.open("rb") as handle:
-        data = handle.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ImageFetchError(MSG_TOO_LARGE.format(max_bytes=max_bytes))
-    return data
 
 
 def thumbnail_jpeg(image: Image.Image) -> bytes:

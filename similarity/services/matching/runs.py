@@ -206,7 +206,7 @@ def _record(run: MatchRun, summary: MatchSummary) -> None:
     MatchRun.objects.filter(pk=run.pk).update(
         model=summary.model, index_build=summary.index_build,
         duplicate_threshold=summary.duplicate_threshold,
-        similar_threshold=summary.similar_threshold,
+        similar_threshold=summary.similar_threshold, verified=summary.verified,
         same_count=counts["same"], similar_count=counts["similar"],
         new_count=counts["new"], error_count=counts["error"],
         timings={key: round(value, 3) for key, value in summary.timings.items()},

@@ -13,7 +13,11 @@ from django.urls import reverse
 from lookalike_core.sources import MatchSourceError, zip_extract_safe
 
 from similarity.models import MatchRun
-from similarity.selectors.matching import match_run_rows, match_run_thumbnail_name
+from similarity.selectors.matching import (
+    REVIEW_COLUMNS,
+    match_run_rows,
+    match_run_thumbnail_name,
+)
 from similarity.services.builds.runs import index_build_run
 from similarity.services.matching.runs import match_run_create
 from tests.similarity.helpers import make_catalog
@@ -111,7 +115,8 @@ def test_feed_upload_keeps_extra_columns(
     export = admin_client.get(reverse("admin:similarity_matchrun_review", args=[run.pk]),
                               {"export": "csv"})
     rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
-    assert rows[0][-1] == "price" and rows[1][0] == "P-7" and rows[1][-1] == "12.50"
+    extra = -1 - len(REVIEW_COLUMNS)  # the review's columns come last
+    assert rows[0][extra] == "price" and rows[1][0] == "P-7" and rows[1][extra] == "12.50"
     assert rows[1][2] == catalog[7].article_id
 
 
