@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
+from lookalike_core.images import ImageValidationError, validate_image_bytes
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import DecodeError, MaxRetryError, ProtocolError, ReadTimeoutError
 from urllib3.exceptions import SSLError as Urllib3SSLError
 from urllib3.util.retry import Retry
 
-from catalog.images import ImageValidationError, validate_image_bytes
 from catalog.services.addresses import GuardedAdapter, PrivateAddressError
 
 logger = logging.getLogger(__name__)

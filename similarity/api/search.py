@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
+from lookalike_core.match_report import VERDICTS
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -20,7 +21,6 @@ from similarity.api.errors import EmptyUpload, LengthRequired, UploadTooLarge
 from similarity.api.parsers import JSONParser
 from similarity.api.permissions import UPLOAD_THROTTLE_SCOPE, UploadThrottle
 from similarity.conf import similarity_settings
-from similarity.engine.match_report import VERDICTS
 from similarity.engine.verification import PairEvidence
 from similarity.errors import InvalidQuery
 from similarity.selectors.queries import (

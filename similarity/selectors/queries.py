@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import requests
+from lookalike_core.images import ImageValidationError
 from PIL import Image
 
 from catalog.conf import catalog_settings
-from catalog.images import ImageValidationError
 from catalog.services.fetching import ImageFetchError, download_session, fetch_bytes
 from similarity.conf import similarity_settings
 from similarity.engine.verification import PairEvidence, VerifyPolicy

@@ -7,10 +7,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from lookalike_core.images import ImageValidationError, image_decode_reduced
 from lookalike_core.imaging import to_rgb
 from PIL import Image
 
-from catalog.images import ImageValidationError, image_decode_reduced
 from similarity.conf import similarity_settings
 from similarity.errors import InvalidImageQuery, UploadsBusy
 
@@ -58,7 +58,7 @@ def photo_decode(
 ) -> Image.Image:
     """The one decode path of photos from outside: ``data`` as an upright RGB image whose
     sides stay >= ``min_side``, decoded once (checked and decoded in the same pass) within
-    a decode slot, under ``max_pixels`` and the JPEG scan limit (catalog.images).
+    a decode slot, under ``max_pixels`` and the JPEG scan limit (lookalike_core.images).
 
     ImageValidationError says what is wrong with the bytes; UploadsBusy when no slot frees
     in time (unless ``wait``).

@@ -12,20 +12,20 @@ from dataclasses import dataclass
 from functools import partial
 
 import requests
+from lookalike_core.images import ImageValidationError
+from lookalike_core.localfiles import local_file_read
+from lookalike_core.sources import SupplierRow
 from PIL import Image
 
 from catalog.conf import catalog_settings
-from catalog.images import ImageValidationError
-from catalog.localfiles import local_file_read
 from catalog.services.fetching import ImageFetchError, download_session, fetch_bytes
 from similarity.selectors.uploads import photo_decode
-from similarity.services.matching.sources import SupplierRow
 
 logger = logging.getLogger(__name__)
 
 THUMBNAIL_SIDE = 240
 
-MSG_REPEATED = "supplier_ref repeated (first on line {line}); only the first row is matched"
+MSG_TOO_LARGE = "image too large: > {max_bytes} bytes"
 MSG_UNREADABLE = "could not read the file: {error}"
 
 # Where a small JPEG of each photo goes: (supplier_ref, JPEG bytes). A match run keeps them
@@ -73,20 +73,6 @@ def photo_fetcher(
         min_side=min_side, thumbnails=thumbnails,
     )
     return PhotoFetcher(prepare=prepare, session=session, workers=workers)
-
-
-def pending_rows(rows: Iterator[SupplierRow], done: set[str]) -> Iterator[SupplierRow]:
-    """Rows not in the report yet; a ref seen earlier in this source becomes an error row."""
-    first_line: dict[str, int] = {}
-    for row in rows:
-        if row.supplier_ref in first_line:
-            yield SupplierRow(supplier_ref=f"{row.supplier_ref} (line {row.line})",
-                              line=row.line, extra=row.extra,
-                              error=MSG_REPEATED.format(line=first_line[row.supplier_ref]))
-            continue
-        first_line[row.supplier_ref] = row.line
-        if row.supplier_ref not in done:
-            yield row
 
 
 def prefetch(

@@ -6,14 +6,14 @@ from __future__ import annotations
 import io
 
 import pytest
-
-from catalog.images import (
+from lookalike_core.images import (
     MAX_JPEG_SCANS,
     ImageValidationError,
     image_decode_reduced,
     jpeg_scan_count,
     validate_image_bytes,
 )
+
 from demo.hostile_images import scan_bomb_jpeg
 from demo.sample_images import product_image
 

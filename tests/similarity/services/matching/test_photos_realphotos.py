@@ -12,10 +12,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from lookalike_core.match_report import report_rows_read
 
 from catalog.models import Article
 from catalog.services.images import article_image_store
-from similarity.engine.match_report import report_rows_read
 from similarity.services.builds.runs import index_build_run
 from similarity.services.matching.photos import supplier_photos_match
 
