@@ -88,6 +88,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees view and rendering exceptions first: the database down is a 503 JSON.
+    "similarity.api.fallback.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

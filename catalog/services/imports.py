@@ -43,6 +43,7 @@ MAX_URL_LENGTH: int = Article._meta.get_field("image_url").max_length or 2048
 
 MSG_MISSING_ID = "missing article_id"
 MSG_MISSING_URL = "missing image_url"
+MSG_ID_TYPE = "article_id must be a string or a number; got {kind}"
 MSG_BAD_URL = "invalid image_url {url!r}: only absolute http(s) URLs are accepted"
 MSG_BAD_URL_DETAIL = "invalid image_url {url!r}: {detail}"
 MSG_DUPLICATE = "duplicate article_id {article_id!r} (first seen on line {first_line})"
@@ -159,9 +160,14 @@ def _any_string(value: Any, test: Callable[[str], bool]) -> bool:
 
 def _parse(line: int, record: dict[str, Any]) -> _Row | str:
     """The row as an article's values, or why it is skipped."""
-    article_id = _text(record.get("article_id"))
+    raw_id = record.get("article_id")
+    if raw_id is not None and (isinstance(raw_id, bool)
+                               or not isinstance(raw_id, str | int | float)):
+        return MSG_ID_TYPE.format(kind=type(raw_id).__name__)
+    article_id = _text(raw_id)
     image_url = _text(record.get("image_url"))
-    problem = _text_problem(record) or _id_problem(article_id) or _url_problem(image_url)
+    problem = article_text_problem(record) or article_id_refusal(article_id) or _url_problem(
+        image_url)
     if problem:
         return problem
     metadata = {
@@ -204,8 +210,13 @@ def _additional_urls(value: Any, primary: str) -> tuple[tuple[str, ...], tuple[s
     return tuple(urls), tuple(warnings)
 
 
-def _text_problem(record: dict[str, Any]) -> str | None:
-    # SQLite stores NUL; PostgreSQL rejects it (text and jsonb) and would abort the import.
+def article_text_problem(record: dict[str, Any]) -> str | None:
+    """Why a value of ``record`` (keys and nested values too) cannot be stored, or None.
+
+    SQLite stores NUL; PostgreSQL rejects it (text and jsonb) and would abort the import.
+    Lone surrogates (JSON escapes, file names that are not UTF-8) no encoding can store.
+    Shared by every importer (feeds, folders).
+    """
     for key, value in record.items():
         if _has_nul(key) or _has_nul(value):
             return MSG_NUL.format(field=key)
@@ -214,7 +225,9 @@ def _text_problem(record: dict[str, Any]) -> str | None:
     return None
 
 
-def _id_problem(article_id: str) -> str | None:
+def article_id_refusal(article_id: str) -> str | None:
+    """Why an importer refuses ``article_id``, or None: missing, too long, or unusable in API
+    URLs (``article_id_problem``). Shared by every importer (feeds, folders)."""
     if not article_id:
         return MSG_MISSING_ID
     if len(article_id) > MAX_ID_LENGTH:

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.core.files.storage import default_storage
+from lookalike_core.imaging import ImageDecodeError, load_image
 from PIL import Image
 
 from catalog.models import Article
 from similarity.conf import similarity_settings
-from lookalike_core.imaging import ImageDecodeError, load_image
 from similarity.engine.verification import (
     WORKING_SIDE,
     FeatureStore,

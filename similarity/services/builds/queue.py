@@ -203,6 +203,6 @@ def _payload_id(payload: str | bytes) -> str | None:
 
     try:
         return SignedPackage.loads(payload).get("id")
-    except (BadSignature, ValueError, TypeError, AttributeError, EOFError) as exc:
+    except (BadSignature, pickle.UnpicklingError, ValueError, TypeError, EOFError) as exc:
         logger.debug("Unreadable task payload: %s", exc)
         return None

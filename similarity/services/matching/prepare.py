@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import requests
 from lookalike_core.imaging import to_rgb
@@ -18,6 +17,7 @@ from PIL import Image
 
 from catalog.conf import catalog_settings
 from catalog.images import ImageValidationError, image_decode_reduced
+from catalog.localfiles import local_file_read
 from catalog.services.fetching import ImageFetchError, download_session, fetch_image
 from similarity.services.matching.sources import SupplierRow
 
@@ -26,7 +26,6 @@ logger = logging.getLogger(__name__)
 THUMBNAIL_SIDE = 240
 
 MSG_REPEATED = "supplier_ref repeated (first on line {line}); only the first row is matched"
-MSG_TOO_LARGE = "image too large: > {max_bytes} bytes"
 MSG_UNREADABLE = "could not read the file: {error}"
 
 # Where a small JPEG of each photo goes: (supplier_ref, JPEG bytes). A match run keeps them
@@ -107,7 +106,7 @@ def photo_prepare(
         return Photo(row, error=row.error)
     try:
         if row.path is not None:
-            data = _file_bytes(row.path, max_bytes=max_bytes)
+            data = local_file_read(row.path, max_bytes=max_bytes)
         else:
             data = fetch_image(session, row.image_url, timeout=timeout, max_bytes=max_bytes,
                                max_pixels=max_pixels).data
@@ -123,14 +122,6 @@ def photo_prepare(
         logger.exception("Unexpected error preparing supplier photo %s", row.supplier_ref)
         return Photo(row, error=f"unexpected error: {exc!r}")
     return Photo(row, image=image)
-
-
-def _file_bytes(path: Path, *, max_bytes: int) -> bytes:
-    with path.open("rb") as handle:
-        data = handle.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ImageFetchError(MSG_TOO_LARGE.format(max_bytes=max_bytes))
-    return data
 
 
 def thumbnail_jpeg(image: Image.Image) -> bytes:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from catalog.localfiles import folder_photos
 from catalog.tabular import TabularError, TabularFile, tabular_kind, tabular_open
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -91,13 +92,16 @@ def supplier_source_open(*, path: Path | str) -> SupplierSource:
 
 
 def _folder_rows(root: Path) -> Iterator[SupplierRow]:
-    files = sorted(
-        (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
-        key=lambda p: p.relative_to(root).as_posix(),
-    )
-    for position, file in enumerate(files, start=1):
-        ref = file.relative_to(root).with_suffix("").as_posix()
-        yield SupplierRow(supplier_ref=ref, line=position, path=file)
+    """The folder's photos in path order; what is not a regular file inside the folder (a
+    link out of it, a loop, a FIFO, a device) is an error row with the reason."""
+    listing = folder_photos(root, extensions=IMAGE_EXTENSIONS)
+    base = Path(listing.root)
+    found: list[tuple[str, Path | None, str]] = [
+        (path.relative_to(base).as_posix(), path, "") for path in listing.files]
+    found += [(relative, None, reason) for relative, reason in listing.skipped]
+    for position, (relative, path, reason) in enumerate(sorted(found), start=1):
+        ref = str(PurePosixPath(relative).with_suffix(""))
+        yield SupplierRow(supplier_ref=ref, line=position, path=path, error=reason)
 
 
 def _feed_rows(feed: TabularFile) -> Iterator[SupplierRow]:

@@ -1,4 +1,4 @@
-"""The task queue and the build queue: a build is queued only with its task; lost tasks are sent again."""
+"""The build queue and the broker: a build is queued only with its task; lost tasks go again."""
 
 from __future__ import annotations
 

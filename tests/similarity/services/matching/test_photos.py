@@ -256,3 +256,16 @@ def test_the_index_runtime_is_used_and_loaded_once_per_process(catalog, monkeypa
     assert query_embedder(onnx) is query_embedder(onnx)
     assert calls == ["onnx"]
     embedders.embedders_clear()
+
+
+def test_folder_source_reports_fifos_devices_outside_links_and_loops(catalog, tmp_path):
+    from similarity.services.matching.sources import supplier_source_open
+    from tests.hostile_folder import hostile_folder
+
+    root, expected = hostile_folder(tmp_path)
+    rows = list(supplier_source_open(path=root).rows())
+    errors = {row.supplier_ref: row.error for row in rows if row.error}
+    assert errors == {name.removesuffix(".jpg"): reason for name, reason in expected.items()}
+    assert sorted(row.supplier_ref for row in rows if not row.error) == ["alias", "good"]
+    summary = supplier_photos_match(source=root, output=tmp_path / "r.csv", progress=False)
+    assert dict(summary.errors) == errors and summary.counts["error"] == len(expected)
