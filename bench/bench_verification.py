@@ -96,7 +96,7 @@ def shop_folder(labels: list[dict[str, str]], images: Path, folder: Path,
 def quality(report: Path, truth: dict[str, str], held: set[str],
             category: dict[str, str]) -> dict[str, float]:
     """hit@1 / hit@5 (all, packaged), same precision / recall, held-out judged new."""
-    from similarity.engine.match_report import NEW, SAME, report_rows_read
+    from lookalike_core.match_report import NEW, SAME, report_rows_read
 
     rows = list(report_rows_read(path=report))
     known = [row for row in rows if truth[row.supplier_ref] not in held]

@@ -142,7 +142,8 @@ class SimilarBatchApi(APIView):
                 status, body = similarity_error(answer.error, user=request.user)
                 answers.append({"article_id": answer.article_id, "status": status, **body})
             else:
-                rows = result_rows(answer.results or [], collapsed=result.collapsed)
+                rows = result_rows(answer.results or [], collapsed=result.collapsed,
+                                   request=request)
                 extra: dict[str, Any] = {}
                 if answer.verdict is not None:
                     extra["verdict"] = answer.verdict

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
+from lookalike_core.match_report import VERDICTS
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -15,11 +16,11 @@ from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
+from catalog.api.articles import media_url
 from similarity.api.errors import EmptyUpload, LengthRequired, UploadTooLarge
 from similarity.api.parsers import JSONParser
 from similarity.api.permissions import UPLOAD_THROTTLE_SCOPE, UploadThrottle
 from similarity.conf import similarity_settings
-from similarity.engine.match_report import VERDICTS
 from similarity.engine.verification import PairEvidence
 from similarity.errors import InvalidQuery
 from similarity.selectors.queries import (
@@ -117,7 +118,12 @@ class SimilarResultSerializer(serializers.Serializer):
     article_id = serializers.CharField()
     title = serializers.CharField()
     category = serializers.CharField()
-    image_url = serializers.URLField()
+    image_url = serializers.CharField(help_text="Where the catalog says the image comes from "
+                                      "(an http(s) URL, or file:// for a folder import).")
+    image = serializers.URLField(
+        allow_null=True,
+        help_text="The stored copy of the image, served here (null before it is downloaded).",
+    )
     distance = serializers.FloatField(help_text="Cosine distance, 0 = same direction.")
     score = serializers.FloatField(help_text="Cosine similarity, 1 - distance.")
     duplicates = FoldedDuplicateSerializer(
@@ -150,15 +156,19 @@ class SearchOutputSerializer(serializers.Serializer):
     results = SimilarResultSerializer(many=True)
 
 
-def result_rows(results: list[SimilarResult], *, collapsed: bool) -> list[dict[str, Any]]:
-    """Result dicts without per-row serializer overhead (hot path)."""
+def result_rows(
+    results: list[SimilarResult], *, collapsed: bool, request: Request
+) -> list[dict[str, Any]]:
+    """Result dicts without per-row serializer overhead (hot path); ``image`` is the stored
+    copy's absolute URL, whatever the article's source (a download or a folder import)."""
     rows = []
     for row in results:
-        data = {
+        data: dict[str, Any] = {
             "article_id": row.article_id,
             "title": row.title,
             "category": row.category,
             "image_url": row.image_url,
+            "image": media_url(request, row.image),
             "distance": row.distance,
             "score": row.score,
             "matched_image": _matched(row),
@@ -176,8 +186,9 @@ def evidence_fields(evidence: PairEvidence | None) -> dict[str, Any]:
             "inlier_ratio": None if evidence is None else round(evidence.inlier_ratio, 4)}
 
 
-def photo_match_response(match: PhotoMatch) -> Response:
-    rows = result_rows([item.result for item in match.results], collapsed=False)
+def photo_match_response(match: PhotoMatch, *, request: Request) -> Response:
+    rows = result_rows([item.result for item in match.results], collapsed=False,
+                       request=request)
     for row, item in zip(rows, match.results, strict=True):
         row.update(evidence_fields(item.evidence))
     return Response({"article_id": None, "model": match.model,
@@ -192,13 +203,13 @@ def _matched(row: SimilarResult) -> dict[str, Any] | None:
     return {"position": matched.position, "image_url": matched.image_url, "score": matched.score}
 
 
-def search_response(result: SearchResult) -> Response:
+def search_response(result: SearchResult, request: Request) -> Response:
     return Response(
         {
             "article_id": result.article_id,
             "model": result.model,
             "index_build": result.index_build,
-            "results": result_rows(result.results, collapsed=result.collapsed),
+            "results": result_rows(result.results, collapsed=result.collapsed, request=request),
         }
     )
 
@@ -223,7 +234,7 @@ class ArticleSimilarApi(APIView):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         result = similar_to_article(article_id=article_id, **filters.validated_data)
-        return search_response(result)
+        return search_response(result, request)
 
 
 class SimilarSearchApi(APIView):
@@ -281,7 +292,7 @@ class SimilarSearchApi(APIView):
         text = filters.validated_data.pop("text", "")
         if not text:
             raise InvalidQuery(MSG_NO_QUERY)
-        return search_response(similar_to_text(text=text, **filters.validated_data))
+        return search_response(similar_to_text(text=text, **filters.validated_data), request)
 
     @extend_schema(
         request={
@@ -311,13 +322,14 @@ class SimilarSearchApi(APIView):
             return self._verified(upload, image_url, vector, k=data["k"],
                                   category=data["category"])
         if vector is not None:
-            return search_response(similar_to_vector(vector=vector, model=model or None, **data))
+            result = similar_to_vector(vector=vector, model=model or None, **data)
+            return search_response(result, request)
         if image_url is not None:
-            return search_response(similar_to_image_url(image_url=image_url, **data))
+            return search_response(similar_to_image_url(image_url=image_url, **data), request)
         if upload is None:
             fields = ", ".join(sorted(request.data)) or "none"
             raise InvalidQuery(MSG_NO_IMAGE.format(fields=fields))
-        return search_response(similar_to_image(image=_read_upload(upload), **data))
+        return search_response(similar_to_image(image=_read_upload(upload), **data), request)
 
     def _verified(self, upload: UploadedFile | None, image_url: str | None,
                   vector: list[float] | None, *, k: int | None,
@@ -326,11 +338,12 @@ class SimilarSearchApi(APIView):
             raise InvalidQuery(MSG_VERIFY_VECTOR)
         if image_url is not None:
             return photo_match_response(photo_match_url(image_url=image_url, k=k,
-                                                        category=category))
+                                                        category=category),
+                                        request=self.request)
         if upload is None:
             raise InvalidQuery(MSG_NO_IMAGE.format(fields="none"))
         return photo_match_response(photo_match(image=_read_upload(upload), k=k, verify=True,
-                                                category=category))
+                                                category=category), request=self.request)
 
 
 def reject_large_body(request: Request, *, empty_message: str = MSG_EMPTY_BODY) -> None:

@@ -9,9 +9,9 @@ import base64
 import io
 from dataclasses import dataclass, field
 
+from lookalike_core.images import ImageValidationError, image_decode_reduced
 from lookalike_core.imaging import to_rgb
 
-from catalog.images import ImageValidationError, image_decode_reduced
 from similarity.conf import similarity_settings
 from similarity.engine.verification import PairEvidence
 from similarity.errors import InvalidImageQuery, InvalidQuery

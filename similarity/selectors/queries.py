@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import requests
+from lookalike_core.images import ImageValidationError
 from PIL import Image
 
 from catalog.conf import catalog_settings
-from catalog.services.fetching import ImageFetchError, download_session, fetch_image
+from catalog.services.fetching import ImageFetchError, download_session, fetch_bytes
 from similarity.conf import similarity_settings
 from similarity.engine.verification import PairEvidence, VerifyPolicy
 from similarity.errors import (
@@ -35,7 +36,7 @@ from similarity.selectors.search import (
     text_query_vector,
 )
 from similarity.selectors.store import LoadedIndex, get_store
-from similarity.selectors.uploads import query_image_decode
+from similarity.selectors.uploads import photo_decode
 from similarity.selectors.validation import validate_k
 from similarity.selectors.verification import (
     VERIFY_MIN_SIDE,
@@ -127,7 +128,8 @@ def similar_to_image_url(
     """The k articles nearest the photo at ``image_url``, fetched with the catalog's guard."""
     k = validate_k(k)
     loaded = get_store().get()
-    vector = image_query_vector(loaded, image_url_fetch(url=image_url))
+    image = image_url_image(url=image_url, min_side=query_embedder(loaded).image_size)
+    vector = image_query_vector(loaded, image)
     return similar_to_query_vector(loaded, vector, k=k, category=category, collapse=collapse)
 
 
@@ -145,12 +147,24 @@ _sessions: dict[bool, requests.Session] = {}
 _sessions_lock = threading.Lock()
 
 
-def image_url_fetch(*, url: str) -> bytes:
-    """The bytes at ``url``: the catalog's safe downloader under the upload limits.
+def image_url_image(*, url: str, min_side: int | None) -> Image.Image:
+    """The photo at ``url`` decoded as uploads are (one decode, in the upload decode slots,
+    under UPLOAD_MAX_PIXELS and the scan limit); ImageUrlFailed says why it cannot be used."""
+    data = image_url_fetch(url=url)
+    try:
+        return photo_decode(data=data, min_side=min_side,
+                            max_pixels=similarity_settings().upload_max_pixels)
+    except ImageValidationError as exc:
+        raise ImageUrlFailed(url, str(exc)) from exc
 
-    Private addresses are refused unless DOWNLOAD_ALLOW_PRIVATE; size and pixels are capped
-    by UPLOAD_MAX_BYTES / UPLOAD_MAX_PIXELS, time by DOWNLOAD_TIMEOUT. ImageUrlFailed with
-    the downloader's reason otherwise.
+
+def image_url_fetch(*, url: str) -> bytes:
+    """The bytes at ``url`` (not decoded): the catalog's safe downloader under the upload
+    limits.
+
+    Private addresses are refused unless DOWNLOAD_ALLOW_PRIVATE; size is capped by
+    UPLOAD_MAX_BYTES, time by DOWNLOAD_TIMEOUT. ImageUrlFailed with the downloader's reason
+    otherwise.
     """
     catalog = catalog_settings()
     conf = similarity_settings()
@@ -161,12 +175,11 @@ def image_url_fetch(*, url: str) -> bytes:
                                        allow_private=catalog.download_allow_private)
             _sessions[catalog.download_allow_private] = session
     try:
-        fetched = fetch_image(session, url, timeout=catalog.download_timeout,
-                              max_bytes=conf.upload_max_bytes,
-                              max_pixels=conf.upload_max_pixels)
+        data, _content_type = fetch_bytes(session, url, timeout=catalog.download_timeout,
+                                          max_bytes=conf.upload_max_bytes)
     except ImageFetchError as exc:
         raise ImageUrlFailed(url, str(exc)) from exc
-    return fetched.data
+    return data
 
 
 @dataclass(frozen=True)
@@ -294,7 +307,7 @@ def _fetched_vectors(
     min_side = max(embedder.image_size or 0, VERIFY_MIN_SIDE if verify else 0)
 
     def load(url: str) -> Image.Image:
-        return query_image_decode(data=image_url_fetch(url=url), min_side=min_side)
+        return image_url_image(url=url, min_side=min_side)
 
     images: dict[int, Image.Image] = {}
     with ThreadPoolExecutor(max_workers=min(URL_FETCH_WORKERS, len(fetches))) as pool:

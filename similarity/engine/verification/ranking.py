@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from similarity.engine.match_report import NEW, SAME, SIMILAR
+from lookalike_core.match_report import NEW, SAME, SIMILAR
+from lookalike_core.match_report import verdict_for as distance_verdict
+
 from similarity.engine.verification.geometry import PairEvidence
 
 # Defaults measured on realphotos/grocery with efficientnet-lite0, 65 products in the
@@ -90,8 +92,11 @@ def verdict_for(
     """
     if distance is None:
         return NEW
-    if policy.same(evidence, runner_up=runner_up) or distance <= duplicate_threshold:
+    # The distances' rule is the core's (the light client's verdicts without verification).
+    by_distance = distance_verdict(distance, same_threshold=duplicate_threshold,
+                                   similar_threshold=similar_threshold)
+    if by_distance == SAME or policy.same(evidence, runner_up=runner_up):
         return SAME
-    if distance <= similar_threshold:
+    if by_distance == SIMILAR:
         return SIMILAR
     return NEW

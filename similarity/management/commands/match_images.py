@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import CommandError
+from lookalike_core.sources import MatchSourceError
 
 from catalog.exitcodes import EXIT_PARTIAL
 from catalog.management.base import LookalikeCommand
 from similarity.errors import IndexNotReady, InvalidQuery
 from similarity.selectors.validation import validate_k
 from similarity.services.matching.photos import supplier_photos_match
-from similarity.services.matching.sources import MatchSourceError
 
 EXIT_ROWS_FAILED = EXIT_PARTIAL  # the report is complete but some rows failed
 ERRORS_SHOWN = 20

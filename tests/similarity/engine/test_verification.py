@@ -7,8 +7,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from lookalike_core.match_report import NEW, SAME, SIMILAR
 
-from similarity.engine.match_report import NEW, SAME, SIMILAR
 from similarity.engine.verification import (
     NOTHING,
     FeatureStore,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from lookalike_core.match_report import NEW, SAME, report_rows_read
 
-from similarity.engine.match_report import NEW, SAME, report_rows_read
 from similarity.services.matching.photos import supplier_photos_match
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
