@@ -1,6 +1,6 @@
-"""Search by photo for the admin: one photo (uploaded bytes or an image URL) ranked against
-the current index by the selectors the API's ``POST /api/similar/`` uses, with a verdict a
-buyer can act on and a small preview of the photo."""
+"""Search by photo for the admin: one photo (uploaded bytes or an image URL) ranked and
+verified against the current index by the API's ``POST /api/similar/`` path (``photo_match``
+with verification on, ``image_url_fetch``), with its verdict and a small preview."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ from lookalike_core.imaging import to_rgb
 
 from catalog.images import ImageValidationError, image_decode_reduced
 from similarity.conf import similarity_settings
-from similarity.engine.match_report import NEW, SAME, SIMILAR
 from similarity.errors import InvalidImageQuery, InvalidQuery
 from similarity.selectors.queries import image_url_fetch
-from similarity.selectors.search import SimilarResult, similar_to_image
 from similarity.selectors.uploads import upload_decode_slot
+from similarity.selectors.verification import VerifiedResult, photo_match
 
 PREVIEW_SIDE = 240
 MSG_ONE_PHOTO = "give a photo: upload a file or paste its URL (not both)"
@@ -27,17 +26,19 @@ MSG_TOO_LARGE = "upload of {size} bytes is larger than the limit of {limit} byte
 class PhotoSearchResult:
     model: str
     index_build: str
-    verdict: str  # SAME, SIMILAR or NEW: the first result's distance against the thresholds
+    verdict: str  # same, similar or new (photo_match's)
+    verified: bool
     same_threshold: float
     similar_threshold: float
-    results: list[SimilarResult]
+    results: list[VerifiedResult]
     preview: str  # the photo as a small JPEG data: URI
 
 
 def photo_search(*, image: bytes | None = None, image_url: str | None = None,
                  k: int | None = None) -> PhotoSearchResult:
-    """The k catalog articles nearest one photo, given as bytes or fetched from ``image_url``
-    (SSRF-guarded, under the upload limits: ``image_url_fetch``), with its verdict.
+    """The k catalog articles for one photo, given as bytes or fetched from ``image_url``
+    (SSRF-guarded, under the upload limits: ``image_url_fetch``), ranked and verified by
+    ``photo_match`` (verified candidates first, with their evidence), with its verdict.
 
     Raises InvalidQuery (no photo, both, too large, not an image, URL refused or failed),
     IndexNotReady, UploadsBusy: each says what is wrong.
@@ -50,15 +51,11 @@ def photo_search(*, image: bytes | None = None, image_url: str | None = None,
     assert image is not None
     if len(image) > conf.upload_max_bytes:
         raise InvalidQuery(MSG_TOO_LARGE.format(size=len(image), limit=conf.upload_max_bytes))
-    found = similar_to_image(image=image, k=k)
-    same = conf.duplicate_threshold_for(found.model)
-    similar = conf.similar_threshold_for(found.model)
-    best = found.results[0].distance if found.results else None
-    verdict = (SAME if best is not None and best <= same
-               else SIMILAR if best is not None and best <= similar else NEW)
+    found = photo_match(image=image, k=k, verify=True)
     return PhotoSearchResult(
-        model=found.model, index_build=found.index_build, verdict=verdict,
-        same_threshold=same, similar_threshold=similar, results=found.results,
+        model=found.model, index_build=found.index_build, verdict=found.verdict,
+        verified=found.verified, same_threshold=conf.duplicate_threshold_for(found.model),
+        similar_threshold=conf.similar_threshold_for(found.model), results=found.results,
         preview=_preview(image),
     )
 
