@@ -1,6 +1,6 @@
-"""Search by photo in the admin: upload a photo or paste its URL, see the ranked, verified
-catalog candidates with thumbnails, distance, evidence and the verdict
-(similarity.selectors.photo_search: the API's search by photo with verification on)."""
+"""Search by photo in the admin: upload a photo or paste its URL, see the ranked catalog
+candidates with thumbnails, distance, verdict and evidence (similarity.selectors.photo_search,
+the API's search by photo)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from similarity.conf import similarity_settings
 from similarity.errors import SimilarityError
 from similarity.models import PhotoSearch
 from similarity.selectors.photo_search import MSG_ONE_PHOTO, MSG_TOO_LARGE, photo_search
-from similarity.selectors.verification import VerifiedResult
 
 DEFAULT_K = 10
 
@@ -101,12 +100,12 @@ class PhotoSearchAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/similarity/photo_search.html", context)
 
 
-def _candidates(results: list[VerifiedResult]) -> list[dict[str, Any]]:
+def _candidates(results: list[Any]) -> list[dict[str, Any]]:
     return [{
-        "rank": rank, "article_id": item.result.article_id, "title": item.result.title,
-        "category": item.result.category, "distance": item.result.distance,
-        "inliers": item.evidence.inliers if item.evidence else None,
-        "inlier_ratio": item.evidence.inlier_ratio if item.evidence else None,
-        "thumbnail_url": default_storage.url(item.result.image) if item.result.image else "",
-        "change_url": reverse("admin:catalog_article_change", args=[item.result.pk]),
-    } for rank, item in enumerate(results, start=1)]
+        "rank": rank, "article_id": result.article_id, "title": result.title,
+        "category": result.category, "distance": result.distance,
+        "inliers": getattr(result, "inliers", None),
+        "inlier_ratio": getattr(result, "inlier_ratio", None),
+        "thumbnail_url": default_storage.url(result.image) if result.image else "",
+        "change_url": reverse("admin:catalog_article_change", args=[result.pk]),
+    } for rank, result in enumerate(results, start=1)]

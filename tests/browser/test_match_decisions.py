@@ -14,8 +14,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from lookalike_core.match_report import SAME
 
-from similarity.engine.match_report import SAME
 from similarity.models import MatchDecision, MatchRun
 from similarity.services.builds.runs import index_build_run
 from similarity.services.matching.runs import match_run_create

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from django.urls import reverse
+from lookalike_core.match_report import SAME
 
-from similarity.engine.match_report import SAME
 from similarity.services.builds.runs import index_build_run
 from tests.browser.test_match_decisions import log_in, screenshot
 from tests.similarity.helpers import make_catalog
