@@ -1,4 +1,4 @@
-"""The Article model: one catalog entry and the state of its downloaded image."""
+"""Article (one catalog entry and its primary image) and ArticleImage (its other photos)."""
 
 from __future__ import annotations
 
@@ -74,9 +74,12 @@ class HttpUrlValidator(URLValidator):
 http_url_validator = HttpUrlValidator(schemes=["http", "https"])
 
 
-def article_image_path(article_id: str, extension: str) -> str:
-    """Storage path for an article's image, derived from its id, never from the URL."""
-    digest = hashlib.sha256(article_id.encode("utf-8")).hexdigest()
+def article_image_path(article_id: str, extension: str, position: int = 0) -> str:
+    """Storage path for an article's image, derived from its id (and, for its additional
+    images, their position), never from the URL. Position 0 is the primary image; the key of
+    the others holds a NUL, which no article id can contain, so no two paths collide."""
+    key = article_id if position == 0 else f"{article_id}\0{position}"
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
     return f"images/{digest[:2]}/{digest[:32]}.{extension}"
 
 
@@ -110,6 +113,11 @@ class Article(models.Model):
     download_attempts = models.PositiveIntegerField(default=0)
     downloaded_at = models.DateTimeField(null=True, blank=True)
     is_active = models.BooleanField(default=True, db_index=True)
+    # Variants of one product (colours, sizes) share it: Google's item_group_id, Shopify's
+    # Handle. Results can be collapsed to one answer per group.
+    item_group_id = models.CharField(max_length=255, blank=True, db_index=True)
+    # As the feed says it ("in stock", "out of stock", "preorder", "backorder"; lower case).
+    availability = models.CharField(max_length=32, blank=True, db_index=True)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -123,3 +131,47 @@ class Article(models.Model):
     @property
     def has_image(self) -> bool:
         return self.download_status == self.DownloadStatus.DOWNLOADED and bool(self.image)
+
+
+OUT_OF_STOCK = "out of stock"
+
+
+class ArticleImage(models.Model):
+    """An additional photo of an article (position 1, 2, ...), downloaded and embedded like
+    the primary one, which stays on the Article (position 0): every reader of the primary
+    image (thumbnails, search results, matching) is unchanged, and a database from before
+    additional images needed no data moved."""
+
+    article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="images")
+    position = models.PositiveSmallIntegerField()
+    url = models.URLField(max_length=2048)
+    image = models.FileField(max_length=255, blank=True)
+    image_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    image_width = models.PositiveIntegerField(null=True, blank=True)
+    image_height = models.PositiveIntegerField(null=True, blank=True)
+    downloaded_url = models.URLField(max_length=2048, blank=True)
+    download_status = models.CharField(
+        max_length=16,
+        choices=Article.DownloadStatus.choices,
+        default=Article.DownloadStatus.PENDING,
+        db_index=True,
+    )
+    download_error = models.TextField(blank=True)
+    download_attempts = models.PositiveIntegerField(default=0)
+    downloaded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["article", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["article", "position"], name="articleimage_position"),
+            models.CheckConstraint(
+                condition=models.Q(position__gte=1), name="articleimage_not_primary"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.article_id} #{self.position}"
+
+    @property
+    def has_image(self) -> bool:
+        return self.download_status == Article.DownloadStatus.DOWNLOADED and bool(self.image)

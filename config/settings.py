@@ -25,6 +25,14 @@ env = EnvReader()
 DATA_DIR = Path(env.str("LOOKALIKE_DATA_DIR", "") or BASE_DIR / "var").resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
+# Per machine, shared by every data directory (the demo's and a shop's): exported ONNX models
+# and the embedding runtime `auto` measured for each model on this CPU (both keyed by the
+# model identity and library versions, so sharing them is safe).
+MODEL_CACHE_DIR = Path(
+    env.str("LOOKALIKE_MODEL_CACHE_DIR", "")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lookalike"
+).resolve()
+
 DEBUG = env.bool("DEBUG", default=False)
 
 
@@ -88,6 +96,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees view and rendering exceptions first: the database down is a 503 JSON.
+    "similarity.api.fallback.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -205,6 +215,12 @@ REST_FRAMEWORK: dict[str, object] = {
     # drf-spectacular's, plus the error statuses each view declares (error_statuses).
     "DEFAULT_SCHEMA_CLASS": "similarity.api.schema.ApiAutoSchema",
     "EXCEPTION_HANDLER": "similarity.api.errors.api_exception_handler",
+    # DRF's JSON parser with a nesting depth limit (deep JSON is a 400, not a 500).
+    "DEFAULT_PARSER_CLASSES": [
+        "similarity.api.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # Client IPs for the upload throttle: 0 uses REMOTE_ADDR only and ignores X-Forwarded-For
     # (which any client can send); N trusts the N-th address from the right of that header,
     # i.e. the one added by the outermost of N reverse proxies you run.

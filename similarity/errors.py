@@ -38,6 +38,13 @@ class IndexNotReady(SimilarityError):
         super().__init__(message)
 
 
+class ClientModelUnavailable(SimilarityError):
+    """No client can compute the index's vectors (no machine-readable preprocessing, or no
+    ONNX export that passed the accuracy gate): clients must upload photos instead."""
+
+    code = "client_model_unavailable"
+
+
 class InvalidQuery(SimilarityError):
     code = "invalid_query"
 
@@ -52,6 +59,13 @@ class UploadsBusy(SimilarityError):
     """Every upload decode slot of this process stayed busy for the whole wait."""
 
     code = "uploads_busy"
+
+
+class InvalidDecision(SimilarityError):
+    """A review decision on a match run that cannot be recorded (unknown photo or article,
+    a decision that is not one of the choices); the message names the offending value."""
+
+    code = "invalid_decision"
 
 
 class BuildAlreadyRunning(SimilarityError):
@@ -94,6 +108,12 @@ class ImageUrlFailed(InvalidQuery):
 
     def public_message(self, reason: str) -> str:
         return f"image_url {self.url!r} could not be used: {reason}"
+
+
+class TaskQueueUnavailable(SimilarityError):
+    """The task queue's broker (Redis, or the database) refused a task: nothing was queued."""
+
+    code = "task_queue_unavailable"
 
 
 class QueryThrottled(SimilarityError):

@@ -145,6 +145,14 @@ class IndexBuild(models.Model):
             text += f" in {total:.1f} s"
         return text
 
+    def runtime_summary(self) -> str:
+        """Which embedding runtime ran and why (from the manifest; "" before the index step)."""
+        manifest = self.manifest or {}
+        if not manifest.get("runtime"):
+            return ""
+        reason = manifest.get("runtime_reason") or f"requested {manifest.get('runtime_requested')}"
+        return f"Embedding runtime {manifest['runtime']}: {reason}"
+
 
 class CurrentIndex(models.Model):
     """The build every web node serves: one row (pk 1), written only by ``index_publish``.
@@ -336,7 +344,11 @@ class MatchRun(models.Model):
     index_build = models.CharField(max_length=128, blank=True)
     duplicate_threshold = models.FloatField(null=True, blank=True)
     similar_threshold = models.FloatField(null=True, blank=True)
-    duplicate_count = models.PositiveIntegerField(default=0)
+    verified = models.BooleanField(
+        default=False,
+        help_text="Candidates were verified with local features (evidence in the report).",
+    )
+    same_count = models.PositiveIntegerField(default=0)
     similar_count = models.PositiveIntegerField(default=0)
     new_count = models.PositiveIntegerField(default=0)
     error_count = models.PositiveIntegerField(default=0)
@@ -357,4 +369,49 @@ class MatchRun(models.Model):
 
     @property
     def total_count(self) -> int:
-        return self.duplicate_count + self.similar_count + self.new_count + self.error_count
+        return self.same_count + self.similar_count + self.new_count + self.error_count
+
+
+class MatchDecision(models.Model):
+    """A buyer's decision on one supplier photo of a run: "this is article X", "new" or
+    "skipped". Keyed by (run, supplier_ref), so it outlives re-published reports and retried
+    runs; the article is kept by its shop id, like duplicate decisions. Written only by
+    similarity.services.matching.decisions.
+    """
+
+    class Decision(models.TextChoices):
+        CONFIRMED = "confirmed", "Confirmed: this is the article"
+        NEW = "new", "New: not in the catalog"
+        SKIPPED = "skipped", "Skipped"
+
+    run = models.ForeignKey(MatchRun, on_delete=models.CASCADE, related_name="decisions")
+    supplier_ref = models.CharField(max_length=1000)
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    article_id = models.CharField(
+        max_length=255, blank=True, help_text="Shop id of the confirmed article."
+    )
+    verdict = models.CharField(
+        max_length=16, blank=True, help_text="The photo's verdict when the decision was made."
+    )
+    decided_by = models.CharField(max_length=150, blank=True)
+    decided_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["run", "supplier_ref"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "supplier_ref"], name="matchdecision_ref"),
+        ]
+
+    def __str__(self) -> str:
+        target = f" {self.article_id}" if self.article_id else ""
+        return f"run #{self.run_id} {self.supplier_ref}: {self.decision}{target}"
+
+
+class PhotoSearch(Article):
+    """Proxy giving the admin its "Search by photo" page (similarity.admin.photo_search);
+    its view permission is the page's."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "search by photo"
+        verbose_name_plural = "search by photo"

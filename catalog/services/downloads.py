@@ -34,6 +34,7 @@ from catalog.services.fetching import (
     download_session,
     fetch_image,
 )
+from catalog.services.gallery import GalleryLimits, gallery_download, gallery_jobs
 from catalog.services.images import ImageFiles
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ def images_download(
     allow_private: bool | None = None,
 ) -> DownloadSummary:
     """Download the images of active articles that need it; return counts and failures.
+
+    Additional images (``ArticleImage``) follow the primary ones in the same run, by the
+    same rules (``catalog.services.gallery``); the counts cover both.
 
     Fetched: pending articles, and downloaded ones whose ``image_url`` changed or whose file
     is missing or no longer matches ``image_sha256`` (checked without any HTTP request).
@@ -104,6 +108,14 @@ def images_download(
     bar = progress_bar(total=len(pks), unit="img", desc="Downloading images", enabled=progress)
     try:
         _pool_run(_jobs(pks), work, recorder, bar, workers=workers, cancel=cancel)
+        recorder.flush()
+        bar.close()
+        gallery_download(
+            gallery_jobs(article_ids=article_ids, force=force, only_failed=only_failed),
+            session=session, files=files, workers=workers, force=force, summary=summary,
+            cancel=cancel, limits=GalleryLimits(timeout=timeout, max_bytes=conf.download_max_bytes,
+                                                max_pixels=conf.download_max_pixels),
+        )
     finally:
         recorder.flush()
         bar.close()

@@ -25,22 +25,21 @@ from pathlib import Path
 from typing import Any
 
 from django.db import transaction
+from lookalike_core.images import ImageValidationError, validate_image_bytes
+from lookalike_core.localfiles import folder_photos, local_file_problem, local_file_read
 
 from catalog.conf import catalog_settings
-from catalog.images import ImageValidationError, validate_image_bytes
 from catalog.models import Article, article_image_path
 from catalog.services.images import ImageFiles, article_image_store
+from catalog.services.imports import article_id_refusal, article_text_problem
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
-MAX_ID_LENGTH: int = Article._meta.get_field("article_id").max_length or 255
 
 MSG_NOT_A_DIRECTORY = "not a directory: {path}"
 MSG_LABELS_MISSING = "labels file not found: {path}"
 MSG_LABELS_COLUMNS = "labels file {path} needs the columns article_id,image_file; got {columns}"
 MSG_DUPLICATE_ID = "duplicate article_id {article_id!r} (also {other})"
 MSG_FILE_MISSING = "image file {file!r} does not exist"
-MSG_ID_TOO_LONG = "article_id longer than {limit} characters"
-MSG_TOO_LARGE = "file is {size} bytes > limit {limit}"
 MSG_OUTSIDE = "image file {file!r} is outside the folder"
 
 
@@ -92,7 +91,8 @@ def catalog_import_folder(
         raise FolderImportError(MSG_NOT_A_DIRECTORY.format(path=root))
     root = root.resolve()
     summary = FolderImportSummary(dry_run=dry_run)
-    entries = _entries_from_labels(root, Path(labels), summary) if labels else _entries(root)
+    entries = (_entries_from_labels(root, Path(labels), summary) if labels
+               else _entries(root, summary))
     seen: dict[str, str] = {}
     conf = catalog_settings()
     for entry in entries:
@@ -101,9 +101,11 @@ def catalog_import_folder(
                 article_id=entry.article_id, other=seen[entry.article_id])))
             continue
         seen[entry.article_id] = entry.relative
-        if len(entry.article_id) > MAX_ID_LENGTH:
-            summary.skipped.append(
-                SkippedFile(entry.relative, MSG_ID_TOO_LONG.format(limit=MAX_ID_LENGTH)))
+        # The catalog import's rules: ids the API can route, values the database can store.
+        problem = article_id_refusal(entry.article_id) or article_text_problem(
+            {"title": entry.title, "category": entry.category, **entry.metadata})
+        if problem:
+            summary.skipped.append(SkippedFile(entry.relative, problem))
             continue
         try:
             outcome = _upsert(entry, conf=conf, dry_run=dry_run)
@@ -114,9 +116,11 @@ def catalog_import_folder(
     return summary
 
 
-def _entries(root: Path) -> list[_Entry]:
+def _entries(root: Path, summary: FolderImportSummary) -> list[_Entry]:
+    listing = folder_photos(root, extensions=IMAGE_EXTENSIONS)
+    summary.skipped.extend(SkippedFile(file, reason) for file, reason in listing.skipped)
     entries = []
-    for path in sorted(_image_files(root)):
+    for path in listing.files:
         relative = path.relative_to(root)
         stem = relative.with_suffix("").as_posix()
         category = relative.parent.as_posix() if relative.parent != Path(".") else ""
@@ -139,13 +143,17 @@ def _entries_from_labels(root: Path, labels: Path, summary: FolderImportSummary)
     entries, listed = [], set()
     for row in rows:
         name = row.pop("image_file")
-        path = (root / name).resolve()
+        path = Path(os.path.realpath(root / name))  # never raises, even on a link loop
         if not path.is_relative_to(root):
             summary.skipped.append(SkippedFile(name, MSG_OUTSIDE.format(file=name)))
             continue
         listed.add(path)
-        if not path.is_file():
+        if not os.path.lexists(root / name):
             summary.skipped.append(SkippedFile(name, MSG_FILE_MISSING.format(file=name)))
+            continue
+        problem = local_file_problem(root / name, root=root)
+        if problem:
+            summary.skipped.append(SkippedFile(name, problem))
             continue
         relative = path.relative_to(root).as_posix()
         article_id = row.pop("article_id") or Path(relative).with_suffix("").as_posix()
@@ -153,19 +161,9 @@ def _entries_from_labels(root: Path, labels: Path, summary: FolderImportSummary)
         category = row.pop("category", "")
         metadata = {"source_file": relative, **{k: v for k, v in row.items() if v}}
         entries.append(_Entry(path, relative, article_id, title, category, metadata))
-    summary.not_listed = len(set(_image_files(root)) - listed)
+    photos = folder_photos(root, extensions=IMAGE_EXTENSIONS).files
+    summary.not_listed = len({Path(os.path.realpath(p)) for p in photos} - listed)
     return entries
-
-
-def _image_files(root: Path) -> list[Path]:
-    found: list[Path] = []
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(
-            Path(folder, name).resolve() for name in names
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
-        )
-    return found
 
 
 def _title(stem: str) -> str:
@@ -173,10 +171,7 @@ def _title(stem: str) -> str:
 
 
 def _upsert(entry: _Entry, *, conf: Any, dry_run: bool) -> str:
-    size = entry.file.stat().st_size
-    if size > conf.download_max_bytes:
-        raise ImageValidationError(MSG_TOO_LARGE.format(size=size, limit=conf.download_max_bytes))
-    data = entry.file.read_bytes()
+    data = local_file_read(entry.file, max_bytes=conf.download_max_bytes)
     info = validate_image_bytes(data, max_pixels=conf.download_max_pixels)
     sha256 = hashlib.sha256(data).hexdigest()
     url = entry.file.as_uri()

@@ -25,10 +25,10 @@ from typing import IO, BinaryIO
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, default_storage
 from django.utils import timezone
+from lookalike_core.images import ImageInfo, validate_image_bytes
 
 from catalog.conf import catalog_settings
-from catalog.images import ImageInfo, validate_image_bytes
-from catalog.models import Article, article_image_path
+from catalog.models import Article, ArticleImage, article_image_path
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +112,12 @@ class ImageFiles:
         )
         self.temp_root = self.local_root or catalog_settings().data_dir / STAGING_DIR
 
-    def temp_file(self, article_id: str) -> ImageTempFile:
-        """A temp file for the article's next image, beside the final name when local."""
-        return ImageTempFile(image_directory(media_root=self.temp_root, article_id=article_id))
+    def temp_file(self, article_id: str, position: int = 0) -> ImageTempFile:
+        """A temp file for the article's next image (``position`` > 0: an additional one),
+        beside the final name when local."""
+        return ImageTempFile(
+            image_directory(media_root=self.temp_root, article_id=article_id, position=position)
+        )
 
     def commit(self, temp: ImageTempFile, name: str) -> None:
         if self.local_root is not None:
@@ -153,9 +156,9 @@ class ImageFiles:
         return image_temp_files_sweep(media_root=self.temp_root, older_than=older_than)
 
 
-def image_directory(*, media_root: Path, article_id: str) -> Path:
+def image_directory(*, media_root: Path, article_id: str, position: int = 0) -> Path:
     """The directory of an article's image (the same whatever its extension)."""
-    return (media_root / article_image_path(article_id, "x")).parent
+    return (media_root / article_image_path(article_id, "x", position)).parent
 
 
 def image_file_write(*, files: ImageFiles, article_id: str, data: bytes, ext: str) -> str:
@@ -205,6 +208,32 @@ def article_image_store(
     if old and old != name and ours:
         files.delete(old)
     return article
+
+
+def additional_image_store(
+    *, article: Article, position: int, data: bytes, url: str, info: ImageInfo | None = None
+) -> ArticleImage:
+    """Validate ``data`` and store it as the article's additional image at ``position``
+    (created or replaced), downloaded from ``url``; ``ImageValidationError`` if unusable."""
+    if position < 1:
+        raise ValueError(f"additional images have positions from 1; got {position}")
+    if info is None:
+        info = validate_image_bytes(data, max_pixels=catalog_settings().download_max_pixels)
+    files = ImageFiles()
+    name = article_image_path(article.article_id, info.ext, position)
+    with files.temp_file(article.article_id, position) as temp:
+        temp.write(data)
+        files.commit(temp, name)
+    image, _ = ArticleImage.objects.update_or_create(
+        article=article, position=position,
+        defaults={
+            "url": url, "image": name, "image_sha256": hashlib.sha256(data).hexdigest(),
+            "image_width": info.width, "image_height": info.height, "downloaded_url": url,
+            "download_status": Article.DownloadStatus.DOWNLOADED, "download_error": "",
+            "downloaded_at": timezone.now(),
+        },
+    )
+    return image
 
 
 def image_temp_files_sweep(*, media_root: Path, older_than: float = TEMP_GRACE_SECONDS) -> int:

@@ -1,4 +1,5 @@
-"""Similarity admin: article panel and actions, build history, duplicate review, match runs."""
+"""Similarity admin: article panel and actions, build history, duplicate review, match runs,
+search by photo."""
 
 from similarity.admin import (  # noqa: F401  (registers the admins)
     articles,
@@ -6,4 +7,5 @@ from similarity.admin import (  # noqa: F401  (registers the admins)
     current,
     duplicates,
     match_runs,
+    photo_search,
 )

@@ -17,7 +17,13 @@ from catalog.admin import ArticleAdmin
 from catalog.models import Article
 from catalog.services.download_queue import images_download_enqueue
 from similarity.admin.duplicates import HELP_KEEP, HELP_SPLIT, confirm_keep_url
-from similarity.errors import ArticleNotFound, ArticleNotIndexed, IndexNotReady, SimilarityError
+from similarity.errors import (
+    ArticleNotFound,
+    ArticleNotIndexed,
+    IndexNotReady,
+    SimilarityError,
+    TaskQueueUnavailable,
+)
 from similarity.selectors.duplicates import article_duplicates_find
 from similarity.selectors.search import similar_to_article
 from similarity.services.builds.queue import index_build_enqueue
@@ -196,7 +202,11 @@ class ArticleSimilarityAdmin(ArticleAdmin):
         description="Rebuild the similarity index (whole catalog)", permissions=["change"]
     )
     def rebuild_index(self, request: HttpRequest, queryset: QuerySet[Article]) -> None:
-        queued = index_build_enqueue(trigger="admin")
+        try:
+            queued = index_build_enqueue(trigger="admin")
+        except TaskQueueUnavailable as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
         build = queued.build
         link = format_html(
             '<a href="{}">#{}</a>',

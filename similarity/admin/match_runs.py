@@ -1,4 +1,5 @@
-"""Admin for supplier match runs: upload a feed or a zip, follow the run, review and export."""
+"""Admin for supplier match runs: upload a feed or a zip, follow the run, review (its views:
+similarity.admin.match_review), export."""
 
 from __future__ import annotations
 
@@ -7,36 +8,29 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.core.files.storage import default_storage
-from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import (
     FileResponse,
     Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseRedirect,
-    StreamingHttpResponse,
 )
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from lookalike_core.sources import MatchSourceError
 
-from catalog.models import Article
-from similarity.engine.match_report import VERDICTS
+from similarity.admin.match_review import confirm_same_view, decide_view, review_view
 from similarity.errors import InvalidQuery
 from similarity.models import MatchRun
 from similarity.selectors.matching import (
-    match_run_csv,
-    match_run_rows,
-    match_run_thumbnail_name,
     match_run_thumbnail_open,
+    match_runs_with_decision_counts,
 )
 from similarity.services.matching.runs import match_run_create, match_run_delete
-from similarity.services.matching.sources import MatchSourceError
-
-ROWS_PER_PAGE = 25
 
 
 class MatchRunUploadForm(forms.Form):
@@ -53,18 +47,29 @@ class MatchRunUploadForm(forms.Form):
 class MatchRunAdmin(admin.ModelAdmin):
     """Runs are created by the upload page and written by the task: nothing here is editable."""
 
-    list_display = ("id", "source_name", "status", "counts", "model", "created_by",
-                    "created_at", "review_link")
+    list_display = ("id", "source_name", "status", "counts", "reviewed", "model",
+                    "created_by", "created_at", "review_link")
     list_filter = ("status",)
     readonly_fields = [f.name for f in MatchRun._meta.fields] + ["review_link"]
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.display(description="duplicate / similar / new / error")
+    @admin.display(description="same / similar / new / error")
     def counts(self, run: MatchRun) -> str:
-        return (f"{run.duplicate_count} / {run.similar_count} / {run.new_count} / "
+        return (f"{run.same_count} / {run.similar_count} / {run.new_count} / "
                 f"{run.error_count}")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[MatchRun]:
+        return match_runs_with_decision_counts(super().get_queryset(request))
+
+    @admin.display(description="confirmed / new / skipped / undecided")
+    def reviewed(self, run: MatchRun) -> str:
+        confirmed = getattr(run, "confirmed_count", 0)
+        new = getattr(run, "marked_new_count", 0)
+        skipped = getattr(run, "skipped_count", 0)
+        undecided = max(0, run.total_count - confirmed - new - skipped)
+        return f"{confirmed} / {new} / {skipped} / {undecided}"
 
     @admin.display(description="results")
     def review_link(self, run: MatchRun) -> str:
@@ -81,7 +86,12 @@ class MatchRunAdmin(admin.ModelAdmin):
     def get_urls(self) -> list:
         review = self.admin_site.admin_view(self.review_view)
         thumbnail = self.admin_site.admin_view(self.thumbnail_view)
+        decide = self.admin_site.admin_view(decide_view)
+        confirm_same = self.admin_site.admin_view(self.confirm_same_view)
         return [path("<int:run_id>/review/", review, name="similarity_matchrun_review"),
+                path("<int:run_id>/decide/", decide, name="similarity_matchrun_decide"),
+                path("<int:run_id>/confirm-same/", confirm_same,
+                     name="similarity_matchrun_confirm_same"),
                 path("<int:run_id>/thumbnails/<str:name>", thumbnail,
                      name="similarity_matchrun_thumbnail"),
                 *super().get_urls()]
@@ -110,25 +120,12 @@ class MatchRunAdmin(admin.ModelAdmin):
     def review_view(self, request: HttpRequest, run_id: int) -> HttpResponseBase:
         if not self.has_view_permission(request):
             raise PermissionDenied
-        run = get_object_or_404(MatchRun, pk=run_id)
-        verdict = request.GET.get("verdict", "")
-        if verdict not in ("", *VERDICTS):
-            verdict = ""
-        if request.GET.get("export") == "csv":
-            response = StreamingHttpResponse(match_run_csv(run=run, verdict=verdict or None),
-                                             content_type="text/csv")
-            name = f"match-run-{run.pk}{f'-{verdict}' if verdict else ''}.csv"
-            response["Content-Disposition"] = f'attachment; filename="{name}"'
-            return response
-        page = Paginator(list(match_run_rows(run=run, verdict=verdict or None)),
-                         ROWS_PER_PAGE).get_page(request.GET.get("page"))
-        context = {
-            **self.admin_site.each_context(request), "opts": self.model._meta,
-            "title": f"Match run #{run.pk}: {run.source_name}", "run": run, "page": page,
-            "rows": _rows_view(run, list(page)), "verdict": verdict, "verdicts": VERDICTS,
-        }
-        return TemplateResponse(request, "admin/similarity/matchrun_review.html", context)
+        return review_view(self, request, get_object_or_404(MatchRun, pk=run_id))
 
+    def confirm_same_view(self, request: HttpRequest, run_id: int) -> HttpResponseBase:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return confirm_same_view(self, request, get_object_or_404(MatchRun, pk=run_id))
 
     def thumbnail_view(self, request: HttpRequest, run_id: int, name: str) -> HttpResponseBase:
         """A supplier photo's thumbnail, to staff who may view runs: supplier files are never
@@ -145,33 +142,3 @@ class MatchRunAdmin(admin.ModelAdmin):
         response["X-Content-Type-Options"] = "nosniff"
         return response
 
-
-def _rows_view(run: MatchRun, rows: list[Any]) -> list[dict[str, Any]]:
-    """Each row with its photo's thumbnail and its matches' thumbnails and admin links."""
-    wanted = {article_id for row in rows for article_id, _ in row.matches}
-    articles = {
-        values["article_id"]: values
-        for values in Article.objects.filter(article_id__in=wanted).values(
-            "pk", "article_id", "title", "image")
-    }
-    views = []
-    for row in rows:
-        matches = []
-        for article_id, distance in row.matches:
-            article = articles.get(article_id)
-            matches.append({
-                "article_id": article_id, "distance": distance,
-                "title": article["title"] if article else "",
-                "thumbnail_url": (default_storage.url(article["image"])
-                                  if article and article["image"] else ""),
-                "change_url": (reverse("admin:catalog_article_change", args=[article["pk"]])
-                               if article else ""),
-            })
-        views.append({
-            "row": row, "matches": matches,
-            "thumbnail_url": "" if row.verdict == "error" else reverse(
-                "admin:similarity_matchrun_thumbnail",
-                args=[run.pk, match_run_thumbnail_name(run=run, supplier_ref=row.supplier_ref)],
-            ),
-        })
-    return views

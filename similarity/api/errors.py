@@ -13,6 +13,7 @@ from django.core.exceptions import (
     TooManyFilesSent,
 )
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -23,6 +24,7 @@ from similarity.errors import (
     ArticleNotFound,
     ArticleNotIndexed,
     BuildAlreadyRunning,
+    ClientModelUnavailable,
     ImageUrlFailed,
     IndexNotReady,
     InvalidImageQuery,
@@ -30,22 +32,26 @@ from similarity.errors import (
     InvalidQuery,
     QueryThrottled,
     SimilarityError,
+    TaskQueueUnavailable,
     UploadsBusy,
 )
 
 # Django logs refused requests there (django.security.<Error>); API views answer them here.
 security_logger = logging.getLogger("django.security")
+logger = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: dict[type[SimilarityError], int] = {
     ArticleNotFound: status.HTTP_404_NOT_FOUND,
     ArticleNotIndexed: status.HTTP_409_CONFLICT,
     BuildAlreadyRunning: status.HTTP_409_CONFLICT,
+    ClientModelUnavailable: status.HTTP_409_CONFLICT,
     IndexNotReady: status.HTTP_503_SERVICE_UNAVAILABLE,
     InvalidQuery: status.HTTP_400_BAD_REQUEST,
     InvalidImageQuery: status.HTTP_400_BAD_REQUEST,
     UploadsBusy: status.HTTP_503_SERVICE_UNAVAILABLE,
     ImageUrlFailed: status.HTTP_400_BAD_REQUEST,
     QueryThrottled: status.HTTP_429_TOO_MANY_REQUESTS,
+    TaskQueueUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 
@@ -96,6 +102,21 @@ def similarity_error(exc: SimilarityError, *, user: Any) -> tuple[int, dict[str,
     return code, error_body(exc.code, message, **extra)
 
 
+# The database unreachable, restarting, out of connections or locked (SQLite): a retry may
+# pass, so 503 (and a log line), not a 500. Integrity and programming errors stay bugs.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+MSG_DATABASE_UNAVAILABLE = "the database is unavailable; retry in a few seconds"
+DATABASE_RETRY_AFTER = "5"
+
+
+def database_unavailable(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Status, error body and headers of a request the database could not serve (logged)."""
+    logger.error("Database unavailable: %s: %s", type(exc).__name__, exc)
+    return (status.HTTP_503_SERVICE_UNAVAILABLE,
+            error_body("database_unavailable", MSG_DATABASE_UNAVAILABLE),
+            {"Retry-After": DATABASE_RETRY_AFTER})
+
+
 # Django's request-parsing refusals (SuspiciousOperation subclasses): status, code, message.
 # Their messages name only Django's limits, no client data.
 SUSPICIOUS_ERRORS: dict[type[SuspiciousOperation], tuple[int, str, str]] = {
@@ -134,6 +155,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         user = getattr(context.get("request"), "user", None)
         code, body = similarity_error(exc, user=user)
         return Response(body, status=code)
+
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        code_status, body, headers = database_unavailable(exc)
+        return Response(body, status=code_status, headers=headers)
 
     if isinstance(exc, SuspiciousOperation):  # multipart limits hit while parsing the body
         security_logger.warning("%s: %s", type(exc).__name__, exc)

@@ -3,11 +3,18 @@ refused (400/403/413) and server errors."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
 from django.urls import Resolver404, resolve
 
-from similarity.api.errors import error_body, suspicious_error
+from similarity.api.errors import (
+    DATABASE_UNAVAILABLE,
+    database_unavailable,
+    error_body,
+    suspicious_error,
+)
 
 NOT_FOUND_NAME = "not-found"
 MSG_NO_ENDPOINT = "no API endpoint at {path}"
@@ -50,3 +57,24 @@ def api_bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
 def api_permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
     """A 403 raised outside the API views (middleware), in the API's error shape."""
     return JsonResponse(error_body("permission_denied", "permission denied"), status=403)
+
+
+class DatabaseUnavailableMiddleware:
+    """503 JSON for a database error under /api/ that no API view turned into one: raised
+    while rendering an error page (the browsable API's context reads the user again) or in
+    a view outside DRF. Elsewhere (the admin) Django's own handling stays."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, DATABASE_UNAVAILABLE) or not request.path.startswith("/api/"):
+            return None
+        code_status, body, headers = database_unavailable(exception)
+        response = JsonResponse(body, status=code_status)
+        for name, value in headers.items():
+            response[name] = value
+        return response

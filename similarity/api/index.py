@@ -63,6 +63,11 @@ class PreprocessingSerializer(serializers.Serializer):
     colour_order = serializers.CharField()
     layout = serializers.CharField(allow_blank=True)
     description = serializers.CharField()
+    spec = serializers.JSONField(
+        allow_null=True, help_text="The machine-readable preprocessing (lookalike_core.pixels."
+        "PixelSpec as JSON) the server and the light client both run; null when the model "
+        "has none (the classic descriptor, a processor the core cannot reproduce)."
+    )
 
 
 @extend_schema_serializer(component_name="IndexCurrent")
@@ -130,7 +135,7 @@ class IndexRebuildApi(APIView):
     """
 
     permission_classes = [IsAdminUser]
-    error_statuses = {"post": (400, 409, 415)}
+    error_statuses = {"post": (400, 409, 415, 503)}
 
     @extend_schema_serializer(component_name="IndexRebuildRequest")
     class InputSerializer(serializers.Serializer):

@@ -56,7 +56,8 @@ STATUS_TEXT = {
     406: "No acceptable representation for the Accept header (`not_acceptable`).",
     415: "Unsupported media type of the request body.",
     429: "Throttled (`LOOKALIKE_UPLOAD_THROTTLE`).",
-    503: "No index built yet (`index_not_ready`).",
+    503: "Unavailable for now: no index built yet (`index_not_ready`), the database "
+         "unreachable (`database_unavailable`), uploads busy, the task queue unreachable.",
 }
 
 # Answered by the HTTP server before Django (gunicorn's limit_request_line, 4094 bytes), as
@@ -69,9 +70,10 @@ SERVER_STATUSES: dict[int, dict[str, Any]] = {
 }
 
 # Every operation may answer 401/403 (token mode, staff-only endpoints), 405 (another method
-# on its path) and 406 (an Accept header the API cannot satisfy), beyond what its view
-# declares; keep the views' declarations in step with the README's error table.
-COMMON_STATUSES = (401, 403, 405, 406)
+# on its path), 406 (an Accept header the API cannot satisfy) and 503 (the database
+# unavailable), beyond what its view declares; keep the views' declarations in step with the
+# README's error table.
+COMMON_STATUSES = (401, 403, 405, 406, 503)
 # An operation its view does not declare still gets the statuses its shape implies.
 DEFAULT_BY_SHAPE = {"parameters": 400, "path": 404, "body": 400}
 ErrorStatuses = dict[str, tuple[int, ...]]  # a view's error_statuses: method -> statuses

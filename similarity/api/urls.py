@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from catalog.api.urls import article_patterns
 from similarity.api.articles import IndexedArticleDetailApi
 from similarity.api.batch import SimilarBatchApi
+from similarity.api.client import IndexClientApi, IndexClientModelApi
 from similarity.api.duplicates import ArticleDuplicatesApi, DuplicatesApi
 from similarity.api.fallback import NOT_FOUND_NAME, api_not_found
 from similarity.api.index import IndexApi, IndexBuildDetailApi, IndexRebuildApi
@@ -32,6 +33,8 @@ urlpatterns = [
     path("similar/batch/", SimilarBatchApi.as_view(), name="similar-batch"),
     path("index/", IndexApi.as_view(), name="index"),
     path("index/rebuild/", IndexRebuildApi.as_view(), name="index-rebuild"),
+    path("index/client/", IndexClientApi.as_view(), name="index-client"),
+    path("index/client/model.onnx", IndexClientModelApi.as_view(), name="index-client-model"),
     path("index/builds/<int:build_id>/", IndexBuildDetailApi.as_view(), name="index-build-detail"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),

@@ -11,7 +11,7 @@ from django.db import connection
 from django.db.models import Model
 from PIL import Image
 
-from catalog.models import Article
+from catalog.models import Article, ArticleImage
 from catalog.selectors import DOWNLOAD_FAILED, article_id_storable
 from similarity.conf import similarity_settings
 from similarity.embedders import OtherWeights, embedder_for
@@ -19,10 +19,11 @@ from similarity.engine.embedders import Embedder
 from similarity.engine.embedders.wrapped import REFERENCE
 from similarity.errors import ArticleNotFound, ArticleNotIndexed, IndexNotReady, InvalidQuery
 from similarity.models import Embedding
+from similarity.selectors.gallery import MatchedImage, matched_images
 from similarity.selectors.store import LoadedIndex, get_store
 from similarity.selectors.uploads import query_image_decode
 from similarity.selectors.validation import validate_k
-from similarity.selectors.vectors import index_vectors
+from similarity.selectors.vectors import article_vectors, index_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ class SimilarResult:
     distance: float  # cosine distance, 0 = identical direction
     score: float  # cosine similarity, 1 - distance
     duplicates: tuple[FoldedDuplicate, ...] = ()  # filled by collapse=True only
+    # The photo that matched the query best: the primary one (position 0) unless the
+    # article has several (``selectors.gallery``); None when no query vector was given.
+    matched_image: MatchedImage | None = None
+    has_gallery: bool = False  # downloaded additional images besides the primary one
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,8 @@ def _table(model: type[Model]) -> str:
 
 
 def _hydrate_rows(ids: list[int]) -> dict[int, tuple]:
-    """(pk, article_id, title, category, image_url, image) of the active articles in ``ids``.
+    """(pk, article_id, title, category, image_url, image, has additional images) of the
+    active articles in ``ids``.
 
     Plain SQL on the hot path: building the equivalent ORM query costs more than running it
     (measured: ~0.3 ms of Python per query against ~0.06 ms in SQLite).
@@ -85,11 +91,13 @@ def _hydrate_rows(ids: list[int]) -> dict[int, tuple]:
     placeholders = ", ".join(["%s"] * len(ids))
     # Table names come from model metadata; every value is a query parameter.
     sql = (
-        f"SELECT id, article_id, title, category, image_url, image FROM {_table(Article)} "  # noqa: S608
-        f"WHERE is_active = %s AND id IN ({placeholders})"
+        "SELECT a.id, a.article_id, a.title, a.category, a.image_url, a.image, "  # noqa: S608
+        f"EXISTS (SELECT 1 FROM {_table(ArticleImage)} i WHERE i.article_id = a.id "
+        f"AND i.download_status = %s) FROM {_table(Article)} a "
+        f"WHERE a.is_active = %s AND a.id IN ({placeholders})"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [True, *ids])
+        cursor.execute(sql, [Article.DownloadStatus.DOWNLOADED, True, *ids])
         return {row[0]: row for row in cursor.fetchall()}
 
 
@@ -101,7 +109,7 @@ def _hydrate(loaded: LoadedIndex, ids: np.ndarray, distances: np.ndarray) -> lis
         if row is None:  # deleted or deactivated since the build; the next build drops it
             continue
         distance = max(0.0, float(distance))
-        _, article_id, title, category, image_url, image = row
+        _, article_id, title, category, image_url, image, has_gallery = row
         results.append(
             SimilarResult(
                 article_id=article_id,
@@ -112,9 +120,26 @@ def _hydrate(loaded: LoadedIndex, ids: np.ndarray, distances: np.ndarray) -> lis
                 pk=pk,
                 distance=distance,
                 score=1.0 - distance,
+                has_gallery=bool(has_gallery),
             )
         )
     return results
+
+
+def _with_matched_images(
+    loaded: LoadedIndex, results: list[SimilarResult], query: np.ndarray | None
+) -> list[SimilarResult]:
+    """The results, each saying which of its photos matched ``query`` best."""
+    if query is None:
+        return results
+    several = [result.pk for result in results if result.has_gallery]
+    matched = matched_images(loaded.manifest.model_identity, query, several)
+    return [
+        replace(result, matched_image=matched.get(result.pk) or MatchedImage(
+            position=0, image_url=result.image_url, image=result.image, score=result.score
+        ))
+        for result in results
+    ]
 
 
 def fetch_count(loaded: LoadedIndex, k: int, *, collapse: bool) -> int:
@@ -127,16 +152,27 @@ def fetch_count(loaded: LoadedIndex, k: int, *, collapse: bool) -> int:
 
 
 def ranked_results(
-    loaded: LoadedIndex, ids: np.ndarray, distances: np.ndarray, *, k: int, collapse: bool
+    loaded: LoadedIndex,
+    ids: np.ndarray,
+    distances: np.ndarray,
+    *,
+    k: int,
+    collapse: bool,
+    query: np.ndarray | None = None,
 ) -> list[SimilarResult]:
     """Hydrated results (active articles only), at most k; near-copies folded if ``collapse``.
 
     Folding needs the results' vectors: a result within the model's duplicate threshold
     (``<=``) of a better-ranked kept result is listed in that result's ``duplicates``.
+    With the ``query`` vector each result says which of its photos matched.
     """
     results = _hydrate(loaded, ids, distances)
     if not collapse:
-        return results[:k]
+        return _with_matched_images(loaded, results[:k], query)
+    return _with_matched_images(loaded, _collapsed(loaded, results, k), query)
+
+
+def _collapsed(loaded: LoadedIndex, results: list[SimilarResult], k: int) -> list[SimilarResult]:
     from similarity.engine.index import collapse_ranked
 
     if not results:
@@ -157,15 +193,18 @@ def ranked_results(
 
 
 def _article_with_vector(article_id: str, model_identity: str) -> tuple | None:
-    """(pk, article_id, category, vector blob or None) in one plain-SQL query (hot path)."""
+    """(pk, article_id, category, vector blob or None, has additional images) in one
+    plain-SQL query (hot path)."""
     # Table names come from model metadata; every value is a query parameter.
     sql = (
-        f"SELECT a.id, a.article_id, a.category, e.vector FROM {_table(Article)} a "  # noqa: S608
+        f"SELECT a.id, a.article_id, a.category, e.vector, "  # noqa: S608
+        f"EXISTS (SELECT 1 FROM {_table(ArticleImage)} i WHERE i.article_id = a.id "
+        f"AND i.download_status = %s) FROM {_table(Article)} a "
         f"LEFT JOIN {_table(Embedding)} e ON e.article_id = a.id AND e.model = %s "
         "AND e.image_sha256 = a.image_sha256 WHERE a.article_id = %s"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [model_identity, article_id])
+        cursor.execute(sql, [Article.DownloadStatus.DOWNLOADED, model_identity, article_id])
         return cursor.fetchone()
 
 
@@ -220,7 +259,7 @@ def similar_to_article(
     return SearchResult(
         model=loaded.manifest["model"],
         index_build=loaded.name,
-        results=ranked_results(loaded, ids, distances, k=k, collapse=collapse),
+        results=ranked_results(loaded, ids, distances, k=k, collapse=collapse, query=vector),
         article_id=article_id,
         collapsed=collapse,
     )
@@ -240,13 +279,16 @@ def article_query(loaded: LoadedIndex, article_id: str) -> ArticleQuery:
     row = _article_with_vector(article_id, loaded.manifest["model_identity"])
     if row is None:
         raise ArticleNotFound(article_id)
-    pk, article_id, category, blob = row
+    pk, article_id, category, blob, has_gallery = row
     if not loaded.contains(pk):
         article = Article.objects.get(pk=pk)
         raise ArticleNotIndexed(article_id, _not_indexed_reason(article),
                                 public_reason=_not_indexed_reason(article, public=True))
     if blob is None:
         raise ArticleNotIndexed(article_id, "its image changed since the last build")
+    if has_gallery:  # several images: the vector the index holds is their combination
+        vector = article_vectors(loaded.manifest["model_identity"], [pk])[pk]
+        return ArticleQuery(pk, article_id, category, vector)
     return ArticleQuery(pk, article_id, category, np.frombuffer(bytes(blob), dtype="<f4"))
 
 
@@ -362,6 +404,6 @@ def similar_to_query_vector(
     return SearchResult(
         model=loaded.manifest["model"],
         index_build=loaded.name,
-        results=ranked_results(loaded, ids, distances, k=k, collapse=collapse),
+        results=ranked_results(loaded, ids, distances, k=k, collapse=collapse, query=vector),
         collapsed=collapse,
     )

@@ -1,15 +1,53 @@
-"""Stored vectors of indexed articles: in batches from the Embedding table, or from the index."""
+"""Stored vectors of indexed articles: in batches from the Embedding table, or from the index.
+
+An article's vector is made of its current images' embeddings (the primary image and the
+downloaded additional ones), combined by ``engine.index.aggregate``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import numpy as np
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 
-from catalog.models import ArticlePk
+from catalog.models import Article, ArticleImage, ArticlePk
+from similarity.engine.index.aggregate import aggregate_by_article
 from similarity.models import Embedding
 from similarity.selectors.store import LoadedIndex
+
+
+def current_embeddings(identity: str) -> QuerySet[Embedding]:
+    """The embeddings under ``identity`` of images articles have now: the primary image's,
+    and each downloaded additional image's."""
+    additional = ArticleImage.objects.filter(
+        article=OuterRef("article"),
+        image_sha256=OuterRef("image_sha256"),
+        download_status=Article.DownloadStatus.DOWNLOADED,
+    )
+    return Embedding.objects.filter(
+        Q(image_sha256=F("article__image_sha256")) | Q(Exists(additional)), model=identity
+    )
+
+
+def article_vectors(identity: str, article_pks: list[ArticlePk]) -> dict[ArticlePk, np.ndarray]:
+    """Each article's vector (its images' embeddings combined), for those that have one."""
+    rows = list(
+        current_embeddings(identity)
+        .filter(article__in=article_pks)
+        .order_by("article_id", "pk")
+        .values_list("article_id", "pk", "vector")
+    )
+    if not rows:
+        return {}
+    ids, _, vectors = aggregate_by_article(
+        np.array([row[0] for row in rows], dtype=np.int64),
+        np.array([row[1] for row in rows], dtype=np.int64),
+        np.frombuffer(b"".join(bytes(row[2]) for row in rows), dtype="<f4")
+        .reshape(len(rows), -1)
+        .astype(np.float32),
+    )
+    return {int(pk): vector for pk, vector in zip(ids, vectors, strict=True)}
 
 
 def vector_batches(
@@ -23,16 +61,11 @@ def vector_batches(
     """
     for start in range(0, len(ids), batch_size):
         wanted: list[ArticlePk] = [int(pk) for pk in ids[start : start + batch_size]]
-        rows = dict(
-            Embedding.objects.filter(
-                model=identity, article__in=wanted, image_sha256=F("article__image_sha256")
-            ).values_list("article_id", "vector")  # the foreign key: the article's pk
-        )
+        rows = article_vectors(identity, wanted)
         found = [pk for pk in wanted if pk in rows]
         if not found:
             continue
-        vectors = np.frombuffer(b"".join(bytes(rows[pk]) for pk in found), dtype="<f4")
-        yield np.asarray(found, dtype=np.int64), vectors.reshape(len(found), -1).astype(np.float32)
+        yield np.asarray(found, dtype=np.int64), np.stack([rows[pk] for pk in found])
 
 
 def index_vectors(loaded: LoadedIndex, ids: np.ndarray) -> np.ndarray:
@@ -47,5 +80,10 @@ def index_vectors(loaded: LoadedIndex, ids: np.ndarray) -> np.ndarray:
         return np.asarray(loaded.index.reconstruct_batch(ids), dtype=np.float32)
     members = loaded.members_embeddings(ids)
     rows = dict(Embedding.objects.filter(pk__in=members.tolist()).values_list("pk", "vector"))
-    blob = b"".join(bytes(rows[int(pk)]) for pk in members)
-    return np.frombuffer(blob, dtype="<f4").reshape(len(ids), -1).astype(np.float32)
+    # A negative member is an article of several images: its vector is their combination.
+    several = [int(pk) for pk, key in zip(ids, members, strict=True) if key < 0]
+    combined = article_vectors(loaded.manifest.model_identity, several)
+    return np.stack([
+        combined[int(pk)] if key < 0 else np.frombuffer(bytes(rows[int(key)]), dtype="<f4")
+        for pk, key in zip(ids, members, strict=True)
+    ]).astype(np.float32)

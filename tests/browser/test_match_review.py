@@ -65,7 +65,7 @@ def test_review_page_shows_supplier_photos_beside_their_matches(
     assert len(supplier) == 2 and all(width > 0 for width in supplier)
 
     first = results.find_elements(By.CSS_SELECTOR, ".match-row")[0]
-    assert "copy-4" in first.text and "duplicate" in first.text
+    assert "copy-4" in first.text and "same" in first.text
     link = first.find_elements(By.CSS_SELECTOR, "a.match-card")[0].get_attribute("href")
     assert link == live_server.url + reverse("admin:catalog_article_change",
                                              args=[articles[4].pk])

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from lookalike_core import tabular
+from lookalike_core.tabular import MSG_FIELD_TOO_LARGE, MSG_NON_FINITE
 
-from catalog import tabular
 from catalog.management.commands.import_catalog import EXIT_ROWS_SKIPPED
 from catalog.models import MSG_ID_CONTROL, MSG_ID_DOT_SEGMENT, MSG_ID_RESERVED, Article
 from catalog.services.imports import (
@@ -20,7 +21,6 @@ from catalog.services.imports import (
     CatalogImportError,
     catalog_import,
 )
-from catalog.tabular import MSG_FIELD_TOO_LARGE, MSG_NON_FINITE
 
 pytestmark = pytest.mark.django_db
 
@@ -392,3 +392,17 @@ def test_image_urls_with_at_signs_in_the_path_or_query_import(tmp_path):
     )
     summary = catalog_import(path=write(tmp_path, "c.jsonl", text))
     assert summary.created == 2 and not summary.skipped
+
+
+def test_jsonl_ids_must_be_strings_or_numbers(tmp_path):
+    lines = [{"article_id": {"a": 1}, "image_url": "https://shop.example/1.jpg"},
+             {"article_id": ["x"], "image_url": "https://shop.example/2.jpg"},
+             {"article_id": True, "image_url": "https://shop.example/3.jpg"},
+             {"article_id": 42, "image_url": "https://shop.example/4.jpg"}]
+    path = write(tmp_path, "c.jsonl", "\n".join(json.dumps(line) for line in lines) + "\n")
+    summary = catalog_import(path=path)
+    assert [s.reason for s in summary.skipped] == [
+        "article_id must be a string or a number; got dict",
+        "article_id must be a string or a number; got list",
+        "article_id must be a string or a number; got bool"]
+    assert list(Article.objects.values_list("article_id", flat=True)) == ["42"]

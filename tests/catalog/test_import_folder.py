@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from io import StringIO
 from pathlib import Path
 
@@ -112,3 +113,27 @@ def test_dry_run_writes_nothing(folder):
 def test_missing_folder_is_an_error(tmp_path):
     with pytest.raises(CommandError, match="not a directory"):
         run(str(tmp_path / "nope"))
+
+
+def test_fifos_devices_outside_links_and_loops_are_skipped_with_a_reason(tmp_path):
+    from tests.hostile_folder import hostile_folder
+
+    root, expected = hostile_folder(tmp_path)
+    summary = catalog_import_folder(directory=root)
+    assert summary.created == 2  # good and the link to it inside the folder
+    assert {s.file: s.reason for s in summary.skipped} == expected
+    assert not Article.objects.filter(article_id__in=["outside", "fifo", "device"]).exists()
+
+
+def test_folder_ids_follow_the_catalog_import_rules(tmp_path):
+    root = tmp_path / "photos"
+    photo(root / "x" / "similar.jpg", 1)
+    photo(root / "bad\x01name.jpg", 2)
+    photo(root / "ok.jpg", 3)
+    photo(Path(os.fsdecode(bytes(root) + b"/caf\xe9.jpg")), 4)  # not UTF-8: a surrogate
+    summary = catalog_import_folder(directory=root)
+    reasons = {s.file: s.reason for s in summary.skipped}
+    assert reasons["x/similar.jpg"].endswith("which is an API route")
+    assert "control character" in reasons["bad\x01name.jpg"]
+    assert any("surrogate" in reason for reason in reasons.values())
+    assert list(Article.objects.values_list("article_id", flat=True)) == ["ok"]

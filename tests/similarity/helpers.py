@@ -7,7 +7,7 @@ import io
 from PIL import Image
 
 from catalog.models import Article
-from catalog.services.images import article_image_store
+from catalog.services.images import additional_image_store, article_image_store
 from demo.sample_images import category_for, product_image
 
 
@@ -30,3 +30,13 @@ def make_catalog(count: int = 12, *, size: int = 96, start: int = 0) -> list[Art
         )
         articles.append(store_image(article, product_image(seed, size=size)))
     return articles
+
+
+def store_additional(article: Article, position: int, image: Image.Image) -> None:
+    """Store ``image`` as the article's additional photo at ``position``."""
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    additional_image_store(
+        article=article, position=position, data=buffer.getvalue(),
+        url=f"http://127.0.0.1:9/{article.article_id}-{position}.jpg",
+    )

@@ -3,25 +3,20 @@ storage directory: a newly published build reaches both with no failed request m
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from django.db import connection
 
-REPO = Path(__file__).resolve().parents[2]
-LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
-DEADLINE_SECONDS = 60.0  # start-up, fetch and swap take a few seconds; this only bounds a hang
+from tests.liveserver import DEADLINE_SECONDS, REPO, WebNode
+
 ARTICLE = "S0003"
 
 pytestmark = pytest.mark.skipif(shutil.which("gunicorn", path=Path(sys.executable).parent)
@@ -62,53 +57,6 @@ def node_env(tmp_path: Path, database_url: str) -> Callable[[str], dict[str, str
         }
 
     return env
-
-
-class WebNode:
-    """A gunicorn process on 127.0.0.1 (port chosen by the OS, read from its log)."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi", "--bind",
-             "127.0.0.1:0", "--workers", "1", "--threads", "4", "--worker-class", "gthread"],
-            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.port: int | None = None
-        self.log: list[str] = []
-        self._bound = threading.Event()
-        threading.Thread(target=self._read_log, daemon=True).start()
-        if not self._bound.wait(DEADLINE_SECONDS) or self.port is None:
-            self.stop()
-            raise AssertionError("gunicorn did not start:\n" + "".join(self.log[-40:]))
-
-    def _read_log(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.log.append(line)
-            match = LISTENING.search(line)
-            if match:
-                self.port = int(match.group(1))
-                self._bound.set()
-        self._bound.set()  # the process ended
-
-    def get(self, path: str) -> tuple[int, dict]:
-        url = f"http://127.0.0.1:{self.port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, {}
-
-    def current_build(self) -> str | None:
-        status, body = self.get("/api/index/")
-        return (body.get("current") or {}).get("name") if status == 200 else None
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture

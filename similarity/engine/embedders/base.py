@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import numpy as np
+from lookalike_core.pixels import PixelSpec
+from lookalike_core.vectors import l2_normalise as l2_normalise  # the embedders import it here
 from PIL import Image
 
 logger = logging.getLogger(__name__)
@@ -87,15 +89,23 @@ class Embedder(ABC):
 
         Keys: ``client_computable`` (whether a client can reproduce the vectors with the
         model's public weights and these steps), ``image_size``, ``resize``, ``crop``,
-        ``resample``, ``rescale``, ``mean``, ``std``, ``colour_order``, ``layout`` and a
-        one-line ``description``. Backends describe their own pipeline; this default says
-        nothing can be promised.
+        ``resample``, ``rescale``, ``mean``, ``std``, ``colour_order``, ``layout``, a
+        one-line ``description`` and ``spec`` (``pixel_spec()`` as JSON, or null).
+        Backends describe their own pipeline; this default says nothing can be promised.
         """
         return preprocessing_description(
             client_computable=False,
             description=f"{type(self).__name__} does not describe its preprocessing; "
             "embed with this package (similarity.engine.embedders.load_embedder)",
         )
+
+    def pixel_spec(self) -> PixelSpec | None:
+        """The machine-readable preprocessing the core runs for this model (None: not one).
+
+        When set, ``preprocess`` is ``lookalike_core.pixels.PixelPreprocessor(spec)`` and
+        a client running the same spec and the model's ONNX export gets the same vectors.
+        """
+        return None
 
     def image_module(self) -> Any | None:
         """A torch module from ``pixel_values`` to ``_forward``'s raw vectors (for ONNX export).
@@ -125,8 +135,12 @@ def preprocessing_description(
     std: Sequence[float] | None = None,
     colour_order: str = "RGB",
     layout: str = "",
+    spec: PixelSpec | None = None,
 ) -> dict[str, Any]:
-    """The one shape of ``Embedder.preprocessing()`` (every key present, JSON-ready)."""
+    """The one shape of ``Embedder.preprocessing()`` (every key present, JSON-ready).
+
+    ``spec``: the machine-readable form (``PixelSpec.as_dict()``) the client executes.
+    """
     return {
         "client_computable": client_computable,
         "image_size": image_size,
@@ -139,17 +153,8 @@ def preprocessing_description(
         "colour_order": colour_order,
         "layout": layout,
         "description": description,
+        "spec": spec.as_dict() if spec is not None else None,
     }
-
-
-def l2_normalise(vectors: Any) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero), as C-contiguous float32."""
-    array = np.asarray(vectors, dtype=np.float32)
-    if array.ndim != 2:
-        array = array.reshape(array.shape[0], -1)
-    norms = np.linalg.norm(array, axis=1, keepdims=True)
-    array = array / np.maximum(norms, np.float32(1e-12))
-    return np.ascontiguousarray(array, dtype=np.float32)
 
 
 _torch_lock = threading.Lock()
@@ -235,24 +240,27 @@ def load_pretrained(
             raise EmbedderLoadError(
                 f"Cannot load embedding model {label!r} from {directory}: {_first_line(error)}"
             ) from error
-    try:
-        return load(spec, True), None
-    except Exception as error:
-        cached_error = error
     snapshot = hub_snapshot(repo_ids)
-    if snapshot is not None:
-        raise EmbedderLoadError(
-            f"Cannot load embedding model {label!r} from the Hugging Face cache ({snapshot}): "
-            f"{_first_line(cached_error)}"
-        ) from cached_error
-    if hub_offline() or not hub_reachable():
+    if snapshot is None and (hub_offline() or not hub_reachable()):
+        # Neither cached nor downloadable: say so before importing the model's library (the
+        # default model's fallback on a machine without it costs seconds otherwise).
         reason = (
             "HF_HUB_OFFLINE is set"
             if hub_offline()
             else "the Hugging Face hub is unreachable from this machine"
         )
-        message = NOT_AVAILABLE_OFFLINE.format(spec=label, reason=reason, repo=repo_ids[0])
-        raise EmbedderLoadError(message) from cached_error
+        raise EmbedderLoadError(
+            NOT_AVAILABLE_OFFLINE.format(spec=label, reason=reason, repo=repo_ids[0])
+        )
+    try:
+        return load(spec, True), None
+    except Exception as error:
+        cached_error = error
+    if snapshot is not None:
+        raise EmbedderLoadError(
+            f"Cannot load embedding model {label!r} from the Hugging Face cache ({snapshot}): "
+            f"{_first_line(cached_error)}"
+        ) from cached_error
     try:
         return load(spec, False), None
     except Exception as error:

@@ -1,4 +1,4 @@
-"""Weight-free image descriptor (DCT shape + HSV colour): a near-duplicate baseline, offline."""
+"""Weight-free image embedder on the classic descriptor (lookalike_core.classic), offline."""
 
 from __future__ import annotations
 
@@ -6,27 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from lookalike_core.classic import DIMENSION, IMAGE_SIZE, describe
 from PIL import Image
 
 from similarity.engine.embedders.base import Batch, Embedder, preprocessing_description
 from similarity.engine.embedders.registry import ModelFamily, Thresholds
 
 SPEC = "classic"
-
-SHAPE_SIDE = 32  # grey thumbnail for the DCT, as in perceptual hashing
-SHAPE_COEFFS = 8  # top-left 8x8 DCT block minus DC: coarse layout, blind to fine detail
-COLOUR_SIDE = 64
-HUE_BINS, SAT_BINS, VAL_BINS = 8, 3, 3  # chromatic pixels
-GREY_BINS = 8  # achromatic pixels (saturation below GREY_SATURATION), by brightness only
-GREY_SATURATION = 0.2
-# cosine = 0.3 * shape cosine + 0.7 * colour cosine. Measured on the real grocery photos
-# (docs/benchmarks.md): 0.6/0.4 gave product recall@5 0.105, 0.4/0.6 0.142, 0.3/0.7 0.164,
-# 0.2/0.8 0.188; 0.3 keeps enough layout to tell same-coloured generated packshots apart.
-SHAPE_WEIGHT, COLOUR_WEIGHT = 0.3, 0.7
-FRAME_SIDE = 256  # thumbnail on which a uniform padding frame is found
-FRAME_ROW_FRACTION = 0.98  # a row/column this uniform (in the border colour) is padding
-BACKGROUND_TOLERANCE = 24  # grey levels a pixel may differ from the border and still be background
-MIN_CONTENT_FRACTION = 0.05  # smaller detected content means "no clear background": keep all
 
 
 class ClassicEmbedder(Embedder):
@@ -53,8 +39,8 @@ class ClassicEmbedder(Embedder):
 
     name = SPEC
     supports_text = False
-    image_size = 4 * SHAPE_SIDE  # enough pixels for the thumbnails; lets JPEGs decode at 1/8
-    dimension = (SHAPE_COEFFS * SHAPE_COEFFS - 1) + HUE_BINS * SAT_BINS * VAL_BINS + GREY_BINS
+    image_size = IMAGE_SIZE
+    dimension = DIMENSION
 
     def preprocess(self, images: Sequence[Image.Image]) -> Batch:
         return np.stack([describe(image) for image in images]).astype(np.float32)
@@ -64,13 +50,13 @@ class ClassicEmbedder(Embedder):
 
     def preprocessing(self) -> dict[str, Any]:
         return preprocessing_description(
-            client_computable=False,
+            client_computable=True,
             image_size=self.image_size,
             colour_order="RGB",
             description=(
                 "hand-made descriptor (background trim, DCT of a 32x32 grey thumbnail, HSV "
-                "histogram of a 64x64 thumbnail): not client-computable unless the client "
-                "runs this package's ClassicEmbedder (similarity.engine.embedders.classic)"
+                "histogram of a 64x64 thumbnail), no weights: lookalike_core.classic computes "
+                "it (the core package, which the light client runs)"
             ),
         )
 
@@ -102,98 +88,3 @@ FAMILY = ModelFamily(
         similar=0.25,
     ),
 )
-
-
-def describe(image: Image.Image) -> np.ndarray:
-    """The (unnormalised-overall, block-weighted) descriptor of one RGB image."""
-    content = trim_background(strip_frame(image.convert("RGB")))
-    shape = _dct_block(content)
-    colour = _colour_histogram(content)
-    return np.concatenate([np.sqrt(SHAPE_WEIGHT) * shape, np.sqrt(COLOUR_WEIGHT) * colour])
-
-
-def strip_frame(image: Image.Image) -> Image.Image:
-    """Remove a uniform frame: outer rows/columns almost entirely of the border colour."""
-    small = image.copy()
-    small.thumbnail((FRAME_SIDE, FRAME_SIDE))
-    pixels = np.asarray(small, dtype=np.int16)
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    close = np.abs(pixels - np.median(border, axis=0)).max(axis=2) <= BACKGROUND_TOLERANCE
-    height, width = close.shape
-    top, bottom = _frame_span(close.mean(axis=1) >= FRAME_ROW_FRACTION)
-    left, right = _frame_span(close.mean(axis=0) >= FRAME_ROW_FRACTION)
-    if (top, bottom, left, right) == (0, height, 0, width):
-        return image
-    if (bottom - top) * (right - left) < MIN_CONTENT_FRACTION * height * width:
-        return image
-    scale_x, scale_y = image.width / width, image.height / height
-    return image.crop((round(left * scale_x), round(top * scale_y),
-                       round(right * scale_x), round(bottom * scale_y)))
-
-
-def _frame_span(uniform: np.ndarray) -> tuple[int, int]:
-    """[start, end) between the leading and trailing runs of True."""
-    content = np.flatnonzero(~uniform)
-    if content.size == 0:
-        return 0, len(uniform)
-    return int(content[0]), int(content[-1]) + 1
-
-
-def trim_background(image: Image.Image) -> Image.Image:
-    """Crop to the box of pixels that differ from the border colour (with a small margin)."""
-    small = image.copy()
-    small.thumbnail((128, 128))
-    pixels = np.asarray(small, dtype=np.int16)
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    background = np.median(border, axis=0)
-    foreground = np.abs(pixels - background).max(axis=2) > BACKGROUND_TOLERANCE
-    rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
-    if rows.size == 0 or cols.size == 0:
-        return image
-    height, width = foreground.shape
-    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    if (bottom - top) * (right - left) < MIN_CONTENT_FRACTION * height * width:
-        return image
-    margin = 2
-    scale_x, scale_y = image.width / width, image.height / height
-    box = (
-        max(0, round((left - margin) * scale_x)),
-        max(0, round((top - margin) * scale_y)),
-        min(image.width, round((right + margin) * scale_x)),
-        min(image.height, round((bottom + margin) * scale_y)),
-    )
-    return image.crop(box)
-
-
-def _dct_block(image: Image.Image) -> np.ndarray:
-    from scipy.fft import dctn
-
-    grey = image.convert("L").resize((SHAPE_SIDE, SHAPE_SIDE), Image.Resampling.BOX)
-    coefficients = dctn(np.asarray(grey, dtype=np.float64) / 255.0, norm="ortho")
-    block = coefficients[:SHAPE_COEFFS, :SHAPE_COEFFS].copy()
-    block[:, 1::2] = np.abs(block[:, 1::2])  # odd in x: a mirror flips their sign
-    block = block.ravel()[1:]  # drop DC (mean brightness)
-    block = np.sign(block) * np.sqrt(np.abs(block))
-    return _unit(block)
-
-
-def _colour_histogram(image: Image.Image) -> np.ndarray:
-    thumb = image.resize((COLOUR_SIDE, COLOUR_SIDE), Image.Resampling.BOX)
-    hsv = np.asarray(thumb.convert("HSV"), dtype=np.float64).reshape(-1, 3) / 256.0
-    hue, sat, val = hsv[:, 0], hsv[:, 1], hsv[:, 2]
-    grey = sat < GREY_SATURATION
-    grey_hist = np.bincount((val[grey] * GREY_BINS).astype(int), minlength=GREY_BINS)
-    chroma_sat = (sat[~grey] - GREY_SATURATION) / (1.0 - GREY_SATURATION)
-    index = (
-        (hue[~grey] * HUE_BINS).astype(int) * SAT_BINS * VAL_BINS
-        + np.minimum((chroma_sat * SAT_BINS).astype(int), SAT_BINS - 1) * VAL_BINS
-        + (val[~grey] * VAL_BINS).astype(int)
-    )
-    chroma_hist = np.bincount(index, minlength=HUE_BINS * SAT_BINS * VAL_BINS)
-    histogram = np.concatenate([chroma_hist, grey_hist]).astype(np.float64)
-    return _unit(np.sqrt(histogram / max(histogram.sum(), 1.0)))
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(vector)
-    return vector / norm if norm > 0 else vector

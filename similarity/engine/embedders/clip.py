@@ -7,6 +7,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+from lookalike_core.pixels import PixelPreprocessor, PixelSpec
 from PIL import Image
 
 from similarity.engine.embedders.base import (
@@ -17,12 +18,11 @@ from similarity.engine.embedders.base import (
     load_pretrained,
     source_identity,
 )
-from similarity.engine.embedders.fastprep import FastClipPreprocessor
+from similarity.engine.embedders.fastprep import checked_preprocessor
 from similarity.engine.embedders.hf import describe_image_processor, processor_image_size
 from similarity.engine.embedders.registry import ModelFamily, Thresholds
 from similarity.engine.embedders.specs import DEFAULT_MODEL
 
-FAST_PREPROCESS_TOLERANCE = 1e-4  # largest pixel-value difference the fast twin may show
 ST_ORGANISATION = "sentence-transformers"
 
 
@@ -61,25 +61,18 @@ class SentenceTransformerEmbedder(Embedder):
             return {"pixel_values": torch.from_numpy(self._fast(images)), "modality": "image"}
         return self._model.preprocess(list(images))
 
-    def _checked_fast_preprocessor(self) -> FastClipPreprocessor | None:
-        """The fast twin of the model's processor, if it gives the processor's pixels here."""
-        fast = FastClipPreprocessor.for_processor(getattr(self._model[0], "processor", None))
-        if fast is None:
-            return None
-        # Landscape, portrait and odd sizes: the twin must reproduce the processor exactly.
-        probes = [
-            Image.effect_noise(size, 64).convert("RGB")
-            for size in ((97, 61), (50, 131), (fast.shortest_edge + 3,) * 2)
-        ]
+    def _checked_fast_preprocessor(self) -> PixelPreprocessor | None:
+        """The core preprocessor for the model's processor, if it gives the processor's pixels."""
+        return checked_preprocessor(getattr(self._model[0], "processor", None), self._reference)
+
+    def _reference(self, probes: list[Image.Image]) -> np.ndarray | None:
         reference = self._model.preprocess(probes)
         if set(reference) != {"pixel_values", "modality"} or reference["modality"] != "image":
             return None
-        expected = reference["pixel_values"].float().numpy()
-        if expected.shape != (3, 3, fast.crop, fast.crop):
-            return None
-        if float(np.abs(fast(probes) - expected).max()) > FAST_PREPROCESS_TOLERANCE:
-            return None
-        return fast
+        return np.asarray(reference["pixel_values"].float().numpy())
+
+    def pixel_spec(self) -> PixelSpec | None:
+        return self._fast.spec if self._fast is not None else None
 
     def _forward(self, batch: Batch) -> np.ndarray:
         import torch
@@ -111,6 +104,7 @@ class SentenceTransformerEmbedder(Embedder):
     def preprocessing(self) -> dict[str, Any]:
         return describe_image_processor(
             getattr(self._model[0], "processor", None),
+            spec=self.pixel_spec(),
             how=f"sentence-transformers {self.name!r}: "
             "SentenceTransformer(model).encode(images, normalize_embeddings=True) "
             "gives the same vectors",

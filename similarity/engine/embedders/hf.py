@@ -7,6 +7,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+from lookalike_core.pixels import PixelSpec
 from PIL import Image
 
 from similarity.engine.embedders.base import (
@@ -16,6 +17,7 @@ from similarity.engine.embedders.base import (
     preprocessing_description,
     source_identity,
 )
+from similarity.engine.embedders.fastprep import checked_preprocessor
 from similarity.engine.embedders.registry import ModelFamily, Thresholds
 
 TRANSFORMERS_PREFIX = "transformers:"
@@ -46,11 +48,25 @@ class TransformersEmbedder(Embedder):
         self._use_pooler = not any("pooler" in key for key in missing)
         self._image_features = hasattr(self._model, "get_image_features")
         self.image_size = processor_image_size(processor)
+        self._fast = checked_preprocessor(processor, self._reference)
         blank = Image.new("RGB", (self.image_size or 32,) * 2, "white")
         self.dimension = int(self.embed_images([blank]).shape[1])
 
     def preprocess(self, images: Sequence[Image.Image]) -> Batch:
+        if self._fast is not None and images:
+            import torch
+
+            return torch.from_numpy(self._fast(images))
         return self._processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    def _reference(self, probes: list[Image.Image]) -> np.ndarray | None:
+        output = self._processor(images=probes, return_tensors="pt")
+        if set(output) != {"pixel_values"}:
+            return None
+        return np.asarray(output["pixel_values"].float().numpy())
+
+    def pixel_spec(self) -> PixelSpec | None:
+        return self._fast.spec if self._fast is not None else None
 
     def _forward(self, batch: Batch) -> np.ndarray:
         import torch
@@ -84,6 +100,7 @@ class TransformersEmbedder(Embedder):
     def preprocessing(self) -> dict[str, Any]:
         return describe_image_processor(
             self._processor,
+            spec=self.pixel_spec(),
             how=f"transformers AutoModel + AutoImageProcessor of {self._model_ref!r}, "
             "pooled output (get_image_features, else pooler_output, else mean of the last "
             "hidden state), L2-normalised",
@@ -159,8 +176,14 @@ def processor_image_size(processor: Any) -> int | None:
 RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
 
-def describe_image_processor(processor: Any, *, how: str) -> dict[str, Any]:
-    """``Embedder.preprocessing()`` read from a transformers image processor's settings."""
+def describe_image_processor(
+    processor: Any, *, how: str, spec: PixelSpec | None
+) -> dict[str, Any]:
+    """``Embedder.preprocessing()`` read from a transformers image processor's settings.
+
+    Client-computable when ``spec`` (the core's reading of the processor, checked against
+    it) is set: a client runs that spec and the model's ONNX export.
+    """
     image_processor = getattr(processor, "image_processor", processor)
     size = getattr(image_processor, "size", None)
     crop = getattr(image_processor, "crop_size", None)
@@ -180,7 +203,8 @@ def describe_image_processor(processor: Any, *, how: str) -> dict[str, Any]:
     do_rescale = getattr(image_processor, "do_rescale", False)
     do_normalize = getattr(image_processor, "do_normalize", False)
     return preprocessing_description(
-        client_computable=True,
+        client_computable=spec is not None,
+        spec=spec,
         image_size=processor_image_size(processor),
         resize=resize,
         crop=f"centre {crop_w}x{crop_h}" if do_crop else "none",

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import numpy as np
+from lookalike_core.imaging import ImageDecodeError, ImageSource, load_image
 from PIL import Image
 
 from similarity.engine.embedders.base import Batch, Embedder
-from similarity.engine.imaging import ImageDecodeError, ImageSource, load_image
 
 logger = logging.getLogger(__name__)
 

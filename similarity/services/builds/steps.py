@@ -129,6 +129,21 @@ def step_embed(run: BuildRun) -> None:
     ]
 
 
+def step_local_features(run: BuildRun) -> None:
+    """Catalog images' local features for verification (VERIFY), stored by image content:
+    only images never seen before are computed."""
+    conf = similarity_settings()
+    if not conf.verify:
+        return
+    from similarity.services.indexing.local_features import local_features_update
+
+    with Timeit("Local features of new images", into=run.timings,
+                key="local_features_seconds"):
+        outcome = local_features_update(workers=conf.decode_workers, progress=run.progress)
+    run.timings["local_features"] = {"computed": outcome.computed, "reused": outcome.reused,
+                                     "failed": len(outcome.failed)}
+
+
 def step_collect(run: BuildRun) -> None:
     with Timeit("Collecting vectors", into=run.timings, key="collect_seconds"):
         run.inputs = collect_inputs(run.loaded().identity())
@@ -183,6 +198,7 @@ STEPS: Steps = (
     ("load model", step_load_model),
     ("choose runtime", step_choose_runtime),
     ("embed", step_embed),
+    ("local features", step_local_features),
     ("collect", step_collect),
     ("index", step_index),
     ("neighbors", step_neighbors),

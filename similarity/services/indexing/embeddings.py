@@ -1,4 +1,9 @@
-"""Embed the images that have no stored vector yet under a model; reuse all the others."""
+"""Embed the images that have no stored vector yet under a model; reuse all the others.
+
+Every image of an indexable article is embedded: the primary one and each downloaded
+additional image (``ArticleImage``); a vector is keyed by (article, model, image hash), so
+a changed image is embedded again alone and an unchanged one is never recomputed.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.models.functions import Mod
 
-from catalog.models import Article, ArticleId, ArticlePk
+from catalog.models import Article, ArticleId, ArticleImage, ArticlePk
 from catalog.progress import progress_bar
 from catalog.selectors import image_source
 from similarity.engine.embedders import Embedder
@@ -64,18 +69,17 @@ def embeddings_update(
     todo = articles if reembed else _without_stored_vector(articles, identity, pk_range)
     summary = EmbedSummary(reused=len(articles) - len(todo))
     if todo:
-        by_pk = {row.pk: row for row in todo}
         batches = _embedded_batches(
             embedder, todo, batch_size, decode_workers, progress, summary.timings
         )
         for batch in batches:
-            _store_batch(embedder, identity, batch, by_pk, summary, reembed=reembed)
+            _store_batch(embedder, identity, batch, todo, summary, reembed=reembed)
     _delete_replaced_embeddings(identity, pk_range)
     return summary
 
 
 class _Candidate(NamedTuple):
-    """An indexable article as the embedder needs it."""
+    """An image of an indexable article as the embedder needs it."""
 
     pk: ArticlePk
     article_id: ArticleId
@@ -86,7 +90,8 @@ class _Candidate(NamedTuple):
 def _candidate_rows(
     shard: tuple[int, int] | None, pk_range: tuple[int, int] | None = None
 ) -> list[_Candidate]:
-    """The indexable articles of ``shard`` (and of ``pk_range``)."""
+    """The images of the indexable articles of ``shard`` (and of ``pk_range``): primary
+    images first, then the downloaded additional ones."""
     candidates = indexable_articles()
     if pk_range is not None:
         candidates = candidates.filter(pk__gte=pk_range[0], pk__lte=pk_range[1])
@@ -96,16 +101,32 @@ def _candidate_rows(
             raise ValueError(f"shard must be i/n with 0 <= i < n; got {index}/{count}")
         candidates = candidates.annotate(shard=Mod("pk", count)).filter(shard=index)
     rows = candidates.values_list("pk", "article_id", "image", "image_sha256")
-    return [_Candidate(*row) for row in rows]
+    additional = (
+        ArticleImage.objects.filter(
+            article__in=candidates.values("pk"),
+            download_status=Article.DownloadStatus.DOWNLOADED,
+        )
+        .exclude(image="")
+        .order_by("article", "position")
+        .values_list("article_id", "article__article_id", "image", "image_sha256")
+    )
+    unique = dict.fromkeys(_Candidate(*row) for row in [*rows, *additional])
+    return list(unique)  # an additional image equal to the primary is embedded once
 
 
 def _without_stored_vector(
     articles: list[_Candidate], identity: str, pk_range: tuple[int, int] | None = None
 ) -> list[_Candidate]:
-    """The rows whose (article, image hash) has no vector under ``identity`` yet."""
+    """The rows whose (article, image hash) has no vector under ``identity`` yet (each
+    pair once: the same photo twice in one article's gallery is embedded once)."""
     stored = _in_range(Embedding.objects.filter(model=identity), pk_range)
-    have = set(stored.values_list("article", "image_sha256"))  # (article pk, hash)
-    return [row for row in articles if (row.pk, row.image_sha256) not in have]
+    have: set[tuple[int, str]] = set(stored.values_list("article_id", "image_sha256"))
+    todo: list[_Candidate] = []
+    for row in articles:
+        if (row.pk, row.image_sha256) not in have:
+            have.add((row.pk, row.image_sha256))
+            todo.append(row)
+    return todo
 
 
 def _embedded_batches(
@@ -115,9 +136,10 @@ def _embedded_batches(
     decode_workers: int,
     progress: bool,
     timings: Timings,
-) -> Iterator[EmbeddedBatch[ArticlePk]]:
-    """The pipeline's batches of vectors for the ``todo`` rows, with a progress bar."""
-    sources = ((row.pk, image_source(name=str(row.image))) for row in todo)
+) -> Iterator[EmbeddedBatch[int]]:
+    """The pipeline's batches of vectors for the ``todo`` rows (keyed by their position in
+    ``todo``: an article may have several images), with a progress bar."""
+    sources = ((key, image_source(name=str(row.image))) for key, row in enumerate(todo))
     bar = progress_bar(total=len(todo), desc="Embedding", unit="img", enabled=progress)
     try:
         yield from embed_sources(
@@ -135,8 +157,8 @@ def _embedded_batches(
 def _store_batch(
     embedder: Embedder,
     identity: str,
-    batch: EmbeddedBatch[ArticlePk],
-    by_pk: dict[ArticlePk, _Candidate],
+    batch: EmbeddedBatch[int],
+    todo: list[_Candidate],
     summary: EmbedSummary,
     *,
     reembed: bool,
@@ -144,20 +166,23 @@ def _store_batch(
     """Insert one batch's vectors (replacing stored ones with ``reembed``); count failures."""
     rows = [
         Embedding(
-            article_id=pk,
+            article_id=todo[key].pk,
             model=identity,
-            image_sha256=by_pk[pk].image_sha256,
+            image_sha256=todo[key].image_sha256,
             dimension=embedder.dimension,
             vector=vector.astype("<f4").tobytes(),
         )
-        for pk, vector in zip(batch.keys, batch.vectors, strict=True)
+        for key, vector in zip(batch.keys, batch.vectors, strict=True)
     ]
     with transaction.atomic():
-        if reembed:
-            Embedding.objects.filter(model=identity, article__in=batch.keys).delete()
+        if reembed and rows:
+            replaced = Q()
+            for row in rows:  # exactly these images: others of the article are in other batches
+                replaced |= Q(article_id=row.article_id, image_sha256=row.image_sha256)
+            Embedding.objects.filter(replaced, model=identity).delete()
         Embedding.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
     summary.embedded += len(rows)
-    summary.failures.extend((by_pk[pk].article_id, reason) for pk, reason in batch.failures)
+    summary.failures.extend((todo[key].article_id, reason) for key, reason in batch.failures)
 
 
 def _in_range(
@@ -170,8 +195,15 @@ def _in_range(
 
 
 def _delete_replaced_embeddings(identity: str, pk_range: tuple[int, int] | None = None) -> None:
-    stale = _in_range(Embedding.objects.filter(model=identity), pk_range).exclude(
-        image_sha256=F("article__image_sha256")
+    """Delete the embeddings of images no article has any more (replaced or removed; an
+    additional image waiting for its new URL's download keeps its old vector till then)."""
+    additional = ArticleImage.objects.filter(
+        article=OuterRef("article"), image_sha256=OuterRef("image_sha256")
+    )
+    stale = (
+        _in_range(Embedding.objects.filter(model=identity), pk_range)
+        .exclude(image_sha256=F("article__image_sha256"))
+        .exclude(Exists(additional))
     )
     deleted, _ = stale.delete()
     if deleted:

@@ -9,7 +9,6 @@ from typing import Any, NamedTuple
 
 import faiss
 import numpy as np
-from django.db.models import F
 
 from catalog.models import Article
 from similarity.conf import similarity_settings
@@ -33,9 +32,10 @@ from similarity.engine.index import (
     supports_incremental,
     write_build,
 )
+from similarity.engine.index.aggregate import aggregate_by_article
 from similarity.engine.index.members import MEMBERS_ARRAY, members_exist
 from similarity.engine.threads import fork_safe_threads
-from similarity.models import Embedding
+from similarity.selectors.vectors import current_embeddings
 from similarity.services.indexing.publish import index_local_sync, index_publish
 
 logger = logging.getLogger(__name__)
@@ -76,15 +76,15 @@ class _MadeIndex(NamedTuple):
 
 
 def collect_inputs(identity: str) -> IndexInputs:
-    """The current embedding of every indexable article, in article-pk order."""
+    """The vector of every indexable article, in article-pk order: its current images'
+    embeddings (primary and additional) combined (``engine.index.aggregate``)."""
     rows = (
-        Embedding.objects.filter(
-            model=identity,
+        current_embeddings(identity)
+        .filter(
             article__is_active=True,
             article__download_status=Article.DownloadStatus.DOWNLOADED,
-            image_sha256=F("article__image_sha256"),
         )
-        .order_by("article_id")
+        .order_by("article_id", "pk")
         .values_list("article_id", "pk", "vector")
     )
     # Filled in place: one (n, d) matrix in memory, not a list of blobs plus copies of it.
@@ -105,7 +105,8 @@ def collect_inputs(identity: str) -> IndexInputs:
         return IndexInputs(
             np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 0), np.float32)
         )
-    return IndexInputs(ids[:filled], embedding_pks[:filled], vectors[:filled])
+    return IndexInputs(*aggregate_by_article(ids[:filled], embedding_pks[:filled],
+                                             vectors[:filled]))
 
 
 def member_changes(

@@ -21,15 +21,15 @@ from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
+from lookalike_core.match_report import report_rows_read
+from lookalike_core.sources import MatchSourceError, zip_extract_safe
+from lookalike_core.tabular import tabular_kind
 
-from catalog.tabular import tabular_kind
 from similarity.conf import similarity_settings
-from similarity.engine.match_report import report_rows_read
 from similarity.models import MatchRun
 from similarity.selectors.validation import validate_k
 from similarity.services.matching.photos import MatchSummary, supplier_photos_match
 from similarity.services.matching.prepare import Thumbnails
-from similarity.services.matching.sources import MatchSourceError, zip_extract_safe
 from similarity.storages import (
     match_run_folder_new,
     match_thumbnail_key,
@@ -206,8 +206,8 @@ def _record(run: MatchRun, summary: MatchSummary) -> None:
     MatchRun.objects.filter(pk=run.pk).update(
         model=summary.model, index_build=summary.index_build,
         duplicate_threshold=summary.duplicate_threshold,
-        similar_threshold=summary.similar_threshold,
-        duplicate_count=counts["duplicate"], similar_count=counts["similar"],
+        similar_threshold=summary.similar_threshold, verified=summary.verified,
+        same_count=counts["same"], similar_count=counts["similar"],
         new_count=counts["new"], error_count=counts["error"],
         timings={key: round(value, 3) for key, value in summary.timings.items()},
     )
@@ -219,7 +219,7 @@ def _record_final(run: MatchRun, summary: MatchSummary, report: Path) -> None:
     counts = Counter(row.verdict for row in report_rows_read(path=report))
     MatchRun.objects.filter(pk=run.pk).update(
         status=MatchRun.Status.SUCCEEDED, finished_at=timezone.now(),
-        duplicate_count=counts["duplicate"], similar_count=counts["similar"],
+        same_count=counts["same"], similar_count=counts["similar"],
         new_count=counts["new"], error_count=counts["error"],
     )
 

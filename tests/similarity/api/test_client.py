@@ -60,5 +60,5 @@ def test_readme_client_refuses_a_model_clients_cannot_compute(live_server, tmp_p
     index_build_run(model="classic", progress=False)
     namespace: dict = {}
     exec(compile(readme_client(), "README.md client", "exec"), namespace)
-    with pytest.raises(RuntimeError, match="need the server"):
+    with pytest.raises(RuntimeError, match="lookalike-client"):
         namespace["similar_by_photos"](live_server.url, [], k=3)

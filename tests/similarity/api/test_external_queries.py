@@ -38,8 +38,8 @@ def test_index_publishes_model_identity_dimension_and_preprocessing(client, cata
     current = client.get("/api/index/").json()["current"]
     assert current["model"] == "classic" and current["model_identity"] == "classic@v2"
     assert current["dimension"] == len(stored_vector("S0003"))
-    assert current["preprocessing"]["client_computable"] is False
-    assert "not client-computable" in current["preprocessing"]["description"]
+    assert current["preprocessing"]["client_computable"] is True
+    assert "lookalike_core.classic" in current["preprocessing"]["description"]
 
 
 def test_vector_query_as_json_and_form_is_normalised_server_side(client, catalog):

@@ -67,3 +67,25 @@ def test_plain_django_views_under_api_answer_json_too(plain_views):
     assert_api_error(client.post("/api/plain-form/", too_many_fields()), 400, "too_many_fields")
     page = client.post("/plain-form/", too_many_fields())
     assert page.status_code == 400 and page["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("path", ["/api/similar/", "/api/similar/batch/"])
+@pytest.mark.parametrize("depth", [100_000, 40])
+def test_deeply_nested_json_is_a_json_400(client, path, depth):
+    # Past the interpreter's recursion limit json raises RecursionError (a 500 before the
+    # depth limit); 40 levels parse but are refused all the same.
+    body = "[" * depth + "]" * depth
+    response = client.post(path, body, content_type="application/json")
+    assert_api_error(response, 400, "parse_error")
+    assert "nested deeper than 32 levels" in response.json()["error"]["message"]
+
+
+def test_json_nested_to_the_limit_still_parses():
+    from similarity.api.parsers import MAX_JSON_DEPTH, json_depth_exceeds
+
+    nested: object = 1.0
+    for _ in range(MAX_JSON_DEPTH):
+        nested = [nested]
+    assert not json_depth_exceeds(nested, MAX_JSON_DEPTH)
+    assert json_depth_exceeds([nested], MAX_JSON_DEPTH)
+    assert not json_depth_exceeds({"items": [{"vector": [0.5] * 512}]}, MAX_JSON_DEPTH)

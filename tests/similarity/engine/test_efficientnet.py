@@ -28,7 +28,7 @@ def photos() -> list[Image.Image]:
 
 
 def test_fast_preprocessing_matches_the_torch_reference(embedder, photos):
-    fast = eff.LitePreprocessor()(photos)
+    fast = eff.lite_preprocessor()(photos)
     reference = eff.reference_preprocess(photos).numpy()
     assert fast.shape == reference.shape == (len(photos), 3, 224, 224)
     # Pillow's and torch's antialiased bicubic differ by a grey level here and there.
@@ -41,7 +41,7 @@ def test_fast_preprocessing_matches_the_torch_reference(embedder, photos):
 
 
 def test_preprocessing_scales_pixels_as_the_reference():
-    white = eff.LitePreprocessor()([Image.new("RGB", (400, 300), (255, 127, 0))])
+    white = eff.lite_preprocessor()([Image.new("RGB", (400, 300), (255, 127, 0))])
     assert white.shape == (1, 3, 224, 224)
     assert np.allclose(white[0, :, 0, 0], [1.0, 0.0, -127 / 128])
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lookalike_core.imaging import load_image
 from PIL import Image, ImageOps
 
 from demo.sample_images import product_image, product_jpeg
@@ -24,7 +25,6 @@ from similarity.engine.embedders import (
     load_embedder,
 )
 from similarity.engine.embedders.pipeline import EmbeddedBatch, Timings, embed_sources
-from similarity.engine.imaging import load_image
 from tests.similarity.engine.tiny_models import build_tiny_clip, build_tiny_resnet, build_tiny_vit
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in these tests may touch the network
@@ -148,7 +148,18 @@ def test_unknown_model_fails_fast_with_one_line_message():
     message = str(caught.value)
     assert "\n" not in message and "'no-such-model-xyz'" in message
     assert "local model directory" in message and "HF_HUB_OFFLINE=1" in message
-    assert caught.value.__cause__ is not None
+
+
+def test_a_model_neither_cached_nor_downloadable_is_refused_before_its_library_loads(
+    monkeypatch,
+):
+    from similarity.engine.embedders import base
+
+    def loader(name, local_files_only):
+        raise AssertionError("the model library was asked although nothing can be loaded")
+
+    with pytest.raises(EmbedderLoadError, match="not in the Hugging Face cache"):
+        base.load_pretrained("no-such-model-xyz", loader, repo_ids=["org/no-such-model-xyz"])
 
 
 def test_unreachable_hub_fails_fast_without_offline_flag(monkeypatch):

@@ -1,4 +1,4 @@
-"""The fast CLIP preprocessing twin gives the processor's own pixels, and is used."""
+"""The core's preprocessing, read from a CLIP processor, gives the processor's own pixels."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from PIL import Image
 
 from demo.sample_images import product_image
 from similarity.engine.embedders import load_embedder
-from similarity.engine.embedders.fastprep import FastClipPreprocessor
+from similarity.engine.embedders.fastprep import pixel_spec_for_processor
 from tests.similarity.engine.tiny_models import build_tiny_clip
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -39,5 +39,13 @@ def test_processors_it_cannot_reproduce_get_no_twin():
     class Other:
         pass
 
-    assert FastClipPreprocessor.for_processor(Other()) is None
-    assert FastClipPreprocessor.for_processor(None) is None
+    assert pixel_spec_for_processor(Other()) is None
+    assert pixel_spec_for_processor(None) is None
+
+
+def test_the_clip_spec_is_published_and_client_computable(clip):
+    spec = clip.pixel_spec()
+    assert spec is not None and spec.resize == "shortest_edge" and spec.crop is not None
+    described = clip.preprocessing()
+    assert described["client_computable"] is True
+    assert described["spec"] == spec.as_dict()

@@ -6,10 +6,10 @@ import io
 
 import numpy as np
 import pytest
+from lookalike_core.imaging import ImageDecodeError, load_image
 from PIL import Image
 
 from demo.sample_images import product_image, product_jpeg
-from similarity.engine.imaging import ImageDecodeError, load_image
 
 
 def encode(image: Image.Image, fmt: str, **params) -> bytes:

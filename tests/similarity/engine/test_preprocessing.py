@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from lookalike_core.pixels import PixelPreprocessor, PixelSpec
 from PIL import Image
 
 from similarity.engine.embedders import load_embedder
@@ -52,6 +53,9 @@ def test_published_preprocessing_reproduces_the_model_inputs(tmp_path, kind):
     client = np.stack([follow(description, image) for image in images])
     assert client.shape == expected.shape
     assert float(np.abs(client - expected).max()) < 1e-4
+    # The machine-readable spec, run by the core as the light client runs it: same pixels.
+    core = PixelPreprocessor(PixelSpec.from_dict(description["spec"]))(images)
+    assert float(np.abs(core - expected).max()) < 1e-4
 
 
 def test_efficientnet_published_preprocessing_reproduces_its_inputs():
@@ -66,9 +70,11 @@ def test_efficientnet_published_preprocessing_reproduces_its_inputs():
     client = np.stack([follow(description, image) for image in images])
     assert client.shape == expected.shape == (len(images), 3, 224, 224)
     assert float(np.abs(client - expected).max()) < 1e-4
+    core = PixelPreprocessor(PixelSpec.from_dict(description["spec"]))(images)
+    assert np.array_equal(core, expected)
 
 
-def test_classic_says_it_is_not_client_computable():
+def test_classic_is_client_computable_by_the_core():
     description = load_embedder("classic").preprocessing()
-    assert description["client_computable"] is False
-    assert "ClassicEmbedder" in description["description"]
+    assert description["client_computable"] is True and description["spec"] is None
+    assert "lookalike_core.classic" in description["description"]

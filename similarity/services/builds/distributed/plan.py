@@ -44,6 +44,7 @@ from similarity.services.builds.steps import (
     step_collect,
     step_index,
     step_load_model,
+    step_local_features,
     step_neighbors,
 )
 from similarity.services.indexing.embeddings import indexable_articles
@@ -264,6 +265,7 @@ FINISH_STEPS = (
     ("load model", step_load_model),
     ("choose runtime", step_choose_runtime),
     ("gather shards", step_gather),
+    ("local features", step_local_features),
     ("collect", step_collect),
     ("index", step_index),
     ("neighbors", step_neighbors),

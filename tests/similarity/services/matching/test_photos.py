@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from lookalike_core.match_report import ReportError, report_rows_read
 from PIL import Image
 
 from demo.loopback import LoopbackServer
 from demo.sample_images import product_image
 from similarity.conf import similarity_settings
-from similarity.engine.match_report import ReportError, report_rows_read
 from similarity.services.builds.runs import index_build_run
 from similarity.services.matching.photos import supplier_photos_match
 from tests.similarity.helpers import make_catalog
@@ -79,7 +79,7 @@ def test_csv_feed_gives_verdicts_matches_and_row_errors(catalog, loopback, tmp_p
     duplicate = similarity_settings().duplicate_threshold_for("classic")
     for seed in COPIES:
         row = rows[f"COPY-{seed}"]
-        assert row.verdict == "duplicate", row
+        assert row.verdict == "same", row
         assert row.matches[0][0] == catalog[seed].article_id
         assert row.matches[0][1] <= duplicate and len(row.matches) == 3
         assert row.extra == {"price": "9.90"}
@@ -88,12 +88,13 @@ def test_csv_feed_gives_verdicts_matches_and_row_errors(catalog, loopback, tmp_p
         assert rows[ref].matches[0][1] > summary.similar_threshold
     assert rows["MISSING"].verdict == "error" and "HTTP 404" in rows["MISSING"].error
     assert rows["BROKEN"].verdict == "error" and rows["BROKEN"].error
-    assert summary.counts == {"duplicate": 3, "similar": 0, "new": 2, "error": 2}
+    assert summary.counts == {"same": 3, "similar": 0, "new": 2, "error": 2}
     assert dict(summary.errors).keys() == {"MISSING", "BROKEN"}
 
     header = report.read_text().splitlines()[0].split(",")
-    assert header == ["supplier_ref", "verdict", "match_1", "distance_1", "match_2",
-                      "distance_2", "match_3", "distance_3", "error", "price"]
+    ranked = [f"{name}_{rank}" for rank in (1, 2, 3)
+              for name in ("match", "distance", "inliers", "inlier_ratio")]
+    assert header == ["supplier_ref", "verdict", *ranked, "error", "price"]
 
 
 def test_folder_source_refs_are_relative_paths_and_jsonl_report(catalog, tmp_path):
@@ -110,7 +111,7 @@ def test_folder_source_refs_are_relative_paths_and_jsonl_report(catalog, tmp_pat
     lines = [json.loads(line) for line in report.read_text().splitlines()]
     assert [line["supplier_ref"] for line in lines] == ["empty", "noise", "shirts/copy-3"]
     copy = lines[2]
-    assert copy["verdict"] == "duplicate"
+    assert copy["verdict"] == "same"
     assert copy["matches"][0]["article_id"] == catalog[3].article_id
     assert lines[1]["verdict"] == "new" and lines[0]["verdict"] == "error"
     assert summary.failed == 1 and summary.matched == 2
@@ -137,13 +138,13 @@ def test_rerun_skips_rows_already_in_the_report_and_retries_errors(catalog, loop
     summary = supplier_photos_match(source=source, output=report, k=2, progress=False)
 
     assert summary.already_done == 5
-    assert summary.counts == {"duplicate": 1, "similar": 0, "new": 0, "error": 1}
+    assert summary.counts == {"same": 1, "similar": 0, "new": 0, "error": 1}
     for path, count in fetched.items():
         if path not in ("/missing.jpg", "/broken.jpg"):
             assert loopback.hits[path] == count, path  # not fetched again
     rows = list(report_rows_read(path=report))
     assert len(rows) == 7 and len({row.supplier_ref for row in rows}) == 7
-    assert by_ref(report)["MISSING"].verdict == "duplicate"
+    assert by_ref(report)["MISSING"].verdict == "same"
     assert report.read_text().count("supplier_ref,verdict") == 1  # the header once
 
 
@@ -154,8 +155,8 @@ def test_a_torn_last_line_is_matched_again(catalog, loopback, tmp_path, name):
     text = report.read_text()
     report.write_text(text[: text.index("COPY-7") + 9])  # killed in the middle of a line
     summary = supplier_photos_match(source=source, output=report, k=2, progress=False)
-    assert summary.counts["duplicate"] == 1  # COPY-7 again
-    assert by_ref(report)["COPY-7"].verdict == "duplicate"
+    assert summary.counts["same"] == 1  # COPY-7 again
+    assert by_ref(report)["COPY-7"].verdict == "same"
     assert len(list(report_rows_read(path=report))) == 7
 
 
@@ -188,7 +189,7 @@ def test_feed_rows_without_ref_or_url_and_repeated_refs_are_errors(catalog, loop
     assert errors["line 4"].startswith("invalid JSON")
     assert "repeated (first on line 1)" in errors["A (line 5)"]
     assert rows[0].extra == {"extra": json.dumps({"colour": "red"})}
-    assert summary.counts["duplicate"] == 1 and loopback.hits["/a.jpg"] == 1
+    assert summary.counts["same"] == 1 and loopback.hits["/a.jpg"] == 1
 
 
 def test_private_addresses_are_refused_unless_allowed(catalog, loopback, tmp_path, settings):
@@ -206,7 +207,7 @@ def test_command_exit_codes(catalog, loopback, tmp_path, capsys):
     (good / "copy.jpg").write_bytes(near_copy(0))
     call_command("match_images", str(good), "--output", str(tmp_path / "good.csv"),
                  "--no-progress")
-    assert "1 duplicate, 0 similar, 0 new, 0 error" in capsys.readouterr().out
+    assert "1 same, 0 similar, 0 new, 0 error" in capsys.readouterr().out
 
     with pytest.raises(CommandError) as failed:
         call_command("match_images", str(feed(loopback, tmp_path)), "--output",
@@ -255,3 +256,17 @@ def test_the_index_runtime_is_used_and_loaded_once_per_process(catalog, monkeypa
     assert query_embedder(onnx) is query_embedder(onnx)
     assert calls == ["onnx"]
     embedders.embedders_clear()
+
+
+def test_folder_source_reports_fifos_devices_outside_links_and_loops(catalog, tmp_path):
+    from lookalike_core.sources import supplier_source_open
+
+    from tests.hostile_folder import hostile_folder
+
+    root, expected = hostile_folder(tmp_path)
+    rows = list(supplier_source_open(path=root).rows())
+    errors = {row.supplier_ref: row.error for row in rows if row.error}
+    assert errors == {name.removesuffix(".jpg"): reason for name, reason in expected.items()}
+    assert sorted(row.supplier_ref for row in rows if not row.error) == ["alias", "good"]
+    summary = supplier_photos_match(source=root, output=tmp_path / "r.csv", progress=False)
+    assert dict(summary.errors) == errors and summary.counts["error"] == len(expected)

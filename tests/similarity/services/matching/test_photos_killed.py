@@ -105,5 +105,5 @@ def test_killed_run_resumes_without_refetching(tmp_path: Path) -> None:
         assert server.hits[path] == before[path] == 1  # never fetched again
     rows = list(csv.DictReader(report.open()))
     assert [row["supplier_ref"] for row in rows] == [f"S{seed}" for seed in range(1, ROWS + 1)]
-    assert all(row["verdict"] == "duplicate" and row["match_1"] == f"A{row['supplier_ref'][1:]}"
+    assert all(row["verdict"] == "same" and row["match_1"] == f"A{row['supplier_ref'][1:]}"
                for row in rows), rows

@@ -10,12 +10,16 @@ from pathlib import Path
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from lookalike_core.sources import MatchSourceError, zip_extract_safe
 
 from similarity.models import MatchRun
-from similarity.selectors.matching import match_run_rows, match_run_thumbnail_name
+from similarity.selectors.matching import (
+    REVIEW_COLUMNS,
+    match_run_rows,
+    match_run_thumbnail_name,
+)
 from similarity.services.builds.runs import index_build_run
 from similarity.services.matching.runs import match_run_create
-from similarity.services.matching.sources import MatchSourceError, zip_extract_safe
 from tests.similarity.helpers import make_catalog
 from tests.similarity.services.matching.test_photos import near_copy, unrelated
 
@@ -57,7 +61,7 @@ def test_zip_upload_runs_as_a_task_and_the_review_page_lists_it(
     run = upload(admin_client, "supplier.zip", data, django_capture_on_commit_callbacks)
     run.refresh_from_db()
     assert run.status == MatchRun.Status.SUCCEEDED, run.error
-    assert (run.duplicate_count, run.similar_count, run.new_count, run.error_count) == (
+    assert (run.same_count, run.similar_count, run.new_count, run.error_count) == (
         1, 0, 1, 1)
     assert run.created_by == "admin" and run.model == "classic" and run.task_id
     folder = Path(settings.DATA_DIR) / "matching" / run.folder  # the default storage
@@ -78,9 +82,9 @@ def test_zip_upload_runs_as_a_task_and_the_review_page_lists_it(
     assert reverse("admin:catalog_article_change", args=[copy_of.pk]) in page
     assert copy_of.image.url in page
 
-    duplicates = admin_client.get(review, {"verdict": "duplicate"}).content.decode()
-    assert duplicates.count('class="match-row"') == 1 and "shoes/copy-3" in duplicates
-    assert "noise" not in duplicates.split('id="match-results"')[1]
+    same = admin_client.get(review, {"verdict": "same"}).content.decode()
+    assert same.count('class="match-row"') == 1 and "shoes/copy-3" in same
+    assert "noise" not in same.split('id="match-results"')[1]
 
     export = admin_client.get(review, {"verdict": "new", "export": "csv"})
     assert export["Content-Type"] == "text/csv"
@@ -107,11 +111,12 @@ def test_feed_upload_keeps_extra_columns(
     run = upload(admin_client, "feed.csv", data.encode(), django_capture_on_commit_callbacks)
     run.refresh_from_db()
     assert run.status == MatchRun.Status.SUCCEEDED
-    assert (run.duplicate_count, run.error_count) == (1, 1)
+    assert (run.same_count, run.error_count) == (1, 1)
     export = admin_client.get(reverse("admin:similarity_matchrun_review", args=[run.pk]),
                               {"export": "csv"})
     rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
-    assert rows[0][-1] == "price" and rows[1][0] == "P-7" and rows[1][-1] == "12.50"
+    extra = -1 - len(REVIEW_COLUMNS)  # the review's columns come last
+    assert rows[0][extra] == "price" and rows[1][0] == "P-7" and rows[1][extra] == "12.50"
     assert rows[1][2] == catalog[7].article_id
 
 
@@ -251,7 +256,7 @@ def test_a_run_uploaded_on_one_node_runs_on_another_through_the_shared_storage(
 
     settings.DATA_DIR = web_data  # the web node reads the report and thumbnails back
     verdicts = {row.supplier_ref: row.verdict for row in match_run_rows(run=run)}
-    assert verdicts == {"copy-5": "duplicate", "noise": "new"}
+    assert verdicts == {"copy-5": "same", "noise": "new"}
     name = match_run_thumbnail_name(run=run, supplier_ref="copy-5")
     thumbnail = admin_client.get(reverse("admin:similarity_matchrun_thumbnail",
                                          args=[run.pk, name]))
@@ -295,7 +300,7 @@ def test_a_retried_run_resumes_from_the_published_report(
     assert match_run_task(run.pk) == MatchRun.Status.SUCCEEDED
     assert matched[0].already_done == 2  # resumed, not started over
     run.refresh_from_db()
-    assert run.duplicate_count == 4 and len(list(match_run_rows(run=run))) == 4
+    assert run.same_count == 4 and len(list(match_run_rows(run=run))) == 4
 
 
 def test_a_failed_run_publishes_the_rows_it_matched(

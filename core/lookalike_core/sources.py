@@ -1,4 +1,7 @@
-"""Supplier sources for matching: a folder of photos, a CSV or JSON Lines feed, a safe zip."""
+"""Supplier sources for matching: a folder of photos, a CSV or JSON Lines feed, a safe zip.
+
+In the core: the server's match runs and the light client read sources the same way.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from catalog.tabular import TabularError, TabularFile, tabular_kind, tabular_open
+from lookalike_core.localfiles import folder_photos
+from lookalike_core.tabular import TabularError, TabularFile, tabular_kind, tabular_open
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 REQUIRED_COLUMNS = ("supplier_ref", "image_url")
@@ -20,6 +24,7 @@ MSG_MISSING_SOURCE = "{path}: no such file or folder"
 MSG_FORMAT = (
     "{path}: not a folder of photos, a CSV (.csv) or a JSON Lines (.jsonl, .ndjson) file"
 )
+MSG_REPEATED = "supplier_ref repeated (first on line {line}); only the first row is matched"
 MSG_MISSING_REF = "missing supplier_ref"
 MSG_MISSING_URL = "missing image_url"
 MSG_ZIP_BAD = "{name}: not a readable zip file: {error}"
@@ -52,7 +57,7 @@ class SupplierSource:
     path: Path
     kind: str  # folder, csv or jsonl
     extra_columns: list[str] | None
-    feed: TabularFile | None = None  # a CSV or JSON Lines feed (catalog.tabular)
+    feed: TabularFile | None = None  # a CSV or JSON Lines feed (lookalike_core.tabular)
 
     def count(self) -> int:
         """How many rows the source holds (one streaming pass; for the progress bar)."""
@@ -90,14 +95,31 @@ def supplier_source_open(*, path: Path | str) -> SupplierSource:
     return SupplierSource(path=path, kind=feed.kind, extra_columns=extra_columns, feed=feed)
 
 
+def pending_rows(rows: Iterator[SupplierRow], done: set[str]) -> Iterator[SupplierRow]:
+    """Rows not in the report yet; a ref seen earlier in this source becomes an error row."""
+    first_line: dict[str, int] = {}
+    for row in rows:
+        if row.supplier_ref in first_line:
+            yield SupplierRow(supplier_ref=f"{row.supplier_ref} (line {row.line})",
+                              line=row.line, extra=row.extra,
+                              error=MSG_REPEATED.format(line=first_line[row.supplier_ref]))
+            continue
+        first_line[row.supplier_ref] = row.line
+        if row.supplier_ref not in done:
+            yield row
+
+
 def _folder_rows(root: Path) -> Iterator[SupplierRow]:
-    files = sorted(
-        (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
-        key=lambda p: p.relative_to(root).as_posix(),
-    )
-    for position, file in enumerate(files, start=1):
-        ref = file.relative_to(root).with_suffix("").as_posix()
-        yield SupplierRow(supplier_ref=ref, line=position, path=file)
+    """The folder's photos in path order; what is not a regular file inside the folder (a
+    link out of it, a loop, a FIFO, a device) is an error row with the reason."""
+    listing = folder_photos(root, extensions=IMAGE_EXTENSIONS)
+    base = Path(listing.root)
+    found: list[tuple[str, Path | None, str]] = [
+        (path.relative_to(base).as_posix(), path, "") for path in listing.files]
+    found += [(relative, None, reason) for relative, reason in listing.skipped]
+    for position, (relative, path, reason) in enumerate(sorted(found), start=1):
+        ref = str(PurePosixPath(relative).with_suffix(""))
+        yield SupplierRow(supplier_ref=ref, line=position, path=path, error=reason)
 
 
 def _feed_rows(feed: TabularFile) -> Iterator[SupplierRow]:
