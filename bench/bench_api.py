@@ -1,11 +1,14 @@
 """HTTP load benchmark of GET /api/articles/<id>/similar/ at 100k articles, vs a bare DRF view.
 
-Serves the API with gunicorn (2 workers) on 127.0.0.1 and loads it with wrk. Setup: 100k
-Article rows plus random unit vectors (d=512) under the model "bench-random", indexed with
-index_update(index_type="auto") — a benchmark of the serving path, not of embedding.
+Serves the API with gunicorn on 127.0.0.1 and loads it with wrk from its own process. By
+default the server is the shipped one: ``gunicorn -c config/gunicorn.py`` (what `make serve`
+runs); ``--servers shipped,sync`` adds the same config with sync workers for comparison.
+Setup: 100k Article rows plus random unit vectors (d=512) under the model "bench-random",
+indexed with index_update(index_type="auto"): a benchmark of the serving path, not of
+embedding. ``--setup-only --keep DIR`` prepares the data (outside an exclusive CPU hold).
 Usage:
     .venv/bin/python bench/bench_api.py [--articles 100000] [--duration 15] [--connections 8]
-        [--worker-class gthread|sync|both] [--database-url URL] [--keep DIR]
+        [--servers shipped[,sync]] [--database-url URL] [--keep DIR] [--setup-only]
 """
 
 from __future__ import annotations
@@ -131,21 +134,26 @@ def setup_data(count: int, env: dict[str, str]) -> dict[str, object]:
     }
 
 
-def start_server(port: int, env: dict[str, str], worker_class: str) -> subprocess.Popen:
+# Each server is the shipped config file; a variant overrides only what its name says.
+SERVERS: dict[str, list[str]] = {
+    "shipped": [],
+    "sync": ["--worker-class", "sync", "--threads", "1"],  # threads > 1 would mean gthread
+    "keepalive": ["--keep-alive", "2"],  # gunicorn's default keep-alive, before it was turned off
+}
+
+
+def start_server(port: int, env: dict[str, str], server_name: str) -> subprocess.Popen:
     command = [
         str(ROOT / ".venv/bin/gunicorn"),
+        "-c",
+        str(ROOT / "config/gunicorn.py"),
         "config.wsgi",
-        "--workers",
-        "2",
-        "--worker-class",
-        worker_class,
+        *SERVERS[server_name],
         "--bind",
         f"127.0.0.1:{port}",
         "--log-level",
         "warning",
     ]
-    if worker_class == "gthread":
-        command += ["--threads", "4"]
     server = subprocess.Popen(command, cwd=ROOT, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -190,9 +198,9 @@ def run_wrk(port: int, prefix: str, suffix: str, count: int, args: argparse.Name
     return result
 
 
-def bench_server(worker_class: str, env: dict[str, str], count: int, args: argparse.Namespace) -> dict:
+def bench_server(server_name: str, env: dict[str, str], count: int, args: argparse.Namespace) -> dict:
     port = free_port()
-    server = start_server(port, env, worker_class)
+    server = start_server(port, env, server_name)
     try:
         check_answers(port, count)
         real_path = ("/api/articles/", f"/similar/?k={K}")
@@ -214,11 +222,20 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=100_000)
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--worker-class", default="both", choices=["gthread", "sync", "both"])
+    parser.add_argument(
+        "--servers", default="shipped", help=f"comma-separated, of {', '.join(SERVERS)}"
+    )
+    parser.add_argument("--setup-only", action="store_true", help="prepare --keep DIR and stop")
     parser.add_argument("--database-url", default="", help="default: a temp SQLite file")
     parser.add_argument("--keep", default="", help="reuse/keep this data dir (skips setup)")
     parser.add_argument("--json", default="", help="write the results here")
     args = parser.parse_args()
+    servers = [name.strip() for name in args.servers.split(",") if name.strip()]
+    unknown = [name for name in servers if name not in SERVERS]
+    if unknown or not servers:
+        sys.exit(f"--servers: unknown {unknown or args.servers!r}; choose from {', '.join(SERVERS)}")
+    if args.setup_only and not args.keep:
+        sys.exit("--setup-only needs --keep DIR")
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install -y wrk")
 
@@ -242,12 +259,13 @@ def main() -> None:
             setup = setup_data(args.articles, env)
             (data_dir / "setup.json").write_text(json.dumps(setup))
         print(f"Setup: {setup}")
-        classes = ["sync", "gthread"] if args.worker_class == "both" else [args.worker_class]
+        if args.setup_only:
+            return
         results = {}
-        for worker_class in classes:
-            rows = bench_server(worker_class, env, setup["count"], args)
-            results[worker_class] = rows
-            print_table(worker_class, rows)
+        for server_name in servers:
+            rows = bench_server(server_name, env, setup["count"], args)
+            results[server_name] = rows
+            print_table(server_name, rows)
         report = {
             "cpu": cpu_model(),
             "cpus": os.cpu_count(),
@@ -264,9 +282,9 @@ def main() -> None:
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def print_table(worker_class: str, rows: dict[str, dict]) -> None:
+def print_table(server_name: str, rows: dict[str, dict]) -> None:
     bare = rows["bare"]["rps"]
-    print(f"\ngunicorn --workers 2 --worker-class {worker_class}")
+    print(f"\ngunicorn -c config/gunicorn.py {' '.join(SERVERS[server_name])} ({server_name})")
     print("| View | req/s | p50 ms | p99 ms | errors | vs bare |")
     print("|---|---:|---:|---:|---:|---:|")
     for label, row in rows.items():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from django.core.signals import setting_changed
+from django.core.signals import request_started, setting_changed
 from django.dispatch import receiver
 
 from similarity.conf import similarity_settings
@@ -27,8 +27,8 @@ from similarity.engine.index import (
     BuildManifest,
     current_build,
     load_index,
+    pin_faiss_threads,
     read_members,
-    set_faiss_threads,
 )
 from similarity.engine.index.storage import BUILDS_DIR, CURRENT_FILE, BuildInfo, read_build
 from similarity.engine.threads import fork_safe_threads, mark_openmp_used
@@ -179,7 +179,8 @@ class IndexStore:
 
     def _load(self, info: BuildInfo | None) -> LoadedIndex:
         if not self._threads_set:
-            set_faiss_threads(fork_safe_threads(similarity_settings().threads))
+            # Commands searching the whole catalog use THREADS; request threads are pinned to 1.
+            pin_faiss_threads(fork_safe_threads(similarity_settings().threads), unless_chosen=True)
             mark_openmp_used()
             self._threads_set = True
         if info is None:
@@ -244,3 +245,23 @@ def _store_reset(*, setting: str, **kwargs: object) -> None:
     if setting in {"STORAGES", "LOOKALIKE", "DATA_DIR"}:
         with _store_lock:
             _store = None
+
+
+_serving = False
+
+
+@receiver(request_started)
+def _request_thread_setup(**kwargs: object) -> None:
+    """A request searches on one Faiss thread: its own thread, in a worker process.
+
+    Threaded workers run a request per thread, each on a core of its own at best; a Faiss call
+    that started a team of all cores per request would oversubscribe them (OpenMP's count is
+    per thread, so each request thread sets it, once). Faiss's Python interrupt check takes
+    the GIL inside every search, where the other request threads hold it: a serving process
+    drops it (a search lasts milliseconds; SIGTERM is handled between requests).
+    """
+    global _serving
+    if not _serving:
+        faiss.InterruptCallback.clear_instance()
+        _serving = True
+    pin_faiss_threads(1)

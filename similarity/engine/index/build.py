@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,13 +60,30 @@ _read_only: weakref.WeakSet[faiss.Index] = weakref.WeakSet()
 # parent that already ran a multi-threaded Faiss call can hang in its first parallel region.
 # So never touch Faiss in a parent before forking (gunicorn --preload, prefork task workers),
 # and call set_faiss_threads() explicitly in each worker process after it starts.
+# OpenMP's thread count is a setting of the calling thread, not of the process: a thread
+# that never set it (each thread of a threaded web worker) uses all cores in every parallel
+# region. So set it in the thread that searches (pin_faiss_threads for request threads).
+_thread_setting = threading.local()
+
+
 def set_faiss_threads(threads: int) -> int:
-    """Set the number of OpenMP threads Faiss uses in this process; return the previous one."""
+    """Set the OpenMP threads Faiss uses in the calling thread; return the previous count."""
     if threads <= 0:
         raise ValueError(ERR_THREADS.format(threads=threads))
     previous: int = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(threads)
+    _thread_setting.threads = threads
     return previous
+
+
+def pin_faiss_threads(threads: int, *, unless_chosen: bool = False) -> None:
+    """``set_faiss_threads`` once per thread: a no-op (an attribute read) when already set.
+
+    ``unless_chosen``: leave a thread that already chose a count (e.g. a request thread) as is.
+    """
+    chosen = getattr(_thread_setting, "threads", None)
+    if chosen != threads and not (unless_chosen and chosen is not None):
+        set_faiss_threads(threads)
 
 
 @contextmanager
@@ -76,7 +94,7 @@ def faiss_threads(threads: int | None) -> Iterator[int]:
     try:
         yield wanted
     finally:
-        faiss.omp_set_num_threads(previous)
+        set_faiss_threads(previous)
 
 
 def check_vectors(

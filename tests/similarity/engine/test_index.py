@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from similarity.engine.index import (
     knn_query,
     list_builds,
     load_index,
+    pin_faiss_threads,
     prune_builds,
     range_search_batched,
     recall_at_k,
@@ -339,6 +341,54 @@ def test_set_faiss_threads_returns_previous():
         assert faiss.omp_get_max_threads() == 1
     finally:
         set_faiss_threads(previous)
+
+
+def _in_new_thread(function):
+    out = []
+    thread = threading.Thread(target=lambda: out.append(function()))
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+def test_faiss_threads_are_a_setting_of_the_calling_thread():
+    cores = os.cpu_count() or 1
+    previous = set_faiss_threads(1)
+    try:
+        # A thread that never chose (a web worker's request thread) gets all cores.
+        assert _in_new_thread(faiss.omp_get_max_threads) == cores
+    finally:
+        set_faiss_threads(previous)
+
+
+def test_pin_faiss_threads_sets_once_and_respects_a_thread_that_chose():
+    def pinned():
+        pin_faiss_threads(1)
+        first = faiss.omp_get_max_threads()
+        pin_faiss_threads(2, unless_chosen=True)  # already chose 1: kept
+        kept = faiss.omp_get_max_threads()
+        pin_faiss_threads(2)
+        return first, kept, faiss.omp_get_max_threads()
+
+    assert _in_new_thread(pinned) == (1, 1, 2)
+
+    def unchosen():
+        pin_faiss_threads(1, unless_chosen=True)
+        return faiss.omp_get_max_threads()
+
+    assert _in_new_thread(unchosen) == 1
+
+
+def test_knn_query_excludes_one_or_many_ids():
+    rng = np.random.default_rng(3)
+    vectors = normalise(rng.standard_normal((50, 8)))
+    index = build_index(vectors, np.arange(50), index_type="flat")
+    everything = knn_query(index, vectors[0], 5)[0].ids
+    assert knn_query(index, vectors[0], 4, exclude_ids=np.array([0]))[0].ids.tolist() == (
+        everything[1:].tolist()
+    )
+    two = knn_query(index, vectors[0], 3, exclude_ids=np.array([0, everything[1]]))[0].ids
+    assert two.tolist() == everything[2:].tolist()
 
 
 def test_timeit_logs_and_exposes_seconds(caplog):

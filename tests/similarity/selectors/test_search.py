@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 
 import numpy as np
@@ -177,3 +178,23 @@ def test_queries_refuse_an_embedder_whose_weights_changed_since_the_build(tmp_pa
         similar_to_text(text="red bag", k=2)
     index_build_run(model=str(model), progress=False)
     assert similar_to_text(text="red bag", k=2).results
+
+
+def test_each_request_thread_searches_on_one_faiss_thread():
+    """OpenMP's thread count is per thread: every request thread pins its own to 1."""
+    import faiss
+    from django.core.signals import request_started
+
+    import similarity.selectors.store  # noqa: F401  (connects the receiver)
+
+    seen = []
+
+    def request_thread():
+        before = faiss.omp_get_max_threads()
+        request_started.send(sender=None, environ={})
+        seen.extend([before, faiss.omp_get_max_threads()])
+
+    thread = threading.Thread(target=request_thread)
+    thread.start()
+    thread.join()
+    assert seen == [os.cpu_count() or 1, 1]
