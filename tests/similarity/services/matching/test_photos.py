@@ -259,7 +259,7 @@ def test_the_index_runtime_is_used_and_loaded_once_per_process(catalog, monkeypa
 
 
 def test_folder_source_reports_fifos_devices_outside_links_and_loops(catalog, tmp_path):
-    from similarity.services.matching.sources import supplier_source_open
+    from lookalike_core.sources import supplier_source_open
 
     from tests.hostile_folder import hostile_folder
 

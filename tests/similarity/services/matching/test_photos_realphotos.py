@@ -47,7 +47,7 @@ def test_store_photos_find_their_packshot_well_above_chance(labels, tmp_path):
     truth = {}
     for row in labels:
         if row["kind"] == "store_photo":
-            (folder / row["image_file"]).symlink_to(images / row["image_file"])
+            (folder / row["image_file"]).write_bytes((images / row["image_file"]).read_bytes())
             truth[Path(row["image_file"]).stem] = row["product"]
 
     summary = supplier_photos_match(source=folder, output=tmp_path / "report.csv", k=5,
