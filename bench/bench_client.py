@@ -125,7 +125,7 @@ def main() -> None:
     folder.mkdir()
     photos = [row["image_file"] for row in labels if row["kind"] == "store_photo"][:args.photos]
     for name in photos:
-        (folder / name).symlink_to(images / name)
+        (folder / name).write_bytes((images / name).read_bytes())  # links out are refused
 
     import requests
     from lookalike_client import match_photos
