@@ -18,6 +18,7 @@ BENCHMARKS = {
     "api": ["bench_api.py"],
     "neighbors": ["bench_neighbors.py"],
     "embed": ["bench_embed.py"],
+    "default-runtime": ["bench_default_runtime.py"],
 }
 
 

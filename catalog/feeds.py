@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from catalog.tabular import Record, TabularError, tabular_open
+from lookalike_core.tabular import Record, TabularError, tabular_open
 
 LOOKALIKE = "lookalike"
 GOOGLE = "google"

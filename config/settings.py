@@ -25,6 +25,14 @@ env = EnvReader()
 DATA_DIR = Path(env.str("LOOKALIKE_DATA_DIR", "") or BASE_DIR / "var").resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
+# Per machine, shared by every data directory (the demo's and a shop's): exported ONNX models
+# and the embedding runtime `auto` measured for each model on this CPU (both keyed by the
+# model identity and library versions, so sharing them is safe).
+MODEL_CACHE_DIR = Path(
+    env.str("LOOKALIKE_MODEL_CACHE_DIR", "")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lookalike"
+).resolve()
+
 DEBUG = env.bool("DEBUG", default=False)
 
 

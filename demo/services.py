@@ -120,6 +120,7 @@ def demo_run(
         out(banner)
     build = index_build_run(model=spec, trigger="demo")
     out(build.describe())
+    out(build.runtime_summary())
     return spec
 
 

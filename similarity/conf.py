@@ -56,6 +56,7 @@ class SimilaritySettings:
 
     # From Django's settings (not LOOKALIKE keys).
     data_dir: Path  # DATA_DIR: indexes, caches and match runs live under it
+    model_cache_dir: Path | None = None  # MODEL_CACHE_DIR: per machine (None: DATA_DIR)
     task_queue: str = "default"  # Q_CLUSTER["name"]: the default django-q2 cluster's queue
     task_timeout: float = 3600.0  # Q_CLUSTER["timeout"]: seconds a task may run
     broker: str = "orm"  # "redis" when REDIS_URL is set, else django-q2's ORM broker
@@ -109,7 +110,8 @@ class SimilaritySettings:
     embed_cluster: str = setting("")  # django-q2 queue (Q_CLUSTER_NAME) of embed shards
     device: str = setting("cpu", clean=_lower)  # torch device: cpu, cuda, cuda:1 ...
     # Embedding runtimes: torch (fp32 reference), torch-bf16, onnx, onnx-int8 or auto.
-    runtime: str = setting("torch", clean=_lower)
+    # auto: the fastest runtime that passes the gate here, measured once per machine + model.
+    runtime: str = setting("auto", clean=_lower)
     runtime_min_cosine: float = setting(0.995)  # gate: mean cosine to torch fp32
     runtime_min_overlap: float = setting(0.9)  # gate: top-10 neighbor overlap
     runtime_calibration_images: int = setting(64)
@@ -131,8 +133,13 @@ class SimilaritySettings:
 
     @property
     def onnx_cache_dir(self) -> Path:
-        """Exported ONNX models, per model identity and runtime."""
-        return self.data_dir / "onnx-cache"
+        """Exported ONNX models, per model identity and library versions (per machine)."""
+        return (self.model_cache_dir or self.data_dir) / "onnx-cache"
+
+    @property
+    def runtime_choice_dir(self) -> Path:
+        """`auto`'s measured choices, per model identity and machine (beside the exports)."""
+        return (self.model_cache_dir or self.data_dir) / "auto-choices"
 
     def similar_threshold_for(self, model: str) -> float:
         """The configured SIMILAR_THRESHOLD, else the default of ``model``'s family."""
@@ -155,11 +162,16 @@ def model_family(model: str) -> str:
     return parse_model_spec(model).family
 
 
+def _optional_path(value: object) -> Path | None:
+    return Path(str(value)) if value else None
+
+
 def _similarity_settings_build() -> SimilaritySettings:
     configured = getattr(settings, NAMESPACE, {})
     cluster = getattr(settings, "Q_CLUSTER", {})
     return SimilaritySettings(
         data_dir=Path(settings.DATA_DIR),
+        model_cache_dir=_optional_path(getattr(settings, "MODEL_CACHE_DIR", None)),
         task_queue=str(cluster.get("name") or "default"),
         task_timeout=float(cluster.get("timeout") or 3600),
         broker="redis" if getattr(settings, "REDIS_URL", "") else "orm",
@@ -171,7 +183,7 @@ def _similarity_settings_build() -> SimilaritySettings:
 
 _similarity = SettingsCache(
     _similarity_settings_build,
-    sources={NAMESPACE, "DATA_DIR", "Q_CLUSTER", "REDIS_URL", "METRICS_TOKEN"},
+    sources={NAMESPACE, "DATA_DIR", "MODEL_CACHE_DIR", "Q_CLUSTER", "REDIS_URL", "METRICS_TOKEN"},
 )
 
 

@@ -8,7 +8,8 @@ the runtime their index was built on (its manifest says which); a runtime that c
 here falls back to the torch fp32 reference for them, whose vectors the gate proved equal.
 
 The cache is invalidated explicitly: ``embedders_clear`` (also the engine's caches), and a
-changed LOOKALIKE or DATA_DIR setting (the gate's thresholds, the ONNX cache directory).
+changed LOOKALIKE, DATA_DIR or MODEL_CACHE_DIR setting (the gate's thresholds, the ONNX
+cache directory).
 """
 
 from __future__ import annotations
@@ -118,7 +119,10 @@ def _provide(key: _Key, *, strict: bool) -> ProvidedEmbedder:
         if strict:
             raise
         logger.warning(MSG_RUNTIME_FALLBACK, wanted, spec, exc)
-        embedder, choice = base, RuntimeChoice(requested=wanted, runtime=REFERENCE)
+        embedder, choice = base, RuntimeChoice(
+            requested=wanted, runtime=REFERENCE,
+            reason=f"{wanted} cannot run here ({exc}); the torch reference runs instead",
+        )
     provided = ProvidedEmbedder(embedder=embedder, runtime=choice, device=device)
     _cache[key] = provided
     if wanted == AUTO:  # the runtime auto chose serves those who ask for it by name
@@ -146,8 +150,9 @@ def _on_runtime(
         threads=threads,
         min_cosine=conf.runtime_min_cosine,
         min_overlap=conf.runtime_min_overlap,
+        choice_dir=conf.runtime_choice_dir,
     )
-    logger.info("Embedding runtime: %s (requested %s)", choice.runtime, choice.requested)
+    logger.info("Embedding runtime %s: %s", choice.runtime, choice.reason)
     return chosen, choice
 
 
@@ -169,6 +174,6 @@ def embedders_clear() -> None:
 @receiver(setting_changed)
 def _settings_changed(*, setting: str, **kwargs: object) -> None:
     # Loaded models stay (the engine's cache); what the settings shaped is made again.
-    if setting in {"LOOKALIKE", "DATA_DIR"}:
+    if setting in {"LOOKALIKE", "DATA_DIR", "MODEL_CACHE_DIR"}:
         with _lock:
             _cache.clear()

@@ -145,6 +145,14 @@ class IndexBuild(models.Model):
             text += f" in {total:.1f} s"
         return text
 
+    def runtime_summary(self) -> str:
+        """Which embedding runtime ran and why (from the manifest; "" before the index step)."""
+        manifest = self.manifest or {}
+        if not manifest.get("runtime"):
+            return ""
+        reason = manifest.get("runtime_reason") or f"requested {manifest.get('runtime_requested')}"
+        return f"Embedding runtime {manifest['runtime']}: {reason}"
+
 
 class CurrentIndex(models.Model):
     """The build every web node serves: one row (pk 1), written only by ``index_publish``.

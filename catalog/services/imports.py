@@ -12,6 +12,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from lookalike_core.tabular import Record, TabularError
 
 from catalog.feeds import FeedError, feed_open
 from catalog.models import (
@@ -22,7 +23,6 @@ from catalog.models import (
     http_url_validator,
 )
 from catalog.services.images import ImageFiles
-from catalog.tabular import Record, TabularError
 
 logger = logging.getLogger(__name__)
 

@@ -17,6 +17,8 @@ def test_demo_runs_twice_and_answers_a_query():
     assert demo_run(out=lines.append, products=6, model="classic", port=0) == "classic"
     assert demo_run(out=lines.append, products=6, model="classic", port=0) == "classic"
     assert Article.objects.filter(is_active=True).count() == 12  # 6 products + 6 copies
+    # The demo runs the default runtime (auto) and says which ran and why.
+    assert "Embedding runtime torch: auto: only the torch reference can run this model" in lines
     result = similar_to_article(article_id="P0000", k=3)
     assert result.results[0].article_id == "P0000"
     assert result.results[1].article_id == "P0000-B"  # its re-listed copy comes next

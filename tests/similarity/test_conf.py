@@ -31,7 +31,9 @@ def test_django_settings_it_reads_reset_it_too(settings, tmp_path):
     settings.Q_CLUSTER = {**settings.Q_CLUSTER, "name": "nightly", "timeout": 60}
     conf = similarity_settings()
     assert conf.index_root == tmp_path / "elsewhere" / "index"
-    assert conf.onnx_cache_dir == tmp_path / "elsewhere" / "onnx-cache"
+    settings.MODEL_CACHE_DIR = tmp_path / "machine"
+    assert similarity_settings().onnx_cache_dir == tmp_path / "machine" / "onnx-cache"
+    assert similarity_settings().runtime_choice_dir == tmp_path / "machine" / "auto-choices"
     assert (conf.task_queue, conf.task_timeout) == ("nightly", 60.0)
     assert catalog_settings().data_dir == Path(tmp_path / "elsewhere")
 

@@ -122,3 +122,33 @@ def test_an_unknown_runtime_or_device_is_a_clear_error():
         embedder_for("classic", runtime="tensorrt")
     with pytest.raises(EmbedderLoadError, match="DEVICE must be cpu, cuda or cuda:<n>"):
         embedder_for("classic", runtime="torch", device="tpu")
+
+
+def test_auto_is_the_default_runtime():
+    from similarity.conf import SimilaritySettings
+
+    assert SimilaritySettings.__dataclass_fields__["runtime"].default == "auto"
+
+
+@pytest.mark.django_db
+def test_a_default_build_runs_auto_says_why_and_later_processes_reuse_the_choice(
+    tmp_path, settings, gate_calls, monkeypatch
+):
+    from similarity.conf import similarity_settings
+    from similarity.engine.embedders import runtimes
+
+    settings.LOOKALIKE = {**settings.LOOKALIKE, "RUNTIME": "auto",
+                          "RUNTIME_CALIBRATION_IMAGES": 16}
+    model = str(build_tiny_clip(tmp_path / "clip"))
+    make_catalog(6)
+    build = index_build_run(model=model, progress=False)
+    assert build.manifest["runtime_requested"] == "auto"
+    assert build.manifest["runtime"] in build.manifest["runtime_speeds"]
+    assert build.manifest["runtime_reason"].startswith("auto: the fastest runtime here")
+    assert list(similarity_settings().runtime_choice_dir.glob("*.json"))
+
+    embedders_clear()  # as a new process: the measured choice is read, not measured again
+    monkeypatch.setattr(runtimes, "_fastest_passing", lambda *a: pytest.fail("calibrated"))
+    again = index_build_run(model=model, full=True, progress=False)
+    assert again.manifest["runtime"] == build.manifest["runtime"]
+    assert "remembered in" in again.manifest["runtime_reason"]

@@ -240,24 +240,27 @@ def load_pretrained(
             raise EmbedderLoadError(
                 f"Cannot load embedding model {label!r} from {directory}: {_first_line(error)}"
             ) from error
-    try:
-        return load(spec, True), None
-    except Exception as error:
-        cached_error = error
     snapshot = hub_snapshot(repo_ids)
-    if snapshot is not None:
-        raise EmbedderLoadError(
-            f"Cannot load embedding model {label!r} from the Hugging Face cache ({snapshot}): "
-            f"{_first_line(cached_error)}"
-        ) from cached_error
-    if hub_offline() or not hub_reachable():
+    if snapshot is None and (hub_offline() or not hub_reachable()):
+        # Neither cached nor downloadable: say so before importing the model's library (the
+        # default model's fallback on a machine without it costs seconds otherwise).
         reason = (
             "HF_HUB_OFFLINE is set"
             if hub_offline()
             else "the Hugging Face hub is unreachable from this machine"
         )
-        message = NOT_AVAILABLE_OFFLINE.format(spec=label, reason=reason, repo=repo_ids[0])
-        raise EmbedderLoadError(message) from cached_error
+        raise EmbedderLoadError(
+            NOT_AVAILABLE_OFFLINE.format(spec=label, reason=reason, repo=repo_ids[0])
+        )
+    try:
+        return load(spec, True), None
+    except Exception as error:
+        cached_error = error
+    if snapshot is not None:
+        raise EmbedderLoadError(
+            f"Cannot load embedding model {label!r} from the Hugging Face cache ({snapshot}): "
+            f"{_first_line(cached_error)}"
+        ) from cached_error
     try:
         return load(spec, False), None
     except Exception as error:

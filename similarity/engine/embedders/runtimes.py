@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from similarity.engine.embedders import choice_cache
 from similarity.engine.embedders.base import Batch, Embedder, EmbedderLoadError
 from similarity.engine.embedders.onnx import OnnxEmbedder
 from similarity.engine.embedders.wrapped import REFERENCE as REFERENCE  # the services read it here
@@ -162,10 +163,40 @@ class RuntimeChoice:
     images_per_second: float | None = None  # forward pass, on the calibration batch
     skipped: list[dict[str, str]] = field(default_factory=list)  # [{"runtime", "reason"}]
     speeds: dict[str, float] = field(default_factory=dict)  # every runtime that passed
+    reason: str = ""  # one sentence: why this runtime runs (logged, on the build record)
+    measured_at: str = ""  # `auto`: when the choice was measured ("" = by this process)
+
+    def __post_init__(self) -> None:
+        if not self.reason:
+            self.reason = self.explain()
+
+    def explain(self) -> str:
+        """Why ``runtime`` runs, in words a shop engineer can check."""
+        if self.requested == REFERENCE:
+            return "torch (the fp32 reference) was asked for"
+        gate = (
+            f"it passed the accuracy gate (mean cosine {self.agreement.mean_cosine:.6f}, "
+            f"top-{NEIGHBORS} overlap {self.agreement.top10_overlap:.2f})"
+            if self.agreement else ""
+        )
+        if self.requested != AUTO:
+            return f"{self.runtime} was asked for and {gate}"
+        if not self.speeds:
+            return "auto: only the torch reference can run this model"
+        speeds = ", ".join(
+            f"{name} {speed:g}" for name, speed in sorted(self.speeds.items(), key=lambda s: -s[1])
+        )
+        why = f"auto: the fastest runtime here ({speeds} images/s)"
+        why += f"; {gate}" if gate else ""
+        if self.skipped:
+            why += "; skipped " + ", ".join(item["runtime"] for item in self.skipped)
+        return why
 
     def as_manifest(self) -> dict[str, Any]:
         return {
             "runtime": self.runtime,
+            "runtime_reason": self.reason,
+            "runtime_measured_at": self.measured_at,
             "runtime_requested": self.requested,
             "runtime_agreement": asdict(self.agreement) if self.agreement else None,
             "runtime_images_per_second": self.images_per_second,
@@ -224,6 +255,7 @@ def select_runtime(
     threads: int | None = None,
     min_cosine: float = DEFAULT_MIN_COSINE,
     min_overlap: float = DEFAULT_MIN_OVERLAP,
+    choice_dir: Path | None = None,
 ) -> tuple[Embedder, RuntimeChoice]:
     """``embedder`` on ``runtime`` once it has passed the accuracy gate, and the evidence.
 
@@ -231,7 +263,9 @@ def select_runtime(
     below ``min_cosine`` or a top-10 neighbor overlap below ``min_overlap`` refuses it
     (RuntimeRefused). ``auto`` gates every runtime of ``auto_candidates``, skips those
     unavailable or refused, times the forward pass of the others (torch included) on the
-    calibration batch and keeps the fastest; its decision is cached per model identity.
+    calibration batch and keeps the fastest; its decision is cached per model identity in
+    the process and, with ``choice_dir``, on disk per machine (``choice_cache``): a later
+    process on the same CPU, weights and libraries reuses it without calibrating.
     """
     runtime = validate_runtime(runtime)
     if runtime == REFERENCE:
@@ -242,10 +276,66 @@ def select_runtime(
         if runtime == AUTO and auto_key in _auto_cache:
             choice = _auto_cache[auto_key]
             return _cached_runtime(embedder, choice.runtime, cache_dir, threads), choice
-        chosen, choice = _fastest_passing(embedder, runtime, gate)
-        if runtime == AUTO:
-            _auto_cache[auto_key] = choice
+        if runtime != AUTO:
+            return _fastest_passing(embedder, runtime, gate)
+        remembered = _remembered(embedder, gate, choice_dir)
+        if remembered is None:
+            chosen, choice = _fastest_passing(embedder, runtime, gate)
+            if choice_dir is not None and choice.runtime:
+                path, current = _choice_file(embedder, gate, choice_dir)
+                choice.measured_at = choice_cache.remember_choice(
+                    path, current, _stored_fields(choice)
+                )
+        else:
+            chosen, choice = remembered
+        _auto_cache[auto_key] = choice
         return chosen, choice
+
+
+_STORED = ("runtime", "agreement", "images_per_second", "skipped", "speeds")
+
+
+def _stored_fields(choice: RuntimeChoice) -> dict[str, Any]:
+    fields = asdict(choice)
+    return {key: fields[key] for key in _STORED}
+
+
+def _choice_file(embedder: Embedder, gate: _Gate, choice_dir: Path) -> tuple[Path, dict[str, Any]]:
+    thresholds = {"min_cosine": gate.min_cosine, "min_overlap": gate.min_overlap,
+                  "calibration_images": len(gate.calibration)}
+    path = choice_cache.choice_path(choice_dir, embedder.identity(), thresholds)
+    return path, choice_cache.fingerprint(threads=gate.threads)
+
+
+def _remembered(
+    embedder: Embedder, gate: _Gate, choice_dir: Path | None
+) -> tuple[Embedder, RuntimeChoice] | None:
+    """The choice a process on this machine measured for this model, if still valid."""
+    if choice_dir is None:
+        return None
+    path, current = _choice_file(embedder, gate, choice_dir)
+    stored = choice_cache.remembered_choice(path, current)
+    if stored is None:
+        return None
+    try:
+        agreement = Agreement(**stored["agreement"]) if stored.get("agreement") else None
+        choice = RuntimeChoice(
+            requested=AUTO,
+            runtime=str(stored["runtime"]),
+            agreement=agreement,
+            images_per_second=stored.get("images_per_second"),
+            skipped=list(stored.get("skipped") or []),
+            speeds=dict(stored.get("speeds") or {}),
+            measured_at=str(stored.get("measured_at", "")),
+        )
+        validate_runtime(choice.runtime)
+        chosen = _cached_runtime(embedder, choice.runtime, gate.cache_dir, gate.threads)
+    except (KeyError, TypeError, ValueError, RuntimeUnavailable) as error:
+        logger.warning("Ignoring the remembered runtime choice %s: %s", path.name, error)
+        return None
+    choice.reason += f" (measured {choice.measured_at}, remembered in {path})"
+    logger.info("Embedding runtime %s for %s: %s", choice.runtime, embedder.name, choice.reason)
+    return chosen, choice
 
 
 def _fastest_passing(
@@ -265,8 +355,7 @@ def _fastest_passing(
         skipped=skipped,
         speeds={candidate.name: round(candidate.speed, 1) for candidate in passed},
     )
-    logger.info("Embedding runtime %s (requested %s); forward images/s: %s",
-                best.name, runtime, choice.speeds)
+    logger.info("Embedding runtime %s for %s: %s", best.name, embedder.name, choice.reason)
     return best.embedder, choice
 
 
@@ -279,31 +368,31 @@ def _gate_candidates(
     """
     if len(gate.calibration) <= NEIGHBORS:
         raise ValueError(MSG_NO_CALIBRATION.format(k=NEIGHBORS + 1, n=len(gate.calibration)))
-    reference = embedder.embed_images(gate.calibration)
     batch = embedder.preprocess(gate.calibration)
+    reference_speed, reference = _timed_forward(embedder, batch, len(gate.calibration))
     passed: list[_Passed] = []
     skipped: list[dict[str, str]] = []
     for name in candidates:
+        if name == REFERENCE:
+            passed.append(_Passed(reference_speed, name, embedder, None))
+            continue
         try:
-            candidate, agreement = (
-                (embedder, None) if name == REFERENCE else _gate(embedder, name, reference, gate)
-            )
+            passed.append(_gate(embedder, name, reference, batch, gate))
         except (RuntimeUnavailable, RuntimeRefused) as error:
             if runtime != AUTO:
                 raise
             logger.warning("auto runtime: skipping %s: %s", name, error)
             skipped.append({"runtime": name, "reason": str(error)})
-            continue
-        speed = _speed(candidate, batch, len(gate.calibration))
-        passed.append(_Passed(speed, name, candidate, agreement))
     return passed, skipped
 
 
 def _gate(
-    embedder: Embedder, name: str, reference: np.ndarray, gate: _Gate
-) -> tuple[Embedder, Agreement]:
+    embedder: Embedder, name: str, reference: np.ndarray, batch: Batch, gate: _Gate
+) -> _Passed:
+    """``name`` compared with the reference on the calibration batch, timed on that pass."""
     candidate = _cached_runtime(embedder, name, gate.cache_dir, gate.threads)
-    agreement = measure_agreement(reference, candidate.embed_images(gate.calibration))
+    speed, vectors = _timed_forward(candidate, batch, len(gate.calibration))
+    agreement = measure_agreement(reference, vectors)
     if not agreement.passes(gate.min_cosine, gate.min_overlap):
         raise RuntimeRefused(
             MSG_REFUSED.format(
@@ -317,14 +406,15 @@ def _gate(
                 n=agreement.images,
             )
         )
-    return candidate, agreement
+    return _Passed(speed, name, candidate, agreement)
 
 
-def _speed(embedder: Embedder, batch: Batch, images: int) -> float:
-    """Forward-pass images/s on a preprocessed batch (the gate already warmed it up)."""
+def _timed_forward(embedder: Embedder, batch: Batch, images: int) -> tuple[float, np.ndarray]:
+    """Forward-pass images/s on a preprocessed batch, and the vectors (one pass serves both
+    the gate and the timing: calibrating is part of a fresh machine's first build)."""
     started = time.perf_counter()
-    embedder.embed_preprocessed(batch)
-    return images / max(time.perf_counter() - started, 1e-9)
+    vectors = embedder.embed_preprocessed(batch)
+    return images / max(time.perf_counter() - started, 1e-9), vectors
 
 
 def _cached_runtime(

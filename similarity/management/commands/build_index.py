@@ -74,6 +74,8 @@ class Command(LookalikeCommand):
         for failure in build.failures[:20]:
             self.stderr.write(f"skipped {failure['article_id']}: {failure['reason']}")
         self.stdout.write(f"{build.describe()} (model {build.model}: {build.model_source})")
+        if build.runtime_summary():
+            self.stdout.write(build.runtime_summary())
         if build.failed_count:
             raise CommandError(
                 f"{build.failed_count} image(s) could not be embedded; the others are indexed",

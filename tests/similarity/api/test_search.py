@@ -16,7 +16,9 @@ from tests.similarity.helpers import make_catalog
 
 pytestmark = pytest.mark.django_db
 
-RESULT_KEYS = {"article_id", "title", "category", "image_url", "distance", "score", "matched_image"}
+RESULT_KEYS = {
+    "article_id", "title", "category", "image_url", "image", "distance", "score", "matched_image",
+}
 
 
 def lookalike(**values) -> override_settings:

@@ -148,7 +148,18 @@ def test_unknown_model_fails_fast_with_one_line_message():
     message = str(caught.value)
     assert "\n" not in message and "'no-such-model-xyz'" in message
     assert "local model directory" in message and "HF_HUB_OFFLINE=1" in message
-    assert caught.value.__cause__ is not None
+
+
+def test_a_model_neither_cached_nor_downloadable_is_refused_before_its_library_loads(
+    monkeypatch,
+):
+    from similarity.engine.embedders import base
+
+    def loader(name, local_files_only):
+        raise AssertionError("the model library was asked although nothing can be loaded")
+
+    with pytest.raises(EmbedderLoadError, match="not in the Hugging Face cache"):
+        base.load_pretrained("no-such-model-xyz", loader, repo_ids=["org/no-such-model-xyz"])
 
 
 def test_unreachable_hub_fails_fast_without_offline_flag(monkeypatch):

@@ -200,7 +200,7 @@ def test_build_records_the_runtime_and_refuses_a_failing_one(models, settings):
     build = index_build_run(model=models["clip"], runtime="onnx", progress=False)
     assert build.manifest["runtime"] == "onnx"
     assert build.manifest["runtime_agreement"]["max_abs_diff"] < 1e-4
-    assert (Path(settings.DATA_DIR) / "onnx-cache").is_dir()
+    assert (Path(settings.MODEL_CACHE_DIR) / "onnx-cache").is_dir()
 
     settings.LOOKALIKE = {**settings.LOOKALIKE, "RUNTIME_MIN_COSINE": IMPOSSIBLE}
     with pytest.raises(BuildFailed, match="onnx-int8"):
@@ -219,3 +219,68 @@ def test_damaged_cached_onnx_model_is_refused_removed_and_re_exported(models, tm
     assert not path.exists()
     again = OnnxEmbedder(tiny_clip, cache_dir=tmp_path, threads=1)
     assert again.embed_images([Image.new("RGB", (40, 40), "red")]).shape[0] == 1
+
+
+def _auto_with_memory(embedder, photos, shared_cache, choice_dir):
+    return select_runtime(embedder, "auto", calibration=photos, cache_dir=shared_cache,
+                          choice_dir=choice_dir)
+
+
+def test_auto_remembers_its_choice_per_machine_and_model(models, shared_cache, photos,
+                                                         tmp_path, monkeypatch):
+    embedder = load_embedder(models["vit"])
+    chosen, choice = _auto_with_memory(embedder, photos, shared_cache, tmp_path)
+    assert choice.runtime in choice.speeds and choice.reason.startswith("auto: the fastest")
+    [stored] = tmp_path.glob("*.json")
+    record = json.loads(stored.read_text())
+    assert record["choice"]["runtime"] == choice.runtime
+    assert {"cpu", "cpu_flags", "torch", "onnxruntime", "threads"} <= set(record["fingerprint"])
+
+    # A new process (caches cleared) on the same machine does not calibrate again.
+    clear_runtime_cache()
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("calibrated although a valid choice was remembered")
+
+    monkeypatch.setattr(runtimes, "_fastest_passing", no_calibration)
+    again_chosen, again = _auto_with_memory(embedder, photos, shared_cache, tmp_path)
+    assert again.runtime == choice.runtime and again.speeds == choice.speeds
+    assert "remembered in" in again.reason and again.measured_at == record["measured_at"]
+    np.testing.assert_allclose(again_chosen.embed_images(photos[:3]),
+                               chosen.embed_images(photos[:3]), atol=1e-5)
+
+
+@pytest.mark.parametrize("change", ["library", "cpu", "damaged"])
+def test_a_stale_or_damaged_remembered_choice_is_measured_again(models, shared_cache, photos,
+                                                                tmp_path, monkeypatch, change):
+    from similarity.engine.embedders import choice_cache
+
+    embedder = load_embedder(models["resnet"])
+    _auto_with_memory(embedder, photos, shared_cache, tmp_path)
+    [stored] = tmp_path.glob("*.json")
+    clear_runtime_cache()
+    if change == "library":
+        versions = choice_cache.library_versions()
+        monkeypatch.setattr(choice_cache, "library_versions",
+                            lambda: {**versions, "onnxruntime": "99.0"})
+    elif change == "cpu":
+        monkeypatch.setattr(choice_cache, "cpu_description",
+                            lambda: {"cpu": "Other CPU", "cpu_flags": "0"})
+    else:
+        stored.write_text("{not json")
+    calls = []
+    real = runtimes._fastest_passing
+    monkeypatch.setattr(runtimes, "_fastest_passing", lambda *a: calls.append(a) or real(*a))
+    _chosen, choice = _auto_with_memory(embedder, photos, shared_cache, tmp_path)
+    assert len(calls) == 1 and "remembered" not in choice.reason
+    record = json.loads(stored.read_text())  # replaced by the new measurement
+    assert record["fingerprint"] == choice_cache.fingerprint(threads=None)
+
+
+def test_reason_says_why_for_explicit_and_reference_runtimes(models, shared_cache, photos):
+    embedder = load_embedder(models["clip"])
+    _chosen, choice = select_runtime(embedder, "onnx", calibration=photos, cache_dir=shared_cache)
+    assert choice.reason.startswith("onnx was asked for and it passed the accuracy gate")
+    assert choice.as_manifest()["runtime_reason"] == choice.reason
+    _chosen, torch_choice = select_runtime(embedder, "torch", calibration=photos)
+    assert "reference" in torch_choice.reason
