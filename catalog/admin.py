@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.db import models
 from django.utils.html import format_html
 
-from catalog.models import Article, http_url_validator
+from catalog.models import Article, ArticleImage, http_url_validator
 from catalog.services.imports import article_image_url_change
 
 THUMBNAIL_HTML = (
@@ -22,6 +22,31 @@ def thumbnail_html(article: Article, size: int = 80) -> str:
     return format_html(THUMBNAIL_HTML, article.image.url, article.article_id, size, size)
 
 
+class ArticleImageInline(admin.TabularInline):
+    """The article's gallery: its additional photos, read-only (the import writes them)."""
+
+    model = ArticleImage
+    verbose_name = "additional photo"
+    verbose_name_plural = "Gallery (additional photos; the primary one is above)"
+    fields = ("position", "photo", "url", "download_status", "download_error", "image_sha256")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("position",)
+
+    def has_add_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="photo")
+    def photo(self, image: ArticleImage) -> str:
+        if not image.has_image:
+            return "—"
+        return format_html(THUMBNAIL_HTML, image.image.url, image.url, 120, 120)
+
+
 @admin.register(Article)
 class ArticleAdmin(admin.ModelAdmin):
     list_display = (
@@ -34,7 +59,8 @@ class ArticleAdmin(admin.ModelAdmin):
         "updated_at",
     )
     list_display_links = ("thumbnail", "article_id")
-    list_filter = ("download_status", "is_active", "category")
+    list_filter = ("download_status", "is_active", "availability", "category")
+    inlines = (ArticleImageInline,)
     search_fields = ("article_id", "title")
     list_per_page = 50
     # The model's URLField would also accept ftp://, which the downloader cannot fetch.
@@ -60,6 +86,7 @@ class ArticleAdmin(admin.ModelAdmin):
     )
     fieldsets = (
         (None, {"fields": ("article_id", "title", "category", "image_url", "is_active")}),
+        ("Variants and stock", {"fields": ("item_group_id", "availability")}),
         ("Image", {"fields": ("preview", "image", "image_sha256", "image_width", "image_height")}),
         (
             "Download",

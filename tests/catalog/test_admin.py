@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from catalog.models import Article
+from catalog.models import Article, ArticleImage
 from tests.factories import ArticleFactory
 
 pytestmark = pytest.mark.django_db
@@ -43,6 +43,20 @@ def test_change_page_renders(admin_client):
     assert b"HTTP 404 Not Found" in response.content
 
 
+def test_change_page_shows_the_gallery_and_variant_fields(admin_client):
+    article = ArticleFactory(item_group_id="SHIRT", availability="out of stock")
+    ArticleImage.objects.create(article=article, position=1, url="https://cdn.example.com/b.jpg")
+    ArticleImage.objects.create(
+        article=article, position=2, url="https://cdn.example.com/c.jpg", image="images/c.jpg",
+        download_status=Article.DownloadStatus.DOWNLOADED,
+    )
+    response = admin_client.get(reverse("admin:catalog_article_change", args=[article.pk]))
+    content = response.content.decode()
+    assert response.status_code == 200 and "Gallery (additional photos" in content
+    assert "https://cdn.example.com/b.jpg" in content and 'src="/media/images/c.jpg"' in content
+    assert "SHIRT" in content and "out of stock" in content
+
+
 def change_form(article: Article, **changes: object) -> dict[str, object]:
     """The POST data of the article's change page, with ``changes`` applied."""
     data = {
@@ -52,6 +66,9 @@ def change_form(article: Article, **changes: object) -> dict[str, object]:
         "image_url": article.image_url,
         "is_active": "on" if article.is_active else "",
         "metadata": "{}",
+        # The gallery inline's management form (read-only: no forms of its own).
+        "images-TOTAL_FORMS": "0",
+        "images-INITIAL_FORMS": "0",
     }
     data.update(changes)
     return data

@@ -150,8 +150,8 @@ def test_deactivate_missing_and_reactivate(tmp_path):
 @pytest.mark.parametrize(
     ("name", "text", "message"),
     [
-        ("c.csv", "id,url\n1,https://x.example/a.jpg\n", "missing article_id, image_url"),
-        ("c.xml", "<catalog/>", "unknown format"),
+        ("c.csv", "id,url\n1,https://x.example/a.jpg\n", "not a feed this import knows"),
+        ("c.yaml", "a: 1", "unknown format"),
         ("c.json", '{"article_id": "A1", "image_url": "https://x.example/a.jpg"}\n',
          "name the file .jsonl or .ndjson"),
     ],
