@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 
 .PHONY: venv demo test lint fuzz bench serve clean
 
-$(VENV)/.installed: requirements.txt core/pyproject.toml
+$(VENV)/.installed: requirements.txt core/pyproject.toml client/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements.txt

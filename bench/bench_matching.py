@@ -99,7 +99,8 @@ def supplier_feed(folder: Path, server: object, work: Path) -> Path:
 
 def measure(model: str, source: Path, truth: dict[str, str], work: Path,
             label: str = "folder") -> dict[str, object]:
-    from similarity.engine.match_report import report_rows_read
+    from lookalike_core.match_report import report_rows_read
+
     from similarity.services.builds.runs import index_build_run
     from similarity.services.matching.photos import supplier_photos_match
 

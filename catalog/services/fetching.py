@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
+from lookalike_core.images import ImageValidationError, validate_image_bytes
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import DecodeError, MaxRetryError, ProtocolError, ReadTimeoutError
 from urllib3.exceptions import SSLError as Urllib3SSLError
 from urllib3.util.retry import Retry
 
-from catalog.images import ImageValidationError, validate_image_bytes
 from catalog.services.addresses import GuardedAdapter, PrivateAddressError
 
 logger = logging.getLogger(__name__)
@@ -118,12 +118,32 @@ def fetch_image(
 ) -> FetchedImage:
     """GET ``url`` and return its bytes if they are an acceptable image; else ImageFetchError.
 
-    ``timeout`` applies to connecting and to each read; the whole body must arrive within
-    ``timeout * DEADLINE_FACTOR``, checked after every read (each returns whatever has
-    arrived), so a trickling server is cut off at about that limit plus ``timeout``. The
-    size limit is enforced while streaming (a declared Content-Length above it fails
-    early, but is never trusted on its own). Each chunk is also handed to ``sink`` (a
-    temp file's write) as it arrives, when given.
+    Fetched as ``fetch_bytes`` fetches, then validated (every byte decoded, within
+    ``max_pixels`` and the scan limit).
+    """
+    data, content_type = fetch_bytes(session, url, timeout=timeout, max_bytes=max_bytes,
+                                     cancel=cancel, sink=sink)
+    return _validated(data, content_type=content_type, max_pixels=max_pixels)
+
+
+def fetch_bytes(
+    session: requests.Session,
+    url: str,
+    *,
+    timeout: float,
+    max_bytes: int,
+    cancel: threading.Event | None = None,
+    sink: Callable[[bytes], object] | None = None,
+) -> tuple[bytes, str]:
+    """GET ``url``: (its body, its content type), not decoded; ImageFetchError otherwise.
+
+    For callers that decode the photo themselves, once, in their decode slots (API queries,
+    supplier photos). ``timeout`` applies to connecting and to each read; the whole body must
+    arrive within ``timeout * DEADLINE_FACTOR``, checked after every read (each returns
+    whatever has arrived), so a trickling server is cut off at about that limit plus
+    ``timeout``. The size limit is enforced while streaming (a declared Content-Length above
+    it fails early, but is never trusted on its own). Each chunk is also handed to ``sink``
+    (a temp file's write) as it arrives, when given.
     """
     _check_scheme(url)
     try:
@@ -135,7 +155,7 @@ def fetch_image(
         raise
     except (PrivateAddressError, requests.exceptions.RequestException) as exc:
         raise _request_error(exc, timeout=timeout) from exc
-    return _validated(data, content_type=content_type, max_pixels=max_pixels)
+    return data, content_type
 
 
 def _checked_response(response: requests.Response, *, max_bytes: int) -> str:

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from django.db import transaction
+from lookalike_core.images import ImageValidationError, validate_image_bytes
+from lookalike_core.localfiles import folder_photos, local_file_problem, local_file_read
 
 from catalog.conf import catalog_settings
-from catalog.images import ImageValidationError, validate_image_bytes
-from catalog.localfiles import folder_photos, local_file_problem, local_file_read
 from catalog.models import Article, article_image_path
 from catalog.services.images import ImageFiles, article_image_store
 from catalog.services.imports import article_id_refusal, article_text_problem

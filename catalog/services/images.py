@@ -25,9 +25,9 @@ from typing import IO, BinaryIO
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, default_storage
 from django.utils import timezone
+from lookalike_core.images import ImageInfo, validate_image_bytes
 
 from catalog.conf import catalog_settings
-from catalog.images import ImageInfo, validate_image_bytes
 from catalog.models import Article, ArticleImage, article_image_path
 
 logger = logging.getLogger(__name__)

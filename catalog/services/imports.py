@@ -1,4 +1,4 @@
-"""Catalog import: an idempotent upsert of articles from CSV or JSON Lines."""
+"""Catalog import: an idempotent upsert of articles from a feed (``catalog.feeds``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from lookalike_core.tabular import Record, TabularError
 
+from catalog.feeds import FeedError, feed_open
 from catalog.models import (
     URL_NOT_URI,
     Article,
@@ -21,7 +23,6 @@ from catalog.models import (
     http_url_validator,
 )
 from catalog.services.images import ImageFiles
-from catalog.tabular import Record, TabularError, tabular_open
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class ImportSummary:
     # Rows imported with something left out (a bad additional image URL): line and reason.
     warnings: list[SkippedRow] = field(default_factory=list)
     dry_run: bool = False
+    format: str = ""  # the feed's format (catalog.feeds)
 
     def describe(self) -> str:
         text = (
@@ -121,10 +123,14 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
-def _records(path: Path) -> Iterator[tuple[int, Record]]:
+def _records(
+    path: Path, format: str | None, summary: ImportSummary
+) -> Iterator[tuple[int, Record]]:
     try:
-        yield from tabular_open(path, required=REQUIRED_COLUMNS).records()
-    except TabularError as exc:
+        feed = feed_open(path, format=format)
+        summary.format = feed.format
+        yield from feed.records
+    except (FeedError, TabularError) as exc:
         raise CatalogImportError(str(exc)) from exc
 
 
@@ -363,9 +369,17 @@ def article_image_url_change(*, article: Article) -> Article:
 
 
 def catalog_import(
-    *, path: Path | str, dry_run: bool = False, deactivate_missing: bool = False
+    *,
+    path: Path | str,
+    dry_run: bool = False,
+    deactivate_missing: bool = False,
+    format: str | None = None,
 ) -> ImportSummary:
-    """Upsert the articles in ``path`` (CSV or JSON Lines); bad rows are skipped with a reason.
+    """Upsert the articles in ``path``; bad rows are skipped with a reason.
+
+    The feed is Lookalike's CSV / JSON Lines, a Google Merchant Center feed (tab-separated or
+    XML) or a Shopify product CSV, recognised by its header unless ``format`` says
+    (``catalog.feeds``).
 
     Re-importing the same file changes nothing. A changed ``image_url`` marks the article's
     image for re-download. With ``deactivate_missing`` the file is the whole catalog:
@@ -377,7 +391,7 @@ def catalog_import(
     first_seen: dict[str, int] = {}
     with transaction.atomic():
         chunk: list[_Row] = []
-        for line, record in _records(path):
+        for line, record in _records(path, format, summary):
             parsed = record if isinstance(record, str) else _parse(line, record)
             if isinstance(parsed, str):
                 summary.skipped.append(SkippedRow(line=line, reason=parsed))

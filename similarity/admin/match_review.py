@@ -24,9 +24,9 @@ from django.http import (
 from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from lookalike_core.match_report import ERROR, SAME, VERDICTS, Candidate, MatchRow
 
 from catalog.models import Article
-from similarity.engine.match_report import ERROR, SAME, VERDICTS, Candidate, MatchRow
 from similarity.errors import InvalidDecision
 from similarity.models import MatchDecision, MatchRun
 from similarity.selectors.matching import (

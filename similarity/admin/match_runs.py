@@ -21,6 +21,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from lookalike_core.sources import MatchSourceError
 
 from similarity.admin.match_review import confirm_same_view, decide_view, review_view
 from similarity.errors import InvalidQuery
@@ -30,7 +31,6 @@ from similarity.selectors.matching import (
     match_runs_with_decision_counts,
 )
 from similarity.services.matching.runs import match_run_create, match_run_delete
-from similarity.services.matching.sources import MatchSourceError
 
 
 class MatchRunUploadForm(forms.Form):

@@ -15,9 +15,11 @@ from similarity.api.errors import similarity_error, validation_message
 from similarity.api.parsers import JSONParser
 from similarity.api.permissions import UPLOAD_THROTTLE_SCOPE, UploadThrottle
 from similarity.api.search import (
+    VERIFY_HELP,
     KField,
     SimilarResultSerializer,
     VectorField,
+    evidence_fields,
     reject_large_body,
     result_rows,
 )
@@ -58,6 +60,8 @@ class BatchInputSerializer(serializers.Serializer):
     category = serializers.CharField(required=False, allow_blank=True, default=None)
     collapse = serializers.BooleanField(required=False, default=False)
     exclude_self = serializers.BooleanField(required=False, default=False)
+    verify = serializers.BooleanField(required=False, default=False,
+                                      help_text=VERIFY_HELP + " Applies to image_url items.")
 
 
 @extend_schema_serializer(component_name="BatchRequest")
@@ -87,6 +91,8 @@ class BatchAnswerSerializer(serializers.Serializer):
     article_id = serializers.CharField(allow_null=True, help_text="The query article, if any.")
     status = serializers.IntegerField(help_text="200, or the HTTP status of this item's error.")
     results = SimilarResultSerializer(many=True, required=False)
+    verdict = serializers.ChoiceField(choices=["same", "similar", "new"], required=False,
+                                      help_text="verify=true, image_url items only.")
     error = BatchErrorSerializer(required=False)
 
 
@@ -136,11 +142,15 @@ class SimilarBatchApi(APIView):
                 status, body = similarity_error(answer.error, user=request.user)
                 answers.append({"article_id": answer.article_id, "status": status, **body})
             else:
-                answers.append({
-                    "article_id": answer.article_id, "status": 200,
-                    "results": result_rows(answer.results or [], collapsed=result.collapsed,
-                                           request=request),
-                })
+                rows = result_rows(answer.results or [], collapsed=result.collapsed,
+                                   request=request)
+                extra: dict[str, Any] = {}
+                if answer.verdict is not None:
+                    extra["verdict"] = answer.verdict
+                    for row, evidence in zip(rows, answer.evidence or [], strict=False):
+                        row.update(evidence_fields(evidence))
+                answers.append({"article_id": answer.article_id, "status": 200,
+                                "results": rows, **extra})
         return Response({"model": result.model, "index_build": result.index_build,
                          "results": answers})
 

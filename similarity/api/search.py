@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
+from lookalike_core.match_report import VERDICTS
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -21,8 +22,14 @@ from similarity.api.errors import EmptyUpload, LengthRequired, UploadTooLarge
 from similarity.api.parsers import JSONParser
 from similarity.api.permissions import UPLOAD_THROTTLE_SCOPE, UploadThrottle
 from similarity.conf import similarity_settings
+from similarity.engine.verification import PairEvidence
 from similarity.errors import InvalidQuery
-from similarity.selectors.queries import similar_to_image_url, similar_to_vector
+from similarity.selectors.queries import (
+    photo_match_url,
+    similar_to_image_url,
+    similar_to_vector,
+    verify_options_check,
+)
 from similarity.selectors.search import (
     SearchResult,
     SimilarResult,
@@ -31,6 +38,7 @@ from similarity.selectors.search import (
     similar_to_text,
 )
 from similarity.selectors.validation import validate_k
+from similarity.selectors.verification import PhotoMatch, photo_match
 
 # Room for the multipart envelope (boundaries, headers, the k and category fields) around
 # the file itself when judging a request by its Content-Length.
@@ -42,6 +50,12 @@ MSG_NO_IMAGE = (
     "(fields received: {fields})"
 )
 MSG_TWO_QUERIES = "give only one of 'image', 'image_url' and 'vector'; got {fields}"
+MSG_VERIFY_VECTOR = "verify needs a photo ('image' or 'image_url'): a vector has none"
+VERIFY_HELP = (
+    "Verify the global short list against the photo with local features (keypoints and a "
+    "geometric fit): verified articles first, a verdict (same / similar / new) and each "
+    "result's evidence (inliers, inlier_ratio). Photos only; not with collapse."
+)
 MSG_VECTOR_FORM = "vector must be a list of numbers (JSON array, or comma-separated in a form)"
 MSG_LENGTH_REQUIRED = (
     "uploads need a Content-Length header; chunked transfer encoding is not accepted"
@@ -127,6 +141,13 @@ class SimilarResultSerializer(serializers.Serializer):
         help_text="With collapse=true only: worse-ranked results within the model's duplicate "
         "threshold of this one, folded into it.",
     )
+    inliers = serializers.IntegerField(
+        required=False, allow_null=True,
+        help_text="With verify=true only: keypoint matches consistent with one geometric map "
+        "(the evidence that this is the photographed article); null when not verified.")
+    inlier_ratio = serializers.FloatField(
+        required=False, allow_null=True,
+        help_text="With verify=true only: inliers over the ratio-test matches.")
     matched_image = MatchedImageSerializer(
         allow_null=True,
         help_text="Which of the article's photos matched the query best (articles with "
@@ -138,6 +159,10 @@ class SearchOutputSerializer(serializers.Serializer):
     article_id = serializers.CharField(allow_null=True, help_text="The query article, if any.")
     model = serializers.CharField()
     index_build = serializers.CharField()
+    verdict = serializers.ChoiceField(
+        choices=[v for v in VERDICTS if v != "error"], required=False,
+        help_text="With verify=true only: same (verified: this article), similar (close, "
+        "unverified), new (nothing close).")
     results = SimilarResultSerializer(many=True)
 
 
@@ -164,6 +189,20 @@ def result_rows(
             ]
         rows.append(data)
     return rows
+
+
+def evidence_fields(evidence: PairEvidence | None) -> dict[str, Any]:
+    return {"inliers": None if evidence is None else evidence.inliers,
+            "inlier_ratio": None if evidence is None else round(evidence.inlier_ratio, 4)}
+
+
+def photo_match_response(match: PhotoMatch) -> Response:
+    rows = result_rows([item.result for item in match.results], collapsed=False)
+    for row, item in zip(rows, match.results, strict=True):
+        row.update(evidence_fields(item.evidence))
+    return Response({"article_id": None, "model": match.model,
+                     "index_build": match.index_build, "verdict": match.verdict,
+                     "results": rows})
 
 
 def _matched(row: SimilarResult) -> dict[str, Any] | None:
@@ -243,6 +282,7 @@ class SimilarSearchApi(APIView):
         k = KField(required=False, default=None)
         category = serializers.CharField(required=False, allow_blank=True, default=None)
         collapse = serializers.BooleanField(required=False, default=False)
+        verify = serializers.BooleanField(required=False, default=False, help_text=VERIFY_HELP)
 
     def get_throttles(self) -> list[BaseThrottle]:
         # Uploads cost a decode and an embedding each; text queries are cheap by comparison.
@@ -285,6 +325,11 @@ class SimilarSearchApi(APIView):
                                           ("vector", vector)) if value is not None]
         if len(given) > 1:
             raise InvalidQuery(MSG_TWO_QUERIES.format(fields=", ".join(given)))
+        verify: bool = data.pop("verify")
+        verify_options_check(verify=verify, collapse=data["collapse"])
+        if verify:
+            return self._verified(upload, image_url, vector, k=data["k"],
+                                  category=data["category"])
         if vector is not None:
             result = similar_to_vector(vector=vector, model=model or None, **data)
             return search_response(result, request)
@@ -294,6 +339,19 @@ class SimilarSearchApi(APIView):
             fields = ", ".join(sorted(request.data)) or "none"
             raise InvalidQuery(MSG_NO_IMAGE.format(fields=fields))
         return search_response(similar_to_image(image=_read_upload(upload), **data), request)
+
+    def _verified(self, upload: UploadedFile | None, image_url: str | None,
+                  vector: list[float] | None, *, k: int | None,
+                  category: str | None) -> Response:
+        if vector is not None:
+            raise InvalidQuery(MSG_VERIFY_VECTOR)
+        if image_url is not None:
+            return photo_match_response(photo_match_url(image_url=image_url, k=k,
+                                                        category=category))
+        if upload is None:
+            raise InvalidQuery(MSG_NO_IMAGE.format(fields="none"))
+        return photo_match_response(photo_match(image=_read_upload(upload), k=k, verify=True,
+                                                category=category))
 
 
 def reject_large_body(request: Request, *, empty_message: str = MSG_EMPTY_BODY) -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lookalike_core.classic import IMAGE_SIZE as CLASSIC_IMAGE_SIZE
+
 from similarity.conf import similarity_settings
 from similarity.embedders import embedder_for
 from similarity.engine.embedders import CLASSIC_SPEC, EmbedderLoadError
@@ -84,8 +86,8 @@ def client_model_get() -> ClientModel:
         model_identity=manifest.model_identity,
         dimension=manifest.dimension,
         kind=kind,
-        image_size=spec.get("image_size") if spec else None,
-        preprocessing=spec["spec"] if spec else None,
+        image_size=spec["image_size"],
+        preprocessing=spec["spec"],
         duplicate_threshold=conf.duplicate_threshold_for(manifest.model),
         similar_threshold=conf.similar_threshold_for(manifest.model),
         max_k=conf.max_k,
@@ -93,10 +95,10 @@ def client_model_get() -> ClientModel:
     )
 
 
-def _model_parts(loaded: LoadedIndex) -> tuple[str, dict[str, Any] | None, ModelFile | None]:
+def _model_parts(loaded: LoadedIndex) -> tuple[str, dict[str, Any], ModelFile | None]:
     model = loaded.manifest.model
     if model == CLASSIC_SPEC:
-        return KIND_CLASSIC, None, None
+        return KIND_CLASSIC, {"image_size": CLASSIC_IMAGE_SIZE, "spec": None}, None
     try:
         embedder = query_embedder(loaded)
     except EmbedderLoadError as exc:

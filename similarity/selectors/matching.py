@@ -10,8 +10,7 @@ from contextlib import contextmanager
 
 from django.core.files import File
 from django.db.models import Count, Q, QuerySet
-
-from similarity.engine.match_report import (
+from lookalike_core.match_report import (
     SAME,
     VERDICTS,
     MatchRow,
@@ -19,6 +18,7 @@ from similarity.engine.match_report import (
     report_csv_values,
     report_rows,
 )
+
 from similarity.models import MatchDecision, MatchRun
 from similarity.storages import match_thumbnail_key, match_thumbnail_name, matching_storage
 

@@ -1,22 +1,24 @@
 """Search by photo for the admin: one photo (uploaded bytes or an image URL) ranked against
-the current index by the selectors the API's ``POST /api/similar/`` uses, with a verdict a
-buyer can act on and a small preview of the photo."""
+the current index by ``photo_match`` (what the API's ``POST /api/similar/`` uses with
+verify), verified by default (VERIFY), with a verdict a buyer can act on, each candidate's
+evidence and a small preview of the photo."""
 
 from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from lookalike_core.images import ImageValidationError, image_decode_reduced
 from lookalike_core.imaging import to_rgb
 
-from catalog.images import ImageValidationError, image_decode_reduced
 from similarity.conf import similarity_settings
-from similarity.engine.match_report import NEW, SAME, SIMILAR
+from similarity.engine.verification import PairEvidence
 from similarity.errors import InvalidImageQuery, InvalidQuery
 from similarity.selectors.queries import image_url_fetch
-from similarity.selectors.search import SimilarResult, similar_to_image
+from similarity.selectors.search import SimilarResult
 from similarity.selectors.uploads import upload_decode_slot
+from similarity.selectors.verification import photo_match
 
 PREVIEW_SIDE = 240
 MSG_ONE_PHOTO = "give a photo: upload a file or paste its URL (not both)"
@@ -27,11 +29,13 @@ MSG_TOO_LARGE = "upload of {size} bytes is larger than the limit of {limit} byte
 class PhotoSearchResult:
     model: str
     index_build: str
-    verdict: str  # SAME, SIMILAR or NEW: the first result's distance against the thresholds
+    verdict: str  # SAME, SIMILAR or NEW (photo_match: verified, else by distance)
     same_threshold: float
     similar_threshold: float
     results: list[SimilarResult]
     preview: str  # the photo as a small JPEG data: URI
+    evidence: list[PairEvidence | None] = field(default_factory=list)  # aligned with results
+    verified: bool = False
 
 
 def photo_search(*, image: bytes | None = None, image_url: str | None = None,
@@ -50,15 +54,13 @@ def photo_search(*, image: bytes | None = None, image_url: str | None = None,
     assert image is not None
     if len(image) > conf.upload_max_bytes:
         raise InvalidQuery(MSG_TOO_LARGE.format(size=len(image), limit=conf.upload_max_bytes))
-    found = similar_to_image(image=image, k=k)
-    same = conf.duplicate_threshold_for(found.model)
-    similar = conf.similar_threshold_for(found.model)
-    best = found.results[0].distance if found.results else None
-    verdict = (SAME if best is not None and best <= same
-               else SIMILAR if best is not None and best <= similar else NEW)
+    found = photo_match(image=image, k=k)  # the API's ranking and verification
     return PhotoSearchResult(
-        model=found.model, index_build=found.index_build, verdict=verdict,
-        same_threshold=same, similar_threshold=similar, results=found.results,
+        model=found.model, index_build=found.index_build, verdict=found.verdict,
+        same_threshold=conf.duplicate_threshold_for(found.model),
+        similar_threshold=conf.similar_threshold_for(found.model),
+        results=[item.result for item in found.results],
+        evidence=[item.evidence for item in found.results], verified=found.verified,
         preview=_preview(image),
     )
 

@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import requests
+from lookalike_core.images import ImageValidationError
 from PIL import Image
 
 from catalog.conf import catalog_settings
-from catalog.services.fetching import ImageFetchError, download_session, fetch_image
+from catalog.services.fetching import ImageFetchError, download_session, fetch_bytes
 from similarity.conf import similarity_settings
+from similarity.engine.verification import PairEvidence, VerifyPolicy
 from similarity.errors import (
     ImageUrlFailed,
     InvalidQuery,
@@ -34,8 +36,14 @@ from similarity.selectors.search import (
     text_query_vector,
 )
 from similarity.selectors.store import LoadedIndex, get_store
-from similarity.selectors.uploads import query_image_decode
+from similarity.selectors.uploads import photo_decode
 from similarity.selectors.validation import validate_k
+from similarity.selectors.verification import (
+    VERIFY_MIN_SIDE,
+    PhotoMatch,
+    photo_match,
+    results_verify,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +52,7 @@ URL_FETCH_WORKERS = 4  # image_url items of one batch fetched at once
 URL_FETCH_RETRIES = 1  # a client is waiting: one retry, not the catalog downloader's three
 
 MSG_VECTOR_TYPE = "vector must be a list of numbers; got {kind}"
+MSG_VERIFY_COLLAPSE = "verify and collapse cannot be combined: verification re-ranks the results"
 MSG_VECTOR_LENGTH = (
     "vector has {length} values but the index's model {model!r} has dimension {dimension}; "
     "embed with the model GET /api/index/ publishes"
@@ -119,20 +128,43 @@ def similar_to_image_url(
     """The k articles nearest the photo at ``image_url``, fetched with the catalog's guard."""
     k = validate_k(k)
     loaded = get_store().get()
-    vector = image_query_vector(loaded, image_url_fetch(url=image_url))
+    image = image_url_image(url=image_url, min_side=query_embedder(loaded).image_size)
+    vector = image_query_vector(loaded, image)
     return similar_to_query_vector(loaded, vector, k=k, category=category, collapse=collapse)
+
+
+def photo_match_url(*, image_url: str, k: int | None = None,
+                    category: str | None = None) -> PhotoMatch:
+    """``photo_match`` (ranked and verified) of the photo at ``image_url``, fetched with the
+    catalog's guard (``image_url_fetch``)."""
+    k = validate_k(k)
+    get_store().get()  # IndexNotReady before fetching anything
+    return photo_match(image=image_url_fetch(url=image_url), k=k, verify=True,
+                       category=category)
 
 
 _sessions: dict[bool, requests.Session] = {}
 _sessions_lock = threading.Lock()
 
 
-def image_url_fetch(*, url: str) -> bytes:
-    """The bytes at ``url``: the catalog's safe downloader under the upload limits.
+def image_url_image(*, url: str, min_side: int | None) -> Image.Image:
+    """The photo at ``url`` decoded as uploads are (one decode, in the upload decode slots,
+    under UPLOAD_MAX_PIXELS and the scan limit); ImageUrlFailed says why it cannot be used."""
+    data = image_url_fetch(url=url)
+    try:
+        return photo_decode(data=data, min_side=min_side,
+                            max_pixels=similarity_settings().upload_max_pixels)
+    except ImageValidationError as exc:
+        raise ImageUrlFailed(url, str(exc)) from exc
 
-    Private addresses are refused unless DOWNLOAD_ALLOW_PRIVATE; size and pixels are capped
-    by UPLOAD_MAX_BYTES / UPLOAD_MAX_PIXELS, time by DOWNLOAD_TIMEOUT. ImageUrlFailed with
-    the downloader's reason otherwise.
+
+def image_url_fetch(*, url: str) -> bytes:
+    """The bytes at ``url`` (not decoded): the catalog's safe downloader under the upload
+    limits.
+
+    Private addresses are refused unless DOWNLOAD_ALLOW_PRIVATE; size is capped by
+    UPLOAD_MAX_BYTES, time by DOWNLOAD_TIMEOUT. ImageUrlFailed with the downloader's reason
+    otherwise.
     """
     catalog = catalog_settings()
     conf = similarity_settings()
@@ -143,12 +175,11 @@ def image_url_fetch(*, url: str) -> bytes:
                                        allow_private=catalog.download_allow_private)
             _sessions[catalog.download_allow_private] = session
     try:
-        fetched = fetch_image(session, url, timeout=catalog.download_timeout,
-                              max_bytes=conf.upload_max_bytes,
-                              max_pixels=conf.upload_max_pixels)
+        data, _content_type = fetch_bytes(session, url, timeout=catalog.download_timeout,
+                                          max_bytes=conf.upload_max_bytes)
     except ImageFetchError as exc:
         raise ImageUrlFailed(url, str(exc)) from exc
-    return fetched.data
+    return data
 
 
 @dataclass(frozen=True)
@@ -169,6 +200,8 @@ class BatchAnswer:
     results: list[SimilarResult] | None = None
     error: SimilarityError | None = None
     article_id: str | None = None
+    verdict: str | None = None  # verified photo items only (verify=True)
+    evidence: list[PairEvidence | None] | None = None  # aligned with results, same
 
 
 @dataclass
@@ -186,6 +219,7 @@ def similar_batch(
     category: str | None = None,
     collapse: bool = False,
     exclude_self: bool = False,
+    verify: bool = False,
     allow_fetch: Callable[[], bool] | None = None,
 ) -> BatchResult:
     """One answer per item, in order; an item's error never stops the others.
@@ -194,9 +228,11 @@ def similar_batch(
     item becomes a query vector (stored, client-computed, embedded image or text; images
     embedded in one model call), then all are searched in one Faiss call. ``allow_fetch``
     is asked before each image_url fetch (the upload throttle); False answers that item
-    with a ``throttled`` error.
+    with a ``throttled`` error. With ``verify``, image_url items are verified like
+    ``photo_match`` (verdict and evidence); the other kinds have no photo to verify.
     """
     k = validate_k(k)
+    verify_options_check(verify=verify, collapse=collapse)
     if not 1 <= len(items) <= MAX_BATCH_ITEMS:
         raise InvalidQuery(MSG_BATCH_SIZE.format(limit=MAX_BATCH_ITEMS, count=len(items)))
     loaded = get_store().get()
@@ -227,23 +263,51 @@ def similar_batch(
                 raise InvalidQuery("give one of article_id, image_url, vector or text")
         except SimilarityError as exc:
             answers[position].error = exc
-    vectors.update(_fetched_vectors(loaded, fetches, answers))
-    _search_all(loaded, vectors, own, answers, k=k, category=category, collapse=collapse,
+    photos: dict[int, Image.Image] = {}
+    vectors.update(_fetched_vectors(loaded, fetches, answers, photos, verify=verify))
+    policy = VerifyPolicy()
+    wanted = max([k, *([policy.short_list] * bool(photos))])  # verification's short list
+    _search_all(loaded, vectors, own, answers, k=wanted, category=category, collapse=collapse,
                 exclude_self=exclude_self)
+    _answers_verify(loaded, answers, photos, k=k, policy=policy)
     return BatchResult(model=loaded.manifest.model, index_build=loaded.name, answers=answers,
                        collapsed=collapse)
 
 
+def verify_options_check(*, verify: bool, collapse: bool) -> None:
+    """InvalidQuery for options that cannot go together."""
+    if verify and collapse:
+        raise InvalidQuery(MSG_VERIFY_COLLAPSE)
+
+
+def _answers_verify(loaded: LoadedIndex, answers: list[BatchAnswer],
+                    photos: dict[int, Image.Image], *, k: int, policy: VerifyPolicy) -> None:
+    """Photo items (``photos``) verified and cut to k; the others cut to k."""
+    for position, answer in enumerate(answers):
+        if answer.results is None:
+            continue
+        if position in photos:
+            answer.verdict, ranked = results_verify(loaded, photos[position], answer.results,
+                                                    k=k, verify=True, policy=policy)
+            answer.results = [item.result for item in ranked]
+            answer.evidence = [item.evidence for item in ranked]
+        else:
+            answer.results = answer.results[:k]
+
+
 def _fetched_vectors(
-    loaded: LoadedIndex, fetches: dict[int, str], answers: list[BatchAnswer]
+    loaded: LoadedIndex, fetches: dict[int, str], answers: list[BatchAnswer],
+    photos: dict[int, Image.Image], *, verify: bool,
 ) -> dict[int, np.ndarray]:
-    """Fetch and decode the image_url items in threads, then embed them in one model call."""
+    """Fetch and decode the image_url items in threads, then embed them in one model call;
+    with ``verify`` the decoded photos are kept in ``photos`` (by position)."""
     if not fetches:
         return {}
     embedder = query_embedder(loaded)
+    min_side = max(embedder.image_size or 0, VERIFY_MIN_SIDE if verify else 0)
 
     def load(url: str) -> Image.Image:
-        return query_image_decode(data=image_url_fetch(url=url), min_side=embedder.image_size)
+        return image_url_image(url=url, min_side=min_side)
 
     images: dict[int, Image.Image] = {}
     with ThreadPoolExecutor(max_workers=min(URL_FETCH_WORKERS, len(fetches))) as pool:
@@ -255,6 +319,8 @@ def _fetched_vectors(
                 answers[position].error = exc
     if not images:
         return {}
+    if verify:
+        photos.update(images)
     embedded = embedder.embed_images(list(images.values()))
     return dict(zip(images, embedded, strict=True))
 

@@ -1,4 +1,5 @@
-"""Uploaded query images: decoded once, reduced to the model's size, a few at a time per process."""
+"""Photos from outside (uploads, image_url queries and batch items, supplier photos): decoded
+once, reduced to the model's size, under the pixel and scan limits, a few at a time per process."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from lookalike_core.images import ImageValidationError, image_decode_reduced
 from lookalike_core.imaging import to_rgb
 from PIL import Image
 
-from catalog.images import ImageValidationError, image_decode_reduced
 from similarity.conf import similarity_settings
 from similarity.errors import InvalidImageQuery, UploadsBusy
 
@@ -32,8 +33,9 @@ def _semaphore(size: int) -> threading.BoundedSemaphore:
 
 
 @contextmanager
-def upload_decode_slot() -> Iterator[None]:
-    """Hold one of UPLOAD_CONCURRENCY slots; UploadsBusy after UPLOAD_WAIT_SECONDS.
+def upload_decode_slot(*, wait: bool = False) -> Iterator[None]:
+    """Hold one of UPLOAD_CONCURRENCY slots; UploadsBusy after UPLOAD_WAIT_SECONDS (or, with
+    ``wait``, for background work such as supplier photos, as long as it takes).
 
     Decoding a large photo is CPU and memory heavy and the throttle counts requests, not
     their cost: the slots bound how many decode at once, so two big uploads cannot stall
@@ -41,7 +43,9 @@ def upload_decode_slot() -> Iterator[None]:
     """
     conf = similarity_settings()
     semaphore = _semaphore(conf.upload_concurrency)
-    if not semaphore.acquire(timeout=max(0.0, conf.upload_wait_seconds)):
+    if wait:
+        semaphore.acquire()
+    elif not semaphore.acquire(timeout=max(0.0, conf.upload_wait_seconds)):
         raise UploadsBusy(MSG_BUSY.format(slots=conf.upload_concurrency))
     try:
         yield
@@ -49,17 +53,25 @@ def upload_decode_slot() -> Iterator[None]:
         semaphore.release()
 
 
-def query_image_decode(*, data: bytes, min_side: int | None) -> Image.Image:
-    """An upload's bytes as an upright RGB image whose sides stay >= ``min_side``.
+def photo_decode(
+    *, data: bytes, min_side: int | None, max_pixels: int, wait: bool = False
+) -> Image.Image:
+    """The one decode path of photos from outside: ``data`` as an upright RGB image whose
+    sides stay >= ``min_side``, decoded once (checked and decoded in the same pass) within
+    a decode slot, under ``max_pixels`` and the JPEG scan limit (lookalike_core.images).
 
-    Decoded once (checked and decoded in the same pass), under UPLOAD_MAX_PIXELS and
-    within a decode slot; InvalidImageQuery says what is wrong with the bytes.
+    ImageValidationError says what is wrong with the bytes; UploadsBusy when no slot frees
+    in time (unless ``wait``).
     """
-    conf = similarity_settings()
-    with upload_decode_slot():
-        try:
-            image = image_decode_reduced(data, max_pixels=conf.upload_max_pixels,
-                                         min_side=min_side)
-        except ImageValidationError as exc:
-            raise InvalidImageQuery(f"image: {exc}") from exc
-        return to_rgb(image)
+    with upload_decode_slot(wait=wait):
+        return to_rgb(image_decode_reduced(data, max_pixels=max_pixels, min_side=min_side))
+
+
+def query_image_decode(*, data: bytes, min_side: int | None) -> Image.Image:
+    """An upload's bytes as a query image (``photo_decode`` under UPLOAD_MAX_PIXELS);
+    InvalidImageQuery says what is wrong with the bytes."""
+    try:
+        return photo_decode(data=data, min_side=min_side,
+                            max_pixels=similarity_settings().upload_max_pixels)
+    except ImageValidationError as exc:
+        raise InvalidImageQuery(f"image: {exc}") from exc

@@ -35,7 +35,7 @@ from similarity.selectors.search import (
     query_embedder,
     similar_to_query_vector,
 )
-from similarity.selectors.store import get_store
+from similarity.selectors.store import LoadedIndex, get_store
 from similarity.selectors.uploads import query_image_decode
 from similarity.selectors.validation import validate_k
 
@@ -154,16 +154,29 @@ def photo_match(
     fetch = max(k, policy.short_list) if verify else k
     found = similar_to_query_vector(loaded, vector, k=fetch, category=category,
                                     collapse=False).results
+    verdict, ranked = results_verify(loaded, image, found, k=k, verify=verify, policy=policy)
+    return PhotoMatch(model=loaded.manifest.model, index_build=loaded.name, verified=verify,
+                      verdict=verdict, results=ranked)
+
+
+def results_verify(
+    loaded: LoadedIndex, image: Image.Image, found: list[SimilarResult], *, k: int,
+    verify: bool, policy: VerifyPolicy,
+) -> tuple[str, list[VerifiedResult]]:
+    """The verdict and the first ``k`` of ``found`` (a global ranking of at least the short
+    list when ``verify``), verified and re-ranked when ``verify``."""
     evidence: list[PairEvidence | None] = [None] * len(found)
     order = list(range(len(found)))
     if verify and found:
         shortlist = found[:policy.short_list]
         images = candidate_images([r.pk for r in shortlist])
-        evidence = shortlist_verify(extract_features(image), [images.get(r.pk) for r in shortlist])
+        evidence = shortlist_verify(extract_features(image),
+                                    [images.get(r.pk) for r in shortlist])
         order = gated_order(evidence, policy=policy)
         evidence += [None] * (len(found) - len(shortlist))
         order += list(range(len(shortlist), len(found)))
     ranked = [VerifiedResult(found[rank], evidence[rank]) for rank in order][:k]
+    conf = similarity_settings()
     model = loaded.manifest.model
     verdict = verdict_for(
         distance=ranked[0].result.distance if ranked else None,
@@ -173,5 +186,4 @@ def photo_match(
         similar_threshold=conf.similar_threshold_for(model),
         policy=policy,
     )
-    return PhotoMatch(model=model, index_build=loaded.name, verified=verify, verdict=verdict,
-                      results=ranked)
+    return verdict, ranked

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from lookalike_core.images import ImageValidationError, validate_image_bytes
 from PIL import Image
 
-from catalog.images import ImageValidationError, validate_image_bytes
 from catalog.models import Article, article_image_path
 from catalog.services import download_records, fetching
 from catalog.services.downloads import DownloadSummary, images_download

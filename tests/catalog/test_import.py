@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from lookalike_core import tabular
+from lookalike_core.tabular import MSG_FIELD_TOO_LARGE, MSG_NON_FINITE
 
-from catalog import tabular
 from catalog.management.commands.import_catalog import EXIT_ROWS_SKIPPED
 from catalog.models import MSG_ID_CONTROL, MSG_ID_DOT_SEGMENT, MSG_ID_RESERVED, Article
 from catalog.services.imports import (
@@ -20,7 +21,6 @@ from catalog.services.imports import (
     CatalogImportError,
     catalog_import,
 )
-from catalog.tabular import MSG_FIELD_TOO_LARGE, MSG_NON_FINITE
 
 pytestmark = pytest.mark.django_db
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from catalog.services.imports import CatalogImportError, catalog_import
-from catalog.tabular import (
+from lookalike_core.sources import MatchSourceError, supplier_source_open
+from lookalike_core.tabular import (
     MSG_NON_FINITE,
     MSG_NOT_OBJECT,
     TabularError,
     tabular_kind,
     tabular_open,
 )
-from similarity.services.matching.sources import MatchSourceError, supplier_source_open
+
+from catalog.services.imports import CatalogImportError, catalog_import
 
 pytestmark = pytest.mark.django_db
 

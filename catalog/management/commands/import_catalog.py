@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import CommandError
 
 from catalog.exitcodes import EXIT_PARTIAL
+from catalog.feeds import FORMATS
 from catalog.management.base import LookalikeCommand
 from catalog.services.imports import CatalogImportError, catalog_import
 
@@ -16,14 +17,21 @@ EXIT_ROWS_SKIPPED = EXIT_PARTIAL  # the file imported but some rows were skipped
 
 class Command(LookalikeCommand):
     help = (
-        "Import (upsert) a catalog from CSV or JSON Lines. Required columns: article_id, "
-        "image_url; optional: title, category, additional_image_urls, item_group_id, "
+        "Import (upsert) a catalog from CSV or JSON Lines (article_id, image_url), a Google "
+        "Merchant Center feed (TSV or XML) or a Shopify product CSV. Lookalike columns: "
+        "article_id, image_url; optional: title, category, additional_image_urls, item_group_id, "
         "availability; other columns are kept as metadata. "
         f"Exits {EXIT_ROWS_SKIPPED} when rows were skipped, 1 when the file is unusable."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("path", help="Catalog file (.csv, .jsonl or .ndjson).")
+        parser.add_argument(
+            "path", help="Catalog file (.csv, .tsv, .txt, .jsonl, .ndjson or .xml)."
+        )
+        parser.add_argument(
+            "--format", choices=FORMATS, default=None,
+            help="The feed's format; recognised by its header when not given.",
+        )
         parser.add_argument(
             "--dry-run", action="store_true", help="Validate and report, write nothing."
         )
@@ -39,6 +47,7 @@ class Command(LookalikeCommand):
                 path=options["path"],
                 dry_run=options["dry_run"],
                 deactivate_missing=options["deactivate_missing"],
+                format=options["format"],
             )
         except CatalogImportError as exc:
             raise CommandError(str(exc)) from exc
@@ -46,7 +55,7 @@ class Command(LookalikeCommand):
             self.stderr.write(f"line {skipped.line}: skipped: {skipped.reason}")
         for warning in summary.warnings:
             self.stderr.write(f"line {warning.line}: {warning.reason}")
-        self.stdout.write(f"{options['path']}: {summary.describe()}")
+        self.stdout.write(f"{options['path']} ({summary.format} feed): {summary.describe()}")
         done = "validated, nothing written" if options["dry_run"] else "imported"
         if summary.skipped:
             raise CommandError(

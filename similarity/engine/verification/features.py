@@ -89,6 +89,9 @@ def extract_features(
     """SIFT keypoints and descriptors of ``image`` at the working side."""
     grey = working_grey(image, side=side)
     keypoints, descriptors = _detector(max_keypoints).detectAndCompute(grey, None)
+    keypoints = keypoints[:max_keypoints]  # SIFT keeps ties at the cut: one or two more
+    if descriptors is not None:
+        descriptors = descriptors[:max_keypoints]
     points = np.array([keypoint.pt for keypoint in keypoints], dtype=np.float32).reshape(-1, 2)
     if descriptors is None:
         descriptors = np.zeros((0, 128), dtype=np.float32)

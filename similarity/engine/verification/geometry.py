@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from similarity.engine.verification.features import LocalFeatures
+from similarity.engine.verification.features import WORKING_SIDE, LocalFeatures
 
 RATIO = 0.75  # Lowe's ratio test: 0.8 let in more brand-sibling matches (precision 0.96)
 MIN_MATCHES = 8  # fewer ratio-test matches than this: no model is fitted
-REPROJECTION_PX = 5.0  # inlier distance at the 640 px working side
+REPROJECTION_PX = 5.0  # inlier distance at the 640 px working side, scaled to the photo's
 MAX_ITERATIONS = 2000
 CONFIDENCE = 0.995
 
@@ -60,8 +60,9 @@ def pair_verify(photo: LocalFeatures, catalog: LocalFeatures, *,
         return NOTHING
     source = catalog.points[[m.trainIdx for m in good]]
     target = photo.points[[m.queryIdx for m in good]]
+    tolerance = REPROJECTION_PX * max(photo.size) / WORKING_SIDE
     homography, mask = cv2.findHomography(
-        source, target, cv2.USAC_MAGSAC, REPROJECTION_PX, maxIters=MAX_ITERATIONS,
+        source, target, cv2.USAC_MAGSAC, tolerance, maxIters=MAX_ITERATIONS,
         confidence=CONFIDENCE)
     if homography is None or mask is None:
         return NOTHING

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import CommandError
+from lookalike_core.sources import MatchSourceError
 
 from catalog.exitcodes import EXIT_PARTIAL
 from catalog.management.base import LookalikeCommand
 from similarity.errors import IndexNotReady, InvalidQuery
 from similarity.selectors.validation import validate_k
 from similarity.services.matching.photos import supplier_photos_match
-from similarity.services.matching.sources import MatchSourceError
 
 EXIT_ROWS_FAILED = EXIT_PARTIAL  # the report is complete but some rows failed
 ERRORS_SHOWN = 20
@@ -38,6 +38,9 @@ class Command(LookalikeCommand):
         parser.add_argument("--batch-size", type=int, help="Photos per batch "
                             "(default: MATCH_BATCH_SIZE).")
         parser.add_argument("--workers", type=int, help="Parallel downloads.")
+        parser.add_argument("--no-verify", dest="verify", action="store_false", default=None,
+                            help="Global ranking only: no local-feature verification (default: "
+                            "the VERIFY setting, on).")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -53,6 +56,7 @@ class Command(LookalikeCommand):
                 output=output,
                 k=k,
                 similar_threshold=options["similar_threshold"],
+                verify=options["verify"],
                 batch_size=options["batch_size"],
                 workers=options["workers"],
                 progress=not options["no_progress"] and options["verbosity"] > 0,

@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db import transaction
+from lookalike_core.match_report import SAME
 
 from catalog.models import Article
 from catalog.selectors import article_id_storable
-from similarity.engine.match_report import SAME
 from similarity.errors import InvalidDecision
 from similarity.models import MatchDecision, MatchRun
 from similarity.selectors.matching import match_run_row, match_run_same_pending

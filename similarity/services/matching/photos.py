@@ -1,8 +1,8 @@
 """Match a batch of supplier photos against the current index and write a verdict per photo.
 
-Reader (``matching.sources``) -> fetch and decode in threads (``matching.prepare``, the
+Reader (``lookalike_core.sources``) -> fetch and decode in threads (``matching.prepare``, the
 catalog's safe downloader) -> embed with the index's model and runtime (the process's one
-provider) -> k-NN against the current index -> writer (``engine.match_report``, one flushed
+provider) -> k-NN against the current index -> writer (``lookalike_core.match_report``, one flushed
 line per photo, resumable).
 """
 
@@ -16,15 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
-from catalog.models import ArticleId
-from catalog.progress import progress_bar
-from catalog.selectors import article_ids_by_pk
-from similarity.conf import similarity_settings
-from similarity.engine.embedders import Embedder
-from similarity.engine.index import knn_query
-from similarity.engine.match_report import (
+from lookalike_core.match_report import (
     ERROR,
     NEW,
     SAME,
@@ -34,6 +26,15 @@ from similarity.engine.match_report import (
     ReportWriter,
     report_format,
 )
+from lookalike_core.sources import SupplierSource, pending_rows, supplier_source_open
+from PIL import Image
+
+from catalog.models import ArticleId
+from catalog.progress import progress_bar
+from catalog.selectors import article_ids_by_pk
+from similarity.conf import similarity_settings
+from similarity.engine.embedders import Embedder
+from similarity.engine.index import knn_query
 from similarity.engine.verification import (
     PairEvidence,
     VerifyPolicy,
@@ -55,11 +56,9 @@ from similarity.services.matching.prepare import (
     Photo,
     PhotoFetcher,
     Thumbnails,
-    pending_rows,
     photo_fetcher,
     prefetch,
 )
-from similarity.services.matching.sources import SupplierSource, supplier_source_open
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +109,8 @@ class MatchSummary:
         resumed = f", {self.already_done} already in the report" if self.already_done else ""
         return (
             f"{self.counts[SAME]} same, {self.counts[SIMILAR]} similar, "
-            f"{self.counts[NEW]} new, {self.counts[ERROR]} error{resumed} "
+            f"{self.counts[NEW]} new, {self.counts[ERROR]} error{resumed}"
+            f"{', verified' if self.verified else ''} "
             f"in {self.timings['total_seconds']:.1f}s ({self.photos_per_second:.1f} photos/s; "
             f"model {self.model}, index {self.index_build}) -> {self.report}"
         )

@@ -12,20 +12,20 @@ from dataclasses import dataclass
 from functools import partial
 
 import requests
-from lookalike_core.imaging import to_rgb
+from lookalike_core.images import ImageValidationError
+from lookalike_core.localfiles import local_file_read
+from lookalike_core.sources import SupplierRow
 from PIL import Image
 
 from catalog.conf import catalog_settings
-from catalog.images import ImageValidationError, image_decode_reduced
-from catalog.localfiles import local_file_read
-from catalog.services.fetching import ImageFetchError, download_session, fetch_image
-from similarity.services.matching.sources import SupplierRow
+from catalog.services.fetching import ImageFetchError, download_session, fetch_bytes
+from similarity.selectors.uploads import photo_decode
 
 logger = logging.getLogger(__name__)
 
 THUMBNAIL_SIDE = 240
 
-MSG_REPEATED = "supplier_ref repeated (first on line {line}); only the first row is matched"
+MSG_TOO_LARGE = "image too large: > {max_bytes} bytes"
 MSG_UNREADABLE = "could not read the file: {error}"
 
 # Where a small JPEG of each photo goes: (supplier_ref, JPEG bytes). A match run keeps them
@@ -75,20 +75,6 @@ def photo_fetcher(
     return PhotoFetcher(prepare=prepare, session=session, workers=workers)
 
 
-def pending_rows(rows: Iterator[SupplierRow], done: set[str]) -> Iterator[SupplierRow]:
-    """Rows not in the report yet; a ref seen earlier in this source becomes an error row."""
-    first_line: dict[str, int] = {}
-    for row in rows:
-        if row.supplier_ref in first_line:
-            yield SupplierRow(supplier_ref=f"{row.supplier_ref} (line {row.line})",
-                              line=row.line, extra=row.extra,
-                              error=MSG_REPEATED.format(line=first_line[row.supplier_ref]))
-            continue
-        first_line[row.supplier_ref] = row.line
-        if row.supplier_ref not in done:
-            yield row
-
-
 def prefetch(
     rows: Iterator[SupplierRow], *, pool: ThreadPoolExecutor,
     prepare: Callable[[SupplierRow], Photo], batch_size: int,
@@ -108,10 +94,11 @@ def photo_prepare(
         if row.path is not None:
             data = local_file_read(row.path, max_bytes=max_bytes)
         else:
-            data = fetch_image(session, row.image_url, timeout=timeout, max_bytes=max_bytes,
-                               max_pixels=max_pixels).data
+            data, _content_type = fetch_bytes(session, row.image_url, timeout=timeout,
+                                              max_bytes=max_bytes)
         side = max(min_side or 0, THUMBNAIL_SIDE) if thumbnails else min_side
-        image = to_rgb(image_decode_reduced(data, max_pixels=max_pixels, min_side=side))
+        # The API's decode path and slots: one decode, under the pixel and scan limits.
+        image = photo_decode(data=data, max_pixels=max_pixels, min_side=side, wait=True)
         if thumbnails is not None:
             thumbnails(row.supplier_ref, thumbnail_jpeg(image))
     except (ImageFetchError, ImageValidationError) as exc:

@@ -21,15 +21,15 @@ from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
+from lookalike_core.match_report import report_rows_read
+from lookalike_core.sources import MatchSourceError, zip_extract_safe
+from lookalike_core.tabular import tabular_kind
 
-from catalog.tabular import tabular_kind
 from similarity.conf import similarity_settings
-from similarity.engine.match_report import report_rows_read
 from similarity.models import MatchRun
 from similarity.selectors.validation import validate_k
 from similarity.services.matching.photos import MatchSummary, supplier_photos_match
 from similarity.services.matching.prepare import Thumbnails
-from similarity.services.matching.sources import MatchSourceError, zip_extract_safe
 from similarity.storages import (
     match_run_folder_new,
     match_thumbnail_key,

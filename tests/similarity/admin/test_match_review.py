@@ -12,8 +12,8 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 from django.utils.html import escape
+from lookalike_core.match_report import SAME
 
-from similarity.engine.match_report import SAME
 from similarity.models import MatchDecision, MatchRun
 from tests.similarity.services.matching.test_decisions import published_run
 

@@ -9,8 +9,8 @@ from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils.html import escape
+from lookalike_core.match_report import NEW, SAME
 
-from similarity.engine.match_report import NEW, SAME
 from similarity.services.builds.runs import index_build_run
 from tests.similarity.helpers import make_catalog
 from tests.similarity.services.matching.test_photos import near_copy, unrelated

@@ -41,6 +41,7 @@ def test_classic_index_is_described_without_a_file(client, catalog, staff):
     assert body["kind"] == "classic" and body["file"] is None
     assert body["model"] == "classic" and body["model_identity"] == "classic@v2"
     assert body["dimension"] == 143 and body["preprocessing"] is None
+    assert body["image_size"] == 128  # what the server decodes supplier photos down to
     assert body["duplicate_threshold"] == 0.05 and body["similar_threshold"] == 0.25
     # Conditional GET: the same ETag answers 304 with no body.
     etag = response["ETag"]

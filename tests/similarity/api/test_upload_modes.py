@@ -8,14 +8,14 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from catalog.images import (
+from lookalike_core.images import (
     MSG_TRUNCATED,
     ImageValidationError,
     image_decode_reduced,
     validate_image_bytes,
 )
+from PIL import Image
+
 from demo.sample_images import product_image
 
 pytestmark = pytest.mark.django_db

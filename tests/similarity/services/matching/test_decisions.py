@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from django.core.files import File
+from lookalike_core.match_report import ERROR, NEW, SAME, SIMILAR, MatchRow, ReportWriter
 
-from similarity.engine.match_report import ERROR, NEW, SAME, SIMILAR, MatchRow, ReportWriter
 from similarity.errors import InvalidDecision
 from similarity.models import MatchDecision, MatchRun
 from similarity.selectors.matching import (

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from lookalike_core.match_report import ReportError, report_rows_read
 from PIL import Image
 
 from demo.loopback import LoopbackServer
 from demo.sample_images import product_image
 from similarity.conf import similarity_settings
-from similarity.engine.match_report import ReportError, report_rows_read
 from similarity.services.builds.runs import index_build_run
 from similarity.services.matching.photos import supplier_photos_match
 from tests.similarity.helpers import make_catalog
@@ -259,7 +259,8 @@ def test_the_index_runtime_is_used_and_loaded_once_per_process(catalog, monkeypa
 
 
 def test_folder_source_reports_fifos_devices_outside_links_and_loops(catalog, tmp_path):
-    from similarity.services.matching.sources import supplier_source_open
+    from lookalike_core.sources import supplier_source_open
+
     from tests.hostile_folder import hostile_folder
 
     root, expected = hostile_folder(tmp_path)

@@ -12,10 +12,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from lookalike_core.match_report import report_rows_read
 
 from catalog.models import Article
 from catalog.services.images import article_image_store
-from similarity.engine.match_report import report_rows_read
 from similarity.services.builds.runs import index_build_run
 from similarity.services.matching.photos import supplier_photos_match
 
@@ -48,7 +48,7 @@ def test_store_photos_find_their_packshot_well_above_chance(labels, tmp_path):
     truth = {}
     for row in labels:
         if row["kind"] == "store_photo":
-            # A copy: folder readers never follow links out of the folder.
+            # A copy (links out of the folder are refused: folder readers stay inside it).
             shutil.copyfile(images / row["image_file"], folder / row["image_file"])
             truth[Path(row["image_file"]).stem] = row["product"]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from lookalike_core.sources import MatchSourceError, zip_extract_safe
 
 from similarity.models import MatchRun
 from similarity.selectors.matching import (
@@ -19,7 +20,6 @@ from similarity.selectors.matching import (
 )
 from similarity.services.builds.runs import index_build_run
 from similarity.services.matching.runs import match_run_create
-from similarity.services.matching.sources import MatchSourceError, zip_extract_safe
 from tests.similarity.helpers import make_catalog
 from tests.similarity.services.matching.test_photos import near_copy, unrelated
 

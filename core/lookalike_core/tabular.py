@@ -18,19 +18,22 @@ from typing import IO, Any
 
 CSV = "csv"
 JSONL = "jsonl"
-EXTENSIONS = {".csv": CSV, ".jsonl": JSONL, ".ndjson": JSONL}
+# .tsv / .txt: Google Merchant Center's tab-separated feeds (the dialect is sniffed).
+EXTENSIONS = {".csv": CSV, ".tsv": CSV, ".txt": CSV, ".jsonl": JSONL, ".ndjson": JSONL}
 CSV_FIELD_LIMIT = 10 * 1024 * 1024  # characters; the csv module's default is 128 KiB
 SNIFF_BYTES = 64 * 1024
 DELIMITERS = ",;\t|"
 
 MSG_NO_FILE = "{path}: no such file"
 MSG_NOT_FILE = "{path}: not a file"
-MSG_FORMAT = "{path}: unknown format {suffix!r}; use .csv or .jsonl / .ndjson (JSON Lines)"
+MSG_FORMAT = (
+    "{path}: unknown format {suffix!r}; use .csv (.tsv, .txt) or .jsonl / .ndjson (JSON Lines)"
+)
 MSG_JSON_DOCUMENT = (
     "{path}: a .json file holds one JSON document; feeds are JSON Lines (one object per "
     "line): name the file .jsonl or .ndjson"
 )
-MSG_NOT_UTF8 = "{path}: not UTF-8 text ({reason})"
+MSG_NOT_UTF8 = "{path}: not UTF-8 (or UTF-16 with a byte order mark) text ({reason})"
 MSG_HEADER_UNREADABLE = "{path}: unreadable CSV header: {error}"
 MSG_HEADER = "{path}: CSV header must contain {required}; missing {missing} (header: {header})"
 MSG_CSV_LINE = "{path}: line {line}: unreadable CSV: {error}"
@@ -111,10 +114,18 @@ def _csv_reader(handle: IO[str]) -> csv.DictReader[str]:
     return csv.DictReader(handle, dialect=dialect)
 
 
+def text_encoding(path: Path) -> str:
+    """UTF-16 when the file starts with its byte order mark (spreadsheet exports), else UTF-8
+    (a UTF-8 byte order mark is skipped)."""
+    with path.open("rb") as handle:
+        start = handle.read(2)
+    return "utf-16" if start in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+
+
 def _csv_header(path: Path) -> list[str]:
     previous_limit = csv.field_size_limit(CSV_FIELD_LIMIT)  # process-wide: for this read only
     try:
-        with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        with path.open("r", encoding=text_encoding(path), newline="") as handle:
             try:
                 fieldnames = _csv_reader(handle).fieldnames
             except csv.Error as exc:
@@ -127,7 +138,7 @@ def _csv_header(path: Path) -> list[str]:
 def _csv_records(path: Path) -> Iterator[tuple[int, Record]]:
     previous_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
     try:
-        with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        with path.open("r", encoding=text_encoding(path), newline="") as handle:
             reader = _csv_reader(handle)
             reader.fieldnames = [name.strip() for name in (reader.fieldnames or [])]
             yield from _csv_rows(path, reader)
@@ -169,7 +180,7 @@ def _finite_float(text: str) -> float:
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, Record]]:
-    with path.open("r", encoding="utf-8-sig") as handle:
+    with path.open("r", encoding=text_encoding(path)) as handle:
         for line_no, line in enumerate(handle, start=1):
             if line.strip():
                 yield line_no, _json_record(line)

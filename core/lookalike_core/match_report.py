@@ -1,8 +1,9 @@
-"""The supplier matching report (CSV or JSON Lines): its rows and columns, a writer that
-flushes a line at a time and resumes, and the reader (the admin's review page, exports).
+"""The supplier matching report (CSV or JSON Lines): its rows and columns, the verdict rule,
+a writer that flushes a line at a time and resumes, and the reader (review page, exports).
 
-A file format, like the build manifest: pure Python, so the matching service writes it and
-the selectors read it (from any storage, through a text stream) without importing each other.
+A file format, like the build manifest: pure Python in the core, so the server's matching
+service and the light client write the same report, and the selectors read it (from any
+storage, through a text stream) without importing the service.
 """
 
 from __future__ import annotations
@@ -32,6 +33,18 @@ MSG_REPORT_HEADER = (
     "{path} already holds a report with other columns ({found}); expected ({expected}). "
     "Resume with the same --k and source, or choose another --output"
 )
+
+
+def verdict_for(best_distance: float | None, *, same_threshold: float,
+                similar_threshold: float) -> str:
+    """The verdict of a photo whose nearest article is at ``best_distance`` (None: none):
+    ``same`` at or under ``same_threshold``, ``similar`` at or under ``similar_threshold``,
+    else ``new``."""
+    if best_distance is not None and best_distance <= same_threshold:
+        return SAME
+    if best_distance is not None and best_distance <= similar_threshold:
+        return SIMILAR
+    return NEW
 
 
 class ReportError(ValueError):

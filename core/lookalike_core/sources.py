@@ -1,4 +1,7 @@
-"""Supplier sources for matching: a folder of photos, a CSV or JSON Lines feed, a safe zip."""
+"""Supplier sources for matching: a folder of photos, a CSV or JSON Lines feed, a safe zip.
+
+In the core: the server's match runs and the light client read sources the same way.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from catalog.localfiles import folder_photos
-from catalog.tabular import TabularError, TabularFile, tabular_kind, tabular_open
+from lookalike_core.localfiles import folder_photos
+from lookalike_core.tabular import TabularError, TabularFile, tabular_kind, tabular_open
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 REQUIRED_COLUMNS = ("supplier_ref", "image_url")
@@ -21,6 +24,7 @@ MSG_MISSING_SOURCE = "{path}: no such file or folder"
 MSG_FORMAT = (
     "{path}: not a folder of photos, a CSV (.csv) or a JSON Lines (.jsonl, .ndjson) file"
 )
+MSG_REPEATED = "supplier_ref repeated (first on line {line}); only the first row is matched"
 MSG_MISSING_REF = "missing supplier_ref"
 MSG_MISSING_URL = "missing image_url"
 MSG_ZIP_BAD = "{name}: not a readable zip file: {error}"
@@ -53,7 +57,7 @@ class SupplierSource:
     path: Path
     kind: str  # folder, csv or jsonl
     extra_columns: list[str] | None
-    feed: TabularFile | None = None  # a CSV or JSON Lines feed (catalog.tabular)
+    feed: TabularFile | None = None  # a CSV or JSON Lines feed (lookalike_core.tabular)
 
     def count(self) -> int:
         """How many rows the source holds (one streaming pass; for the progress bar)."""
@@ -89,6 +93,20 @@ def supplier_source_open(*, path: Path | str) -> SupplierSource:
         else [name for name in feed.columns if name and name not in REQUIRED_COLUMNS]
     )
     return SupplierSource(path=path, kind=feed.kind, extra_columns=extra_columns, feed=feed)
+
+
+def pending_rows(rows: Iterator[SupplierRow], done: set[str]) -> Iterator[SupplierRow]:
+    """Rows not in the report yet; a ref seen earlier in this source becomes an error row."""
+    first_line: dict[str, int] = {}
+    for row in rows:
+        if row.supplier_ref in first_line:
+            yield SupplierRow(supplier_ref=f"{row.supplier_ref} (line {row.line})",
+                              line=row.line, extra=row.extra,
+                              error=MSG_REPEATED.format(line=first_line[row.supplier_ref]))
+            continue
+        first_line[row.supplier_ref] = row.line
+        if row.supplier_ref not in done:
+            yield row
 
 
 def _folder_rows(root: Path) -> Iterator[SupplierRow]:

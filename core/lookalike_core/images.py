@@ -19,6 +19,12 @@ MSG_TRUNCATED = "truncated image"
 MSG_BOMB = "decompression bomb: {pixels} pixels > limit {limit}"
 MSG_FORMAT = "unsupported image format {format}; allowed: {allowed}"
 MSG_CORRUPT = "corrupt image: {error}"
+MSG_SCANS = "progressive JPEG with more than {limit} scans (decoding cost); refused"
+
+# libjpeg decodes a progressive JPEG once per scan, over the whole image: a small file that
+# repeats a scan thousands of times costs minutes of CPU. Encoders write up to ~10 scans
+# (libjpeg's default progression; mozjpeg's searched ones stay well under 20).
+MAX_JPEG_SCANS = 32
 
 # EXIF orientations that rotate by 90 degrees, swapping width and height on display.
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
@@ -60,6 +66,7 @@ def validate_image_bytes(data: bytes, *, max_pixels: int) -> ImageInfo:
                     MSG_BOMB.format(pixels=width * height, limit=max_pixels)
                 )
             _check_png_data_covers_rows(data, image_format)
+            _check_jpeg_scans(data, image_format)
             image.verify()
         # verify() leaves the image unusable; decoding every pixel needs a fresh open.
         with Image.open(io.BytesIO(data), formats=formats) as image:
@@ -115,6 +122,7 @@ def image_decode_reduced(data: bytes, *, max_pixels: int, min_side: int | None) 
                     MSG_BOMB.format(pixels=width * height, limit=max_pixels)
                 )
             _check_png_data_covers_rows(data, image.format or "")
+            _check_jpeg_scans(data, image.format or "")
             if image.format == "JPEG" and min_side:
                 image.draft(image.mode, (min_side, min_side))
             image.load()
@@ -171,6 +179,59 @@ def _check_png_data_covers_rows(data: bytes, image_format: str) -> None:
         offset += 12 + length
     if height * row_bytes > (idat_bytes + 64) * _DEFLATE_MAX_RATIO:
         raise ImageValidationError(MSG_TRUNCATED)
+
+
+def jpeg_scan_count(data: bytes, *, stop_after: int | None = None) -> int:
+    """How many scans (SOS markers) the JPEG stream ``data`` holds, read from its markers
+    without decoding; stops counting past ``stop_after``.
+
+    Segments with a length are skipped whole; after each SOS the entropy-coded data is
+    skipped to the next marker (0xFF not followed by a stuffed 0x00 or a restart marker).
+    """
+    scans, offset, size = 0, 2, len(data)
+    while offset + 4 <= size:
+        if data[offset] != 0xFF:
+            offset = data.find(b"\xff", offset)
+            if offset < 0:
+                break
+            continue
+        marker = data[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        if marker == 0xD9:  # EOI
+            break
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length
+            offset += 2
+            continue
+        length = (data[offset + 2] << 8) | data[offset + 3]
+        offset += 2 + length
+        if marker != 0xDA:  # SOS: entropy-coded data follows its header
+            continue
+        scans += 1
+        if stop_after is not None and scans > stop_after:
+            return scans
+        offset = _entropy_end(data, offset)
+    return scans
+
+
+def _entropy_end(data: bytes, offset: int) -> int:
+    """The offset of the first marker after entropy-coded data starting at ``offset``."""
+    while True:
+        offset = data.find(b"\xff", offset)
+        if offset < 0 or offset + 1 >= len(data):
+            return len(data)
+        following = data[offset + 1]
+        if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
+            offset += 1 if following == 0xFF else 2
+            continue
+        return offset
+
+
+def _check_jpeg_scans(data: bytes, image_format: str) -> None:
+    """Refuse a JPEG with more than MAX_JPEG_SCANS scans, before any pixel is decoded."""
+    if image_format == "JPEG" and jpeg_scan_count(data, stop_after=MAX_JPEG_SCANS) > MAX_JPEG_SCANS:
+        raise ImageValidationError(MSG_SCANS.format(limit=MAX_JPEG_SCANS))
 
 
 def _reducible(image: Image.Image) -> Image.Image:

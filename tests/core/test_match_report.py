@@ -2,7 +2,7 @@
 
 import io
 
-from similarity.engine.match_report import (
+from lookalike_core.match_report import (
     SAME,
     Evidence,
     MatchRow,
