@@ -36,9 +36,13 @@ fuzz: venv
 bench: venv
 	$(PY) bench/run_all.py $(BENCHMARKS)
 
+# `make serve HOST=0.0.0.0 PORT=8080` to listen elsewhere (loopback:8000 by default).
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
 serve: venv
 	$(PY) manage.py migrate --noinput
-	$(VENV)/bin/gunicorn -c config/gunicorn.py config.wsgi --bind 127.0.0.1:8000
+	$(VENV)/bin/gunicorn -c config/gunicorn.py config.wsgi --bind $(HOST):$(PORT)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

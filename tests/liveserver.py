@@ -71,6 +71,10 @@ class WebNode:
         status, _headers, payload = self.request(path)
         return status, payload if status == 200 and isinstance(payload, dict) else {}
 
+    def current_build(self) -> str | None:
+        status, body = self.get("/api/index/")
+        return (body.get("current") or {}).get("name") if status == 200 else None
+
     def stop(self) -> None:
         self.process.terminate()
         try:

@@ -196,8 +196,9 @@ def evidence_fields(evidence: PairEvidence | None) -> dict[str, Any]:
             "inlier_ratio": None if evidence is None else round(evidence.inlier_ratio, 4)}
 
 
-def photo_match_response(match: PhotoMatch) -> Response:
-    rows = result_rows([item.result for item in match.results], collapsed=False)
+def photo_match_response(match: PhotoMatch, *, request: Request) -> Response:
+    rows = result_rows([item.result for item in match.results], collapsed=False,
+                       request=request)
     for row, item in zip(rows, match.results, strict=True):
         row.update(evidence_fields(item.evidence))
     return Response({"article_id": None, "model": match.model,
@@ -347,11 +348,12 @@ class SimilarSearchApi(APIView):
             raise InvalidQuery(MSG_VERIFY_VECTOR)
         if image_url is not None:
             return photo_match_response(photo_match_url(image_url=image_url, k=k,
-                                                        category=category))
+                                                        category=category),
+                                        request=self.request)
         if upload is None:
             raise InvalidQuery(MSG_NO_IMAGE.format(fields="none"))
         return photo_match_response(photo_match(image=_read_upload(upload), k=k, verify=True,
-                                                category=category))
+                                                category=category), request=self.request)
 
 
 def reject_large_body(request: Request, *, empty_message: str = MSG_EMPTY_BODY) -> None:

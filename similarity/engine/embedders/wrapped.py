@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from lookalike_core.pixels import PixelSpec
 from PIL import Image
 
 from similarity.engine.embedders.base import Batch, Embedder, EmbedderLoadError
@@ -45,6 +46,9 @@ class RuntimeEmbedder(Embedder):
 
     def preprocessing(self) -> dict[str, Any]:
         return self.base.preprocessing()
+
+    def pixel_spec(self) -> PixelSpec | None:
+        return self.base.pixel_spec()
 
     def pixel_values(self, batch: Batch) -> Any:
         return self.base.pixel_values(batch)

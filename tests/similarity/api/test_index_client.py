@@ -78,7 +78,8 @@ def test_onnx_model_is_the_gated_export_and_gives_the_servers_vectors(client, st
     index_build_run(model=str(tiny_clip), progress=False)
     client.force_authenticate(staff)
     body = client.get(URL).json()
-    assert body["kind"] == "onnx" and body["file"]["runtime"] == "onnx"
+    assert body.get("kind") == "onnx", body
+    assert body["file"]["runtime"] == "onnx"
     spec = PixelSpec.from_dict(body["preprocessing"])
     assert body["image_size"] == spec.image_size
     download = client.get(MODEL_URL, HTTP_ACCEPT="application/octet-stream")

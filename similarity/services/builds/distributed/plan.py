@@ -51,6 +51,32 @@ from similarity.services.indexing.embeddings import indexable_articles
 
 logger = logging.getLogger(__name__)
 
+
+def shard_size_for(*, articles: int, workers: int, cap: int) -> int:
+    """Articles per shard: a small catalog still fans out to the ``workers`` there are (one
+    shard each), a large one goes in shards of at most ``cap`` (SHARD_SIZE)."""
+    if cap < 1:
+        raise ValueError(f"shard size must be >= 1; got {cap}")
+    return max(1, min(cap, -(-articles // max(1, workers))))
+
+
+def live_workers() -> int:
+    """Worker processes of the django-q2 clusters alive now (their broker stats); 0 if none."""
+    from django_q.status import Stat
+
+    try:
+        return sum(len(stat.workers) for stat in Stat.get_all())
+    except Exception as error:  # the broker is down: plan as for one worker
+        logger.warning("Could not count the live django-q2 workers: %s", error)
+        return 0
+
+
+def _shard_size(articles: int) -> int:
+    size = shard_size_for(articles=articles, workers=live_workers(),
+                          cap=similarity_settings().shard_size)
+    logger.info("Distributed build: %d articles in shards of %d", articles, size)
+    return size
+
 PHASE_PLAN = "plan shards"
 PHASE_DOWNLOAD = "download shards"
 PHASE_EMBED = "embed shards"
@@ -83,7 +109,7 @@ def step_plan(run: BuildRun) -> None:
         shards = _stage_open(
             build.pk, PHASE_PLAN, PHASE_DOWNLOAD,
             lambda: shards_plan(build=build, kind=Kind.DOWNLOAD, pks=list(pending),
-                                size=similarity_settings().shard_size, options=options),
+                                size=_shard_size(len(pending)), options=options),
         )
         if shards:
             _send_shards(shards)
@@ -128,9 +154,10 @@ def _open_embed_stage(
                 image_sha256=OuterRef("image_sha256"),
             )
             articles = articles.exclude(Exists(stored))
+        pks = list(articles.values_list("pk", flat=True))
         return shards_plan(
-            build=build, kind=Kind.EMBED, pks=list(articles.values_list("pk", flat=True)),
-            size=similarity_settings().shard_size, options=options, reembed=reembed,
+            build=build, kind=Kind.EMBED, pks=pks,
+            size=_shard_size(len(pks)), options=options, reembed=reembed,
         )
 
     shards = _stage_open(build.pk, from_phase, PHASE_EMBED, plan)

@@ -198,3 +198,25 @@ def test_a_worker_with_other_weights_fails_the_build_instead_of_mixing_vectors(
     assert build.status == IndexBuild.Status.FAILED
     assert "loads other weights for 'classic'" in build.error and "(classic@x)" in build.error
     assert not Embedding.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("articles", "workers", "cap", "size"),
+    [
+        (81, 4, 1000, 21),  # a small catalog still fans out to every live worker
+        (81, 0, 1000, 81),  # nobody alive yet: one shard (it waits for a worker)
+        (10_000, 4, 1000, 1000),  # a large one in shards of at most SHARD_SIZE
+        (3, 8, 1000, 1),
+        (0, 2, 1000, 1),
+    ],
+)
+def test_shard_size_follows_the_catalog_and_the_live_workers(articles, workers, cap, size):
+    from similarity.services.builds.distributed.plan import shard_size_for
+
+    assert shard_size_for(articles=articles, workers=workers, cap=cap) == size
+
+
+def test_no_cluster_alive_counts_no_workers():
+    from similarity.services.builds.distributed.plan import live_workers
+
+    assert live_workers() == 0  # the tests run no qcluster
