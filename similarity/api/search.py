@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.conf import settings
@@ -97,10 +98,19 @@ class VectorField(serializers.Field):
             isinstance(value, int | float) and not isinstance(value, bool) for value in data
         ):
             raise serializers.ValidationError(MSG_VECTOR_FORM)
-        return [float(value) for value in data]
+        return [_float(value) for value in data]
 
     def to_representation(self, value: list[float]) -> list[float]:
         return value
+
+
+def _float(value: int | float) -> float:
+    """``value`` as a float; a JSON integer past float's range is infinite (then refused as
+    not finite, like 1e999), not an OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 class FoldedDuplicateSerializer(serializers.Serializer):

@@ -27,6 +27,9 @@ MSG_BAD_DECISION_FILTER = "decision must be one of {choices}; got {value!r}"
 UNDECIDED = "undecided"
 DECISION_FILTERS = (*MatchDecision.Decision.values, UNDECIDED)
 REVIEW_COLUMNS = ("review_decision", "review_article_id", "reviewed_by", "reviewed_at")
+# A cell starting with one of these runs as a formula when the export is opened in a
+# spreadsheet; supplier refs, errors and feed columns come from outside (OWASP CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @contextmanager
@@ -131,17 +134,31 @@ def match_run_csv(
     decided = match_run_decisions(run=run)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*report_columns(k=run.k, extra_columns=extras), *REVIEW_COLUMNS])
+    writer.writerow([_spreadsheet_safe(name) for name in (  # the feed names extra columns
+        *report_columns(k=run.k, extra_columns=extras), *REVIEW_COLUMNS)])
     for row in match_run_rows(run=run, verdict=verdict, decision=decision):
         made = decided.get(row.supplier_ref)
         review = ([made.decision, made.article_id, made.decided_by, made.decided_at.isoformat()]
                   if made else ["", "", "", ""])
-        writer.writerow([*report_csv_values(row, k=run.k, extra_columns=extras), *review])
+        writer.writerow([_spreadsheet_safe(value) for value in (
+            *report_csv_values(row, k=run.k, extra_columns=extras), *review)])
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
     if buffer.getvalue():
         yield buffer.getvalue()
+
+
+def _spreadsheet_safe(value: str) -> str:
+    """``value`` as a spreadsheet shows it, never as a formula: a leading quote when it
+    starts like one (numbers, such as negative ones, are left as they are)."""
+    if not value.startswith(FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return f"'{value}"
+    return value
 
 
 def match_run_thumbnail_name(*, run: MatchRun, supplier_ref: str) -> str:

@@ -7,8 +7,10 @@ image's SHA-256, so a model change, a re-embed or an incremental build reuses th
 from __future__ import annotations
 
 import io
+import logging
 import os
 import threading
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
+
+logger = logging.getLogger(__name__)
 
 # Measured on realphotos/grocery (docs/benchmarks.md, "Verification"): SIFT beats ORB there
 # (hit@1 0.51 against 0.46, `same` precision 0.98 against 0.90 at a third of the time per
@@ -115,7 +119,7 @@ def features_from_bytes(data: bytes, *, path: str = "<bytes>") -> LocalFeatures:
             return LocalFeatures(points=values["points"].astype(np.float32),
                                  descriptors=values["descriptors"].astype(np.uint8),
                                  size=(int(size[0]), int(size[1])))
-    except (OSError, KeyError, EOFError) as exc:
+    except (OSError, KeyError, EOFError, IndexError, zipfile.BadZipFile) as exc:
         raise ValueError(ERR_NOT_FEATURES.format(path=path, version=FEATURES_FORMAT)) from exc
 
 
@@ -157,12 +161,18 @@ class FeatureStore:
         return features
 
     def put(self, sha256: str, features: LocalFeatures) -> None:
+        """Keep ``features`` (in memory, and on disk when it can be written: the store is a
+        cache, so a full or read-only disk is logged, never raised to the search)."""
         path = self.path(sha256)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        temp.write_bytes(features_bytes(features))
-        os.replace(temp, path)
         self._remember(sha256, features)
+        temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temp.write_bytes(features_bytes(features))
+            os.replace(temp, path)
+        except OSError as exc:
+            logger.warning("Local features of %s not stored: %s", sha256, exc)
+            temp.unlink(missing_ok=True)
 
     def _remember(self, sha256: str, features: LocalFeatures) -> None:
         with self._lock:

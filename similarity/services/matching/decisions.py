@@ -10,6 +10,7 @@ from django.db import transaction
 from lookalike_core.match_report import SAME
 
 from catalog.models import Article
+from catalog.selectors import article_id_storable
 from similarity.errors import InvalidDecision
 from similarity.models import MatchDecision, MatchRun
 from similarity.selectors.matching import match_run_row, match_run_same_pending
@@ -39,7 +40,8 @@ def match_decision_record(
     if decision == MatchDecision.Decision.CONFIRMED:
         if not article_id:
             raise InvalidDecision(MSG_ARTICLE_NEEDED.format(ref=supplier_ref))
-        if not Article.objects.filter(article_id=article_id).exists():
+        if not (article_id_storable(article_id)
+                and Article.objects.filter(article_id=article_id).exists()):
             raise InvalidDecision(MSG_UNKNOWN_ARTICLE.format(article_id=article_id))
     elif article_id:
         raise InvalidDecision(MSG_ARTICLE_NOT_WANTED.format(decision=decision,
@@ -57,7 +59,9 @@ def match_decision_record(
 
 def match_decision_undo(*, run: MatchRun, supplier_ref: str) -> None:
     """Forget the decision on ``supplier_ref``: the photo is undecided again."""
-    deleted, _ = MatchDecision.objects.filter(run=run, supplier_ref=supplier_ref).delete()
+    deleted = 0
+    if "\x00" not in supplier_ref:  # no decision has one (PostgreSQL refuses it in a query)
+        deleted, _ = MatchDecision.objects.filter(run=run, supplier_ref=supplier_ref).delete()
     if not deleted:
         raise InvalidDecision(MSG_NOTHING_TO_UNDO.format(ref=supplier_ref, run=run.pk))
 

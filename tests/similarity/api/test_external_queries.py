@@ -64,6 +64,7 @@ def test_vector_query_as_json_and_form_is_normalised_server_side(client, catalog
         (["a", 1], None, "vector must be a list of numbers"),
         ("zeros", None, "all zeros"),
         ("huge", None, "is not a finite number"),
+        ("bigint", None, "is not a finite number"),  # a JSON integer past float's range
         ("stored", "clip-ViT-B-32", "was computed with model 'clip-ViT-B-32'"),
     ],
 )
@@ -72,12 +73,23 @@ def test_bad_vectors_are_clear_400s(client, catalog, vector, model, message):
     vector = {
         "zeros": [0.0] * dimension,
         "huge": [1e39] + [0.0] * (dimension - 1),
+        "bigint": [10**400] + [0] * (dimension - 1),
         "stored": stored_vector("S0001").tolist(),
     }.get(vector, vector) if isinstance(vector, str) else vector
     body = {"vector": vector, **({"model": model} if model else {})}
     response = client.post("/api/similar/", body, format="json")
     assert response.status_code == 400, response.json()
     assert message in response.json()["error"]["message"]
+
+
+def test_a_batch_item_with_an_integer_past_floats_range_errs_alone(client, catalog):
+    dimension = len(stored_vector("S0001"))
+    items = [{"vector": [-(10**400)] + [0] * (dimension - 1)}, {"article_id": "S0001"}]
+    response = client.post("/api/similar/batch/", {"items": items}, format="json")
+    assert response.status_code == 200, response.content
+    first, second = response.json()["results"]
+    assert first["status"] == 400 and "is not a finite number" in first["error"]["message"]
+    assert second["status"] == 200
 
 
 def test_two_query_kinds_and_non_object_bodies_are_400(client, catalog):

