@@ -8,6 +8,7 @@ is open, any token (or session) when LOOKALIKE API_AUTH is "token".
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 from django.http import FileResponse, HttpResponse, HttpResponseBase
@@ -15,6 +16,7 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -39,6 +41,12 @@ class ModelAccess(BasePermission):
         if not (user and user.is_authenticated):
             return False
         return bool(similarity_settings().api_auth == "token" or user.is_staff)
+
+
+class _AcceptOnly(DefaultContentNegotiation):
+    """Negotiates on the Accept header alone: ``?format=`` is ignored (not a 404)."""
+
+    settings = SimpleNamespace(URL_FORMAT_OVERRIDE=None)
 
 
 class OnnxRenderer(BaseRenderer):
@@ -150,7 +158,15 @@ class IndexClientModelApi(APIView):
 
     permission_classes = [ModelAccess]
     renderer_classes = [JSONRenderer, OnnxRenderer]
+    content_negotiation_class = _AcceptOnly
     error_statuses = {"get": (409, 503)}
+
+    def handle_exception(self, exc: Exception) -> Response:
+        """Errors are JSON with a JSON content type, whatever the client accepted."""
+        response = super().handle_exception(exc)
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return response
 
     @extend_schema(responses={(200, ONNX_MEDIA_TYPE): OpenApiTypes.BINARY,
                               304: OpenApiResponse(description="Not modified (ETag).")})

@@ -51,6 +51,12 @@ def test_classic_index_is_described_without_a_file(client, catalog, staff):
     missing = client.get(MODEL_URL)
     assert missing.status_code == 409
     assert missing.json()["error"]["code"] == "client_model_unavailable"
+    # The error stays JSON whatever the client accepts or asks with ?format= (never a 404).
+    for query, accept in (("?format=onnx", "*/*"), ("?format=AAA", "*/*"),
+                          ("", "application/octet-stream")):
+        refused = client.get(MODEL_URL + query, HTTP_ACCEPT=accept)
+        assert refused.status_code == 409, query
+        assert refused["Content-Type"] == "application/json", query
 
 
 def test_weights_are_staff_only_in_open_mode_and_any_token_in_token_mode(client, catalog,
