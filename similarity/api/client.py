@@ -46,7 +46,7 @@ class ModelAccess(BasePermission):
 class _AcceptOnly(DefaultContentNegotiation):
     """Negotiates on the Accept header alone: ``?format=`` is ignored (not a 404)."""
 
-    settings = SimpleNamespace(URL_FORMAT_OVERRIDE=None)
+    settings = SimpleNamespace(URL_FORMAT_OVERRIDE=None)  # type: ignore[assignment]  # the one key read
 
 
 class OnnxRenderer(BaseRenderer):
